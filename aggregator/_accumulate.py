@@ -1,0 +1,482 @@
+"""The accumulator: folds the chunks of one completion into the assembled object (sans-I/O).
+
+Theory of operation: every merge rule of docs/merge-rules.md lives in this module and in
+``_merge``. An :class:`Accumulator` keeps, per choice index, small mutable states that hold
+strings as lists of pieces (joined once, so the cost is linear in the number of chunks) and
+tool calls keyed by index. No chunk is kept after it is merged. :meth:`Accumulator.result` can
+be called at any time (for snapshots); it joins the pieces and leaves the state usable.
+
+Choices and tool calls are keyed by the server's index in dicts, so an index of 1,000,000,000
+costs the same as an index of 1, and the result lists them in index order without gaps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+from ._completions import (
+    ChatChoice,
+    ChatCompletion,
+    ChatMessage,
+    Completion,
+    CompletionChoice,
+    FunctionCall,
+    ToolCall,
+)
+from ._errors import UsageError
+from ._events import (
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChoiceLogprobs,
+    CompletionChunk,
+    FunctionDelta,
+    TextChunkChoice,
+    TextLogprobs,
+    ToolCallDelta,
+    Usage,
+)
+from ._merge import materialize, merge_delta, merge_snapshot, merge_usage
+
+__all__ = ["Accumulator"]
+
+
+def _join(pieces: list[str] | None) -> str | None:
+    if pieces is None:
+        return None
+    if len(pieces) > 1:
+        pieces[:] = ["".join(pieces)]
+    return pieces[0] if pieces else ""
+
+
+class _Function:
+    __slots__ = ("arguments", "extras", "name")
+
+    def __init__(self) -> None:
+        self.name = ""
+        self.arguments: list[str] = []
+        self.extras: dict[str, Any] = {}
+
+    def add(self, delta: FunctionDelta) -> None:
+        if delta.name and not self.name:
+            self.name = delta.name
+        if delta.arguments:
+            self.arguments.append(delta.arguments)
+        if delta.extras:
+            merge_delta(self.extras, delta.extras)
+
+    def result(self) -> FunctionCall:
+        return FunctionCall(
+            name=self.name,
+            arguments=_join(self.arguments) or "",
+            extras=materialize(self.extras),
+        )
+
+
+class _ToolCall:
+    __slots__ = ("extras", "function", "id", "index", "type")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.id = ""
+        self.type = ""
+        self.function = _Function()
+        self.extras: dict[str, Any] = {}
+
+    def add(self, delta: ToolCallDelta) -> None:
+        if delta.id and not self.id:
+            self.id = delta.id
+        if delta.type and not self.type:
+            self.type = delta.type
+        if delta.function is not None:
+            self.function.add(delta.function)
+        if delta.extras:
+            merge_delta(self.extras, delta.extras)
+
+    def result(self) -> ToolCall:
+        return ToolCall(
+            id=self.id,
+            type=self.type or "function",
+            function=self.function.result(),
+            extras=materialize(self.extras),
+        )
+
+
+class _ToolCalls:
+    """Tool calls of one choice, merged by index (see docs/merge-rules.md, *Tool calls*)."""
+
+    __slots__ = ("by_index", "calls", "last")
+
+    def __init__(self) -> None:
+        self.calls: list[_ToolCall] = []
+        self.by_index: dict[int, _ToolCall] = {}
+        self.last: _ToolCall | None = None
+
+    def add(self, delta: ToolCallDelta) -> None:
+        index = delta.index
+        if index is None:
+            call = self._without_index(delta.id)
+        else:
+            call = self.by_index.get(index)
+            if call is None or (delta.id and call.id and delta.id != call.id):
+                call = self._new(index)
+        call.add(delta)
+        self.last = call
+
+    def _without_index(self, id_: str | None) -> _ToolCall:
+        if id_:
+            for call in reversed(self.calls):
+                if call.id == id_:
+                    return call
+            return self._new(None)
+        return self.last if self.last is not None else self._new(None)
+
+    def _new(self, index: int | None) -> _ToolCall:
+        if index is None:
+            index = max(self.by_index, default=-1) + 1
+        call = _ToolCall(index)
+        self.calls.append(call)
+        self.by_index[index] = call
+        return call
+
+    def result(self) -> list[ToolCall]:
+        ordered = sorted(self.calls, key=lambda c: c.index)  # stable: arrival order within an index
+        return [call.result() for call in ordered]
+
+
+class _ChatChoice:
+    __slots__ = (
+        "content",
+        "delta_extras",
+        "extras",
+        "finish_reason",
+        "function_call",
+        "index",
+        "logprobs",
+        "parts",
+        "reasoning",
+        "reasoning_content",
+        "refusal",
+        "role",
+        "tools",
+    )
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.role: str | None = None
+        self.content: list[str] | None = None
+        self.parts: list[dict[str, Any]] | None = None
+        self.reasoning_content: list[str] | None = None
+        self.reasoning: list[str] | None = None
+        self.refusal: list[str] | None = None
+        self.tools: _ToolCalls | None = None
+        self.function_call: _Function | None = None
+        self.delta_extras: dict[str, Any] = {}
+        self.logprobs: _Logprobs | None = None
+        self.finish_reason: str | None = None
+        self.extras: dict[str, Any] = {}
+
+    def add(self, choice: ChatChunkChoice) -> None:
+        delta = choice.delta
+        if delta.role is not None and self.role is None:
+            self.role = delta.role
+        content = delta.content
+        if content is not None:
+            if content.__class__ is str and self.parts is None:
+                if self.content is None:
+                    self.content = [content]  # type: ignore[list-item]
+                else:
+                    self.content.append(content)  # type: ignore[arg-type]
+            else:
+                self._add_parts(content)
+        if delta.reasoning_content is not None:
+            if self.reasoning_content is None:
+                self.reasoning_content = []
+            self.reasoning_content.append(delta.reasoning_content)
+        if delta.reasoning is not None:
+            if self.reasoning is None:
+                self.reasoning = []
+            self.reasoning.append(delta.reasoning)
+        if delta.refusal is not None:
+            if self.refusal is None:
+                self.refusal = []
+            self.refusal.append(delta.refusal)
+        if delta.tool_calls:
+            if self.tools is None:
+                self.tools = _ToolCalls()
+            for call in delta.tool_calls:
+                self.tools.add(call)
+        if delta.function_call is not None:
+            if self.function_call is None:
+                self.function_call = _Function()
+            self.function_call.add(delta.function_call)
+        if delta.extras:
+            merge_delta(self.delta_extras, delta.extras)
+        if choice.logprobs is not None:
+            if self.logprobs is None:
+                self.logprobs = _Logprobs()
+            self.logprobs.add_chat(choice.logprobs)
+        if choice.finish_reason is not None:
+            self.finish_reason = choice.finish_reason
+        if choice.extras:
+            merge_snapshot(self.extras, choice.extras)
+
+    def _add_parts(self, content: Any) -> None:
+        if self.parts is None:
+            self.parts = []
+            text = _join(self.content)
+            if text:
+                self.parts.append({"type": "text", "text": text})
+            self.content = None
+        if content.__class__ is str:
+            content = [{"type": "text", "text": content}] if content else []
+        _append_parts(self.parts, content)
+
+    def result(self) -> ChatChoice:
+        content: str | list[dict[str, Any]] | None = _join(self.content)
+        if self.parts is not None:
+            content = materialize(self.parts)
+        message = ChatMessage(
+            role=self.role or "assistant",
+            content=content,
+            reasoning_content=_join(self.reasoning_content),
+            reasoning=_join(self.reasoning),
+            refusal=_join(self.refusal),
+            tool_calls=self.tools.result() if self.tools is not None else None,
+            function_call=self.function_call.result() if self.function_call else None,
+            extras=_message_extras(self.delta_extras),
+        )
+        return ChatChoice(
+            index=self.index,
+            message=message,
+            logprobs=self.logprobs.chat() if self.logprobs is not None else None,
+            finish_reason=self.finish_reason,
+            extras=dict(self.extras),
+        )
+
+
+def _message_extras(delta_extras: dict[str, Any]) -> dict[str, Any]:
+    extras: dict[str, Any] = materialize(delta_extras)
+    extras.pop("index", None)  # a stray choice index inside the delta (Mistral), not a message key
+    return extras
+
+
+def _append_parts(parts: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    """Append typed content parts; a part of the previous part's type is merged into it."""
+    for part in new:
+        if parts and part.get("type") == parts[-1].get("type"):
+            last = parts[-1]
+            for key, value in part.items():
+                old = last.get(key)
+                if key == "type" or value is None:
+                    continue
+                if value.__class__ is str and old.__class__ is str:
+                    last[key] = old + value
+                elif value.__class__ is list and old.__class__ is list:
+                    _append_parts(old, value)
+                else:
+                    last[key] = materialize(value)
+        else:
+            parts.append(materialize(part))
+
+
+class _Logprobs:
+    """Concatenated logprob lists, for a chat or a text choice."""
+
+    __slots__ = ("extras", "lists")
+
+    def __init__(self) -> None:
+        self.lists: dict[str, list[Any]] = {}
+        self.extras: dict[str, Any] = {}
+
+    def _extend(self, name: str, values: list[Any] | None) -> None:
+        if values is not None:
+            kept = self.lists.get(name)
+            if kept is None:
+                self.lists[name] = list(values)
+            else:
+                kept.extend(values)
+
+    def add_chat(self, logprobs: ChoiceLogprobs) -> None:
+        self._extend("content", logprobs.content)
+        self._extend("refusal", logprobs.refusal)
+        if logprobs.extras:
+            merge_snapshot(self.extras, logprobs.extras)
+
+    def add_text(self, logprobs: TextLogprobs) -> None:
+        self._extend("tokens", logprobs.tokens)
+        self._extend("token_logprobs", logprobs.token_logprobs)
+        self._extend("top_logprobs", logprobs.top_logprobs)
+        self._extend("text_offset", logprobs.text_offset)
+        if logprobs.extras:
+            merge_snapshot(self.extras, logprobs.extras)
+
+    def chat(self) -> ChoiceLogprobs:
+        lists = self.lists
+        return ChoiceLogprobs(
+            content=_copy(lists.get("content")),
+            refusal=_copy(lists.get("refusal")),
+            extras=dict(self.extras),
+        )
+
+    def text(self) -> TextLogprobs:
+        lists = self.lists
+        return TextLogprobs(
+            tokens=_copy(lists.get("tokens")),
+            token_logprobs=_copy(lists.get("token_logprobs")),
+            top_logprobs=_copy(lists.get("top_logprobs")),
+            text_offset=_copy(lists.get("text_offset")),
+            extras=dict(self.extras),
+        )
+
+
+def _copy(values: list[Any] | None) -> Any:
+    return None if values is None else list(values)
+
+
+class _TextChoice:
+    __slots__ = ("extras", "finish_reason", "index", "logprobs", "text")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.text: list[str] = []
+        self.logprobs: _Logprobs | None = None
+        self.finish_reason: str | None = None
+        self.extras: dict[str, Any] = {}
+
+    def add(self, choice: TextChunkChoice) -> None:
+        if choice.text:
+            self.text.append(choice.text)
+        if choice.logprobs is not None:
+            if self.logprobs is None:
+                self.logprobs = _Logprobs()
+            self.logprobs.add_text(choice.logprobs)
+        if choice.finish_reason is not None:
+            self.finish_reason = choice.finish_reason
+        if choice.extras:
+            merge_snapshot(self.extras, choice.extras)
+
+    def result(self) -> CompletionChoice:
+        return CompletionChoice(
+            index=self.index,
+            text=_join(self.text) or "",
+            logprobs=self.logprobs.text() if self.logprobs is not None else None,
+            finish_reason=self.finish_reason,
+            extras=dict(self.extras),
+        )
+
+
+@final
+class Accumulator:
+    """Fold the chunks of one completion, chat or text, into the assembled object.
+
+    Example:
+        >>> acc = Accumulator()
+        >>> for chunk in chunks:  # doctest: +SKIP
+        ...     acc.add(chunk)
+        >>> acc.result()  # doctest: +SKIP
+        ChatCompletion(id='chatcmpl-1', ...)
+    """
+
+    __slots__ = (
+        "_choices",
+        "_extras",
+        "_text_object",
+        "chunks",
+        "created",
+        "id",
+        "model",
+        "service_tier",
+        "system_fingerprint",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.model = ""
+        self.created = 0
+        self.system_fingerprint: str | None = None
+        self.service_tier: str | None = None
+        self.usage: Usage | None = None
+        #: the number of chunks added so far.
+        self.chunks = 0
+        self._text_object: str | None = None
+        self._choices: dict[int, Any] = {}
+        self._extras: dict[str, Any] = {}
+
+    @property
+    def is_text(self) -> bool:
+        """Whether this is a text completion (decided by the chunks seen so far)."""
+        return self._text_object is not None
+
+    @property
+    def finished(self) -> bool:
+        """Whether there is at least one choice and every choice has a ``finish_reason``."""
+        choices = self._choices
+        return bool(choices) and all(c.finish_reason is not None for c in choices.values())
+
+    def add(self, chunk: ChatCompletionChunk | CompletionChunk) -> None:
+        """Merge one chunk.
+
+        Raises:
+            UsageError: ``chunk`` is not a chunk event, or text and chat chunks were mixed.
+        """
+        cls = chunk.__class__
+        if cls is ChatCompletionChunk:
+            if self._text_object is not None and chunk.choices:
+                raise UsageError("a chat chunk in a text-completion stream")
+            state_cls: Any = _ChatChoice
+        elif cls is CompletionChunk:
+            if self._text_object is None:
+                if any(c.__class__ is _ChatChoice for c in self._choices.values()):
+                    raise UsageError("a text-completion chunk in a chat stream")
+                self._text_object = chunk.object or "text_completion"
+            state_cls = _TextChoice
+        else:
+            raise UsageError(f"expected a chunk event, got {cls.__name__}")
+        self.chunks += 1
+        if chunk.id and not self.id:
+            self.id = chunk.id
+        if chunk.model and not self.model:
+            self.model = chunk.model
+        if chunk.created and not self.created:
+            self.created = chunk.created
+        if chunk.system_fingerprint is not None:
+            self.system_fingerprint = chunk.system_fingerprint
+        service_tier = getattr(chunk, "service_tier", None)
+        if service_tier is not None:
+            self.service_tier = service_tier
+        if chunk.usage is not None:
+            self.usage = merge_usage(self.usage, chunk.usage)
+        if chunk.extras:
+            merge_snapshot(self._extras, chunk.extras)
+        choices = self._choices
+        for choice in chunk.choices:
+            state = choices.get(choice.index)
+            if state is None:
+                state = choices[choice.index] = state_cls(choice.index)
+            state.add(choice)
+
+    def result(self) -> ChatCompletion | Completion:
+        """The assembled object as of now; the accumulator stays usable."""
+        ordered = [self._choices[i].result() for i in sorted(self._choices)]
+        if self._text_object is not None:
+            return Completion(
+                id=self.id,
+                object=self._text_object,
+                created=self.created,
+                model=self.model,
+                choices=ordered,
+                system_fingerprint=self.system_fingerprint,
+                usage=self.usage,
+                extras=dict(self._extras),
+            )
+        return ChatCompletion(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=ordered,
+            system_fingerprint=self.system_fingerprint,
+            service_tier=self.service_tier,
+            usage=self.usage,
+            extras=dict(self._extras),
+        )

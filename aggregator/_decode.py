@@ -1,0 +1,169 @@
+"""From bytes to chunk events: framing (SSE or JSON Lines), JSON, structuring (sans-I/O).
+
+Theory of operation: a :class:`PayloadDecoder` tells the framing from the first byte that is not
+whitespace (``{`` starts JSON Lines; anything else is SSE), cuts payloads with ``_sse``, parses
+them with ``orjson`` (which also rejects invalid UTF-8) and structures them with the converter.
+It never raises for bad upstream data: every payload becomes one :class:`Item`, an event, the
+end marker ``[DONE]``, or an error that names the stream and the place. What to do with an error
+(end the stream, or skip the payload) is the assembler's decision, not the decoder's.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal, final
+
+import attrs
+import orjson
+
+from ._converter import structure_chunk
+from ._errors import DecodeError, StreamError, StructureError, UpstreamError
+from ._events import ChatCompletionChunk, CompletionChunk
+from ._sse import JSONLinesReader, SSEDecoder
+
+__all__ = ["Format", "Item", "ItemKind", "PayloadDecoder", "payload_to_item"]
+
+Format = Literal["auto", "sse", "jsonl"]
+
+
+class ItemKind(enum.Enum):
+    """What a decoded :class:`Item` is."""
+
+    CHUNK = "chunk"
+    DONE = "done"
+    ERROR = "error"
+
+
+@final
+@attrs.frozen
+class Item:
+    """One decoded payload: a chunk event, ``[DONE]``, or an error.
+
+    Attributes:
+        kind: which of the three it is.
+        where: the place in the source (``line 12 (event 5)``).
+        event: the chunk, for ``CHUNK``.
+        error: the error, for ``ERROR`` (an :class:`UpstreamError` for an error payload).
+        sse_id: the SSE ``id:`` in force, if the server sent one.
+    """
+
+    kind: ItemKind
+    where: str
+    event: ChatCompletionChunk | CompletionChunk | None = None
+    error: StreamError | None = None
+    sse_id: str | None = None
+
+
+def payload_to_item(obj: Any, *, stream: str, where: str, sse_id: str | None = None) -> Item:
+    """Turn one parsed JSON payload into an :class:`Item` (never raises for bad data)."""
+    if obj.__class__ is dict and "error" in obj and "choices" not in obj:
+        return Item(ItemKind.ERROR, where, error=upstream_error(obj["error"], stream, where))
+    try:
+        event = structure_chunk(obj, stream=stream, where=where)
+    except StructureError as exc:
+        return Item(ItemKind.ERROR, where, error=exc)
+    return Item(ItemKind.CHUNK, where, event=event, sse_id=sse_id)
+
+
+def upstream_error(payload: Any, stream: str, where: str) -> UpstreamError:
+    """The :class:`UpstreamError` for an error object a server sent."""
+    message = payload.get("message") if isinstance(payload, dict) else payload
+    if not isinstance(message, str) or not message:
+        message = orjson.dumps(payload, default=repr).decode()
+    if len(message) > 500:
+        message = message[:497] + "..."
+    return UpstreamError(f"upstream error: {message}", stream=stream, where=where, payload=payload)
+
+
+@final
+class PayloadDecoder:
+    """Bytes in, :class:`Item` s out, for one source.
+
+    Args:
+        name: the source's name, used in every error (a file name, ``<stdin>``...).
+        format: ``"sse"``, ``"jsonl"``, or ``"auto"`` to tell them apart from the first byte.
+        max_line: the longest line accepted, in bytes.
+    """
+
+    __slots__ = ("_events", "_format", "_head", "_jsonl", "_sse", "name")
+
+    def __init__(self, name: str = "<stream>", *, format: Format = "auto", max_line: int = 16 << 20):
+        self.name = name
+        self._format: Format = format
+        self._head = b""
+        self._sse = SSEDecoder(max_line=max_line)
+        self._jsonl = JSONLinesReader(max_line=max_line)
+        self._events = 0
+
+    @property
+    def format(self) -> Format:
+        """``sse`` or ``jsonl`` once known, ``auto`` before the first non-blank byte."""
+        return self._format
+
+    @property
+    def line(self) -> int:
+        """The number of lines read so far."""
+        return self._jsonl.line if self._format == "jsonl" else self._sse.line
+
+    def feed(self, data: bytes) -> list[Item]:
+        """Decode the next bytes of the source."""
+        if self._format == "auto":
+            data = self._head + data
+            stripped = data.lstrip(b" \t\r\n\xef\xbb\xbf")
+            if not stripped:
+                self._head = data
+                return []
+            self._head = b""
+            self._format = "jsonl" if stripped[:1] == b"{" else "sse"
+        return self._decode(data, final=False)
+
+    def close(self) -> list[Item]:
+        """End of the source: decode what is left."""
+        return self._decode(b"", final=True)
+
+    def _decode(self, data: bytes, *, final: bool) -> list[Item]:
+        name = self.name
+        items: list[Item] = []
+        try:
+            if self._format == "jsonl":
+                lines = self._jsonl.close() if final else self._jsonl.feed(data)
+                for line_no, line in lines:
+                    items.append(self._payload(line, f"line {line_no}", None))
+            else:
+                events = self._sse.close() if final else self._sse.feed(data)
+                for ev in events:
+                    where = f"line {ev.line}"
+                    if ev.data == b"[DONE]":
+                        items.append(Item(ItemKind.DONE, where))
+                    elif ev.event == "error":
+                        items.append(self._error_event(ev.data, where))
+                    else:
+                        items.append(self._payload(ev.data, where, ev.id))
+        except DecodeError as exc:
+            items.append(Item(ItemKind.ERROR, exc.where, error=_renamed(exc, name)))
+        return items
+
+    def _payload(self, data: bytes, where: str, sse_id: str | None) -> Item:
+        self._events += 1
+        where = f"{where} (event {self._events})"
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            err = DecodeError(f"invalid JSON: {exc}", stream=self.name, where=where)
+            return Item(ItemKind.ERROR, where, error=err)
+        return payload_to_item(obj, stream=self.name, where=where, sse_id=sse_id)
+
+    def _error_event(self, data: bytes, where: str) -> Item:
+        self._events += 1
+        where = f"{where} (event {self._events})"
+        try:
+            obj: Any = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            obj = data.decode("utf-8", "replace")
+        if isinstance(obj, dict) and "error" in obj:
+            obj = obj["error"]
+        return Item(ItemKind.ERROR, where, error=upstream_error(obj, self.name, where))
+
+
+def _renamed(exc: DecodeError, name: str) -> DecodeError:
+    return DecodeError(exc.detail, stream=name, where=exc.where)

@@ -1,0 +1,226 @@
+"""The stream events: what one ``data:`` payload of a streamed completion holds.
+
+Theory of operation: these classes mirror the seed field tables (``ChatCompletionStreamEvent``
+and ``CompletionStreamEvent``) plus what real servers send besides. They are frozen and slotted
+attrs classes, built from JSON by the private converter in ``_converter``. Enumerations such as
+``finish_reason`` and ``role`` are plain strings, because providers send values beyond any list.
+Every class has ``extras``: the keys the model does not name (``x_groq``, ``citations``,
+``content_filter_results``...), kept as the server sent them, so nothing a server adds is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final, Union, final
+
+import attrs
+
+__all__ = [
+    "EMPTY",
+    "ChatChunkChoice",
+    "ChatCompletionChunk",
+    "ChoiceDelta",
+    "ChoiceLogprobs",
+    "CompletionChunk",
+    "CompletionTokensDetails",
+    "ContentDelta",
+    "FunctionDelta",
+    "PromptTokensDetails",
+    "TextChunkChoice",
+    "TextLogprobs",
+    "TokenLogprob",
+    "ToolCallDelta",
+    "TopLogprob",
+    "Usage",
+]
+
+#: The shared empty ``extras`` mapping (read-only).
+EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+
+#: ``delta.content``: a string, or (Mistral's Magistral) a list of typed parts.
+ContentDelta = Union[str, list[dict[str, Any]], None]
+
+
+def _extras() -> Any:
+    return attrs.field(default=EMPTY, kw_only=True, eq=True, repr=False)
+
+
+@final
+@attrs.frozen
+class PromptTokensDetails:
+    """``usage.prompt_tokens_details``."""
+
+    cached_tokens: int | None = None
+    audio_tokens: int | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class CompletionTokensDetails:
+    """``usage.completion_tokens_details``."""
+
+    reasoning_tokens: int | None = None
+    audio_tokens: int | None = None
+    accepted_prediction_tokens: int | None = None
+    rejected_prediction_tokens: int | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class Usage:
+    """A usage report. Every field is optional: servers send partial and running reports."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class TopLogprob:
+    """One alternative token in ``top_logprobs``."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class TokenLogprob:
+    """The log probability of one sampled token (chat ``logprobs.content[i]``)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob] | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class ChoiceLogprobs:
+    """Chat ``logprobs``: token entries for the content and for the refusal."""
+
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class FunctionDelta:
+    """A fragment of ``tool_calls[i].function`` or of the legacy ``function_call``."""
+
+    name: str | None = None
+    arguments: str | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class ToolCallDelta:
+    """A fragment of one tool call, keyed by ``index``."""
+
+    index: int | None = None
+    id: str | None = None
+    type: str | None = None
+    function: FunctionDelta | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class ChoiceDelta:
+    """What one chunk adds to a chat choice's message."""
+
+    role: str | None = None
+    content: ContentDelta = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    function_call: FunctionDelta | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class ChatChunkChoice:
+    """One choice of a chat chunk."""
+
+    index: int
+    delta: ChoiceDelta = attrs.field(factory=ChoiceDelta)
+    logprobs: ChoiceLogprobs | None = None
+    finish_reason: str | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class ChatCompletionChunk:
+    """One ``chat.completion.chunk`` event.
+
+    ``error`` is set when a server puts an error object beside the choices (OpenRouter does);
+    ``obfuscation`` is transport padding and never reaches an assembled object.
+    """
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    usage: Usage | None = None
+    obfuscation: str | None = None
+    error: Any = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class TextLogprobs:
+    """Text-completion ``logprobs``: parallel lists, one entry per token."""
+
+    tokens: list[str] | None = None
+    token_logprobs: list[float | None] | None = None
+    top_logprobs: list[dict[str, float] | None] | None = None
+    text_offset: list[int] | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class TextChunkChoice:
+    """One choice of a text-completion chunk."""
+
+    index: int
+    text: str = ""
+    logprobs: TextLogprobs | None = None
+    finish_reason: str | None = None
+    extras: Mapping[str, Any] = _extras()
+
+
+@final
+@attrs.frozen
+class CompletionChunk:
+    """One text-completion chunk (``object`` is ``text_completion`` or ``completion``)."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[TextChunkChoice]
+    system_fingerprint: str | None = None
+    usage: Usage | None = None
+    obfuscation: str | None = None
+    error: Any = None
+    extras: Mapping[str, Any] = _extras()

@@ -1,0 +1,132 @@
+"""Merging of the keys the model does not name, and of usage reports.
+
+Theory of operation: two rules cover every unknown key (docs/merge-rules.md). The *snapshot*
+rule is for keys a server repeats whole on every chunk (``citations``, ``x_groq``,
+``content_filter_results``): the last non-null value wins, objects merged key by key. The
+*delta* rule is for keys inside a ``delta`` (``annotations``, ``reasoning_details``), which are
+fragments: strings concatenate, lists append (entries with an ``index`` merge by it), objects
+merge recursively, label keys are replaced. Concatenated strings are kept as :class:`_Text`
+pieces and joined once in :func:`materialize`, so long fragments stay linear.
+
+The accumulator owns every container it stores: values from the server are copied on first
+store, never mutated, so an event a user keeps is never changed behind their back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["materialize", "merge_delta", "merge_snapshot", "merge_usage"]
+
+#: Delta keys that name or label a fragment: the last value wins, never concatenated.
+LABEL_KEYS = frozenset({"type", "index", "id", "channel", "name", "format"})
+
+
+class _Text(list[str]):
+    """Pieces of a concatenated string, joined by :func:`materialize`."""
+
+    __slots__ = ()
+
+
+def merge_snapshot(acc: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Merge ``new`` into ``acc`` by the snapshot rule (``acc`` is changed in place)."""
+    for key, value in new.items():
+        if value is None:
+            continue
+        old = acc.get(key)
+        if old.__class__ is dict and value.__class__ is dict:
+            merged = dict(old)
+            merge_snapshot(merged, value)
+            acc[key] = merged
+        else:
+            acc[key] = value
+
+
+def _own(value: Any) -> Any:
+    """A copy of a delta value that the accumulator may change later."""
+    cls = value.__class__
+    if cls is str:
+        return _Text((value,))
+    if cls is dict:
+        out: dict[str, Any] = {}
+        merge_delta(out, value)
+        return out
+    if cls is list:
+        return [_own(v) for v in value]
+    return value
+
+
+def merge_delta(acc: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Merge the delta fragment ``new`` into ``acc`` by the delta rule, in place."""
+    for key, value in new.items():
+        if value is None:
+            continue
+        old = acc.get(key)
+        if old is None or key in LABEL_KEYS:
+            acc[key] = value if key in LABEL_KEYS else _own(value)
+            continue
+        cls = value.__class__
+        if cls is str and old.__class__ is _Text:
+            old.append(value)
+        elif cls is dict and old.__class__ is dict:
+            merge_delta(old, value)
+        elif cls is list and old.__class__ is list:
+            _extend(old, value)
+        else:
+            acc[key] = _own(value)
+
+
+def _extend(acc: list[Any], new: list[Any]) -> None:
+    for entry in new:
+        if entry.__class__ is dict and "index" in entry:
+            index = entry["index"]
+            for kept in reversed(acc):
+                if kept.__class__ is dict and kept.get("index") == index:
+                    merge_delta(kept, entry)
+                    break
+            else:
+                acc.append(_own(entry))
+        else:
+            acc.append(_own(entry))
+
+
+def materialize(value: Any) -> Any:
+    """A plain JSON value from what :func:`merge_delta` built (pieces joined, copies made)."""
+    cls = value.__class__
+    if cls is _Text:
+        return "".join(value)
+    if cls is dict:
+        return {k: materialize(v) for k, v in value.items()}
+    if cls is list:
+        return [materialize(v) for v in value]
+    return value
+
+
+def merge_usage(old: Any, new: Any) -> Any:
+    """The usage policy: ``new`` wins, fields it lacks are filled from ``old``, recursively.
+
+    Works on :class:`Usage` and its details classes alike; never sums.
+    """
+    if old is None:
+        return new
+    changes: dict[str, Any] = {}
+    for field in attrs.fields(type(new)):
+        name = field.name
+        kept = getattr(old, name)
+        if name == "extras":
+            if kept:
+                extras = dict(kept)
+                merge_snapshot(extras, new.extras)
+                changes[name] = extras
+            continue
+        value = getattr(new, name)
+        if value is None:
+            if kept is not None:
+                changes[name] = kept
+        elif kept is not None and attrs.has(type(value)):
+            changes[name] = merge_usage(kept, value)
+    return attrs.evolve(new, **changes) if changes else new
+
