@@ -45,7 +45,7 @@ from ._events import (
     Usage,
 )
 from ._results import EndReason, Result
-from ._sse import JSONLinesReader, SSEDecoder, ServerSentEvent
+from ._sse import JSONLinesReader, ServerSentEvent, SSEDecoder
 
 __version__ = "0.1.0"
 

@@ -116,9 +116,10 @@ class _ToolCalls:
         if index is None:
             call = self._without_index(delta.id)
         else:
-            call = self.by_index.get(index)
-            if call is None or (delta.id and call.id and delta.id != call.id):
-                call = self._new(index)
+            found = self.by_index.get(index)
+            if found is None or (delta.id and found.id and delta.id != found.id):
+                found = self._new(index)
+            call = found
         call.add(delta)
         self.last = call
 
@@ -183,9 +184,9 @@ class _ChatChoice:
         if content is not None:
             if content.__class__ is str and self.parts is None:
                 if self.content is None:
-                    self.content = [content]  # type: ignore[list-item]
+                    self.content = [content]
                 else:
-                    self.content.append(content)  # type: ignore[arg-type]
+                    self.content.append(content)
             else:
                 self._add_parts(content)
         if delta.reasoning_content is not None:

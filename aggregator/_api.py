@@ -83,7 +83,7 @@ async def assemble_all(
                     item = await anext(iterator)
                 except StopAsyncIteration:
                     break
-                except Exception as exc:  # the source failed: keep what it gave so far
+                except Exception as exc:  # noqa: BLE001 - a failing source becomes a result
                     results += assembler.fail(_source_error(exc, name, number))
                     break
                 number += 1
@@ -100,7 +100,7 @@ async def assemble_all(
                 item = next(iterator_)
             except StopIteration:
                 break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a failing source becomes a result
                 results += assembler.fail(_source_error(exc, name, number))
                 break
             number += 1

@@ -83,7 +83,9 @@ class Assembler:
             return []
         return self._items([payload_to_item(obj, stream=self.name, where=where)])
 
-    def add_event(self, event: ChatCompletionChunk | CompletionChunk, *, where: str = "") -> list[Result]:
+    def add_event(
+        self, event: ChatCompletionChunk | CompletionChunk, *, where: str = ""
+    ) -> list[Result]:
         """Take one chunk event."""
         if self._stopped:
             return []

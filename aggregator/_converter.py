@@ -15,7 +15,7 @@ set difference). Unstructuring writes ``extras`` back beside the named fields an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 import cattrs
@@ -38,7 +38,7 @@ _COMPLETION_CLASSES: tuple[type, ...] = tuple(
 _TEXT_OBJECTS = frozenset({"text_completion", "completion"})
 
 
-def _fail(value: Any, kind: str) -> Any:
+def _fail(value: Any, kind: str) -> NoReturn:
     raise TypeError(f"expected {kind}, got {type(value).__name__} {_preview(value)}")
 
 
@@ -47,26 +47,26 @@ def _preview(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _str(value: Any, _: Any) -> str:
-    return value if value.__class__ is str else _fail(value, "a string")  # type: ignore[no-any-return]
+def _str(value: Any, _: Any) -> Any:
+    return value if value.__class__ is str else _fail(value, "a string")
 
 
-def _int(value: Any, _: Any) -> int:
+def _int(value: Any, _: Any) -> Any:
     if value.__class__ is int:
-        return value  # type: ignore[no-any-return]
+        return value
     if value.__class__ is float and value.is_integer():
         return int(value)
-    return _fail(value, "an integer")  # type: ignore[no-any-return]
+    return _fail(value, "an integer")
 
 
-def _float(value: Any, _: Any) -> float:
+def _float(value: Any, _: Any) -> Any:
     if value.__class__ is float or value.__class__ is int:
-        return value  # type: ignore[no-any-return]
-    return _fail(value, "a number")  # type: ignore[no-any-return]
+        return value
+    return _fail(value, "a number")
 
 
-def _bool(value: Any, _: Any) -> bool:
-    return value if value.__class__ is bool else _fail(value, "a boolean")  # type: ignore[no-any-return]
+def _bool(value: Any, _: Any) -> Any:
+    return value if value.__class__ is bool else _fail(value, "a boolean")
 
 
 def _content(value: Any, _: Any) -> Any:
@@ -84,7 +84,7 @@ def _dict_or_none(value: Any, _: Any) -> Any:
 
 
 def _with_extras(cls: type[T], base: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
-    known = frozenset(a.name for a in attrs.fields(cls) if a.name != "extras")
+    known = frozenset(a.name for a in attrs.fields(cls) if a.name != "extras")  # type: ignore[arg-type]
 
     def structure(value: Any, _: Any) -> T:
         obj = base(value, cls)
@@ -153,7 +153,9 @@ _FAST = _make_converter(detailed=False)
 _DETAILED = _make_converter(detailed=True)
 
 
-def chunk_class(obj: Mapping[str, Any]) -> type[_events.ChatCompletionChunk | _events.CompletionChunk]:
+def chunk_class(
+    obj: Mapping[str, Any],
+) -> type[_events.ChatCompletionChunk | _events.CompletionChunk]:
     """Tell a chat chunk from a text-completion chunk (see docs/merge-rules.md)."""
     kind = obj.get("object")
     if kind == "chat.completion.chunk":
@@ -224,4 +226,5 @@ def to_dict(obj: Any) -> dict[str, Any]:
     Unknown keys the server sent (``extras``) are written back beside the named fields;
     transport padding (``obfuscation``) is not part of assembled objects.
     """
-    return _FAST.unstructure(obj)  # type: ignore[no-any-return]
+    out: dict[str, Any] = _FAST.unstructure(obj)
+    return out

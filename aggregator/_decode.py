@@ -87,7 +87,9 @@ class PayloadDecoder:
 
     __slots__ = ("_events", "_format", "_head", "_jsonl", "_sse", "name")
 
-    def __init__(self, name: str = "<stream>", *, format: Format = "auto", max_line: int = 16 << 20):
+    def __init__(
+        self, name: str = "<stream>", *, format: Format = "auto", max_line: int = 16 << 20
+    ):
         self.name = name
         self._format: Format = format
         self._head = b""

@@ -129,4 +129,3 @@ def merge_usage(old: Any, new: Any) -> Any:
         elif kept is not None and attrs.has(type(value)):
             changes[name] = merge_usage(kept, value)
     return attrs.evolve(new, **changes) if changes else new
-

@@ -177,9 +177,8 @@ class SSEDecoder:
             elif field == b"id":
                 if b"\0" not in value:
                     self._id = value.decode("utf-8", "replace")
-            elif field == b"retry":
-                if value.isdigit():
-                    self._retry = int(value)
+            elif field == b"retry" and value.isdigit():
+                self._retry = int(value)
         return events
 
     def _dispatch(self) -> ServerSentEvent:

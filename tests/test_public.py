@@ -1,0 +1,66 @@
+"""The public surface and the layering contract."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import aggregator
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert aggregator.__all__ == sorted(aggregator.__all__)
+    public = {name for name in dir(aggregator) if not name.startswith("_")}
+    assert set(aggregator.__all__) == public - {"annotations"}
+
+
+def test_errors_form_one_tree_and_subclass_builtins() -> None:
+    for name in ("DecodeError", "StructureError", "UpstreamError", "IncompleteStreamError"):
+        cls = getattr(aggregator, name)
+        assert issubclass(cls, aggregator.StreamError)
+        assert issubclass(cls, ValueError)
+    assert issubclass(aggregator.StreamError, aggregator.AggregatorError)
+    assert issubclass(aggregator.UsageError, TypeError)
+    assert issubclass(aggregator.UsageError, aggregator.AggregatorError)
+
+
+CORE = [
+    "_sse",
+    "_events",
+    "_completions",
+    "_converter",
+    "_merge",
+    "_accumulate",
+    "_decode",
+    "_assembler",
+    "_results",
+    "_errors",
+]
+
+
+def test_the_core_never_imports_anyio_or_the_shell() -> None:
+    root = Path(aggregator.__file__).parent
+    for name in CORE:
+        tree = ast.parse((root / f"{name}.py").read_text("utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                imported = [("." * node.level) + (node.module or "")]
+            else:
+                continue
+            for module in imported:
+                assert module.split(".")[0] not in ("anyio", "trio", "sniffio"), (name, module)
+                assert module not in ("._api", "._cli"), (name, module)
+
+
+def test_import_does_not_load_trio() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, aggregator; print('trio' in sys.modules)"],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    assert out.stdout.strip() == "False"
