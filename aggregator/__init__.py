@@ -6,7 +6,8 @@ The public surface is this module; everything else is private. See README.md and
 from __future__ import annotations
 
 from ._accumulate import Accumulator
-from ._api import Source, assemble, assemble_all
+from . import stages
+from ._api import assemble, assemble_all
 from ._assembler import Assembler
 from ._completions import (
     ChatChoice,
@@ -44,7 +45,10 @@ from ._events import (
     TopLogprob,
     Usage,
 )
+from ._items import End, Envelope, Failure, Item, Snapshot, SnapshotRequest, StreamKey
 from ._results import EndReason, Result
+from ._run import Source, Sources, fan_in, results
+from ._stages import AsyncStage, Pipeline, Stage, UsageTotals, pipeline
 from ._sse import JSONLinesReader, ServerSentEvent, SSEDecoder
 
 __version__ = "0.1.0"
@@ -53,6 +57,7 @@ __all__ = [
     "Accumulator",
     "AggregatorError",
     "Assembler",
+    "AsyncStage",
     "ChatChoice",
     "ChatChunkChoice",
     "ChatCompletion",
@@ -65,18 +70,28 @@ __all__ = [
     "CompletionChunk",
     "CompletionTokensDetails",
     "DecodeError",
+    "End",
     "EndReason",
+    "Envelope",
+    "Failure",
     "Format",
     "FunctionCall",
     "FunctionDelta",
     "IncompleteStreamError",
+    "Item",
     "JSONLinesReader",
+    "Pipeline",
     "PromptTokensDetails",
     "Result",
     "SSEDecoder",
     "ServerSentEvent",
+    "Snapshot",
+    "SnapshotRequest",
     "Source",
+    "Sources",
+    "Stage",
     "StreamError",
+    "StreamKey",
     "StructureError",
     "TextChunkChoice",
     "TextLogprobs",
@@ -87,8 +102,13 @@ __all__ = [
     "UpstreamError",
     "Usage",
     "UsageError",
+    "UsageTotals",
     "assemble",
     "assemble_all",
+    "fan_in",
+    "pipeline",
+    "results",
+    "stages",
     "structure_chunk",
     "to_dict",
 ]

@@ -1,35 +1,24 @@
-"""One source in, one :class:`Result` per completion out (sans-I/O).
+"""One source in, one :class:`Result` per completion out, with no event loop (sans-I/O).
 
-Theory of operation: a source (an HTTP body, a file) may carry several completions, told apart
-by their chunk ``id``. The :class:`Assembler` keeps one :class:`Accumulator` per open
-completion. A chunk with an empty id belongs to the completion in progress; a completion that has
-no id yet (Azure's metadata chunk comes first, with ``id: ""``) takes the first id that arrives.
-``[DONE]`` and the end of the source end every open completion; an error payload ends them with
-the upstream error. Malformed input either ends them too (strict, the default) or is skipped,
-counted and reported with the result (lenient). Nothing assembled is ever dropped: every
-completion that received a chunk comes out as a :class:`Result`, complete or not.
+Theory of operation: the :class:`Assembler` is the synchronous driver of the two halves of a
+pipeline, a :class:`SourceDecoder` (where streams start and end) and a :class:`Merger` (what
+they hold), with nothing in between: the same code the async stages run, so both paths give the
+same results. Problems that belong to no completion (bad input before the first chunk, a source
+with no completion at all) are kept in :attr:`Assembler.errors` instead of a result.
 """
 
 from __future__ import annotations
 
 from typing import Any, final
 
-from ._accumulate import Accumulator
-from ._decode import Format, Item, ItemKind, PayloadDecoder, payload_to_item, upstream_error
-from ._errors import StreamError, StructureError, UpstreamError, UsageError
+from ._decode import Format
+from ._errors import StreamError
 from ._events import ChatCompletionChunk, CompletionChunk
-from ._results import EndReason, Result
+from ._items import End, Item
+from ._results import Result
+from ._streams import Merger, SourceDecoder, end_to_result
 
 __all__ = ["Assembler"]
-
-
-class _Open:
-    __slots__ = ("acc", "error", "problems")
-
-    def __init__(self) -> None:
-        self.acc = Accumulator()
-        self.problems: list[StreamError] = []
-        self.error: StreamError | None = None
 
 
 @final
@@ -41,59 +30,49 @@ class Assembler:
         format: ``"sse"``, ``"jsonl"`` or ``"auto"`` (told apart from the first byte), for
             :meth:`feed`.
         strict: on malformed input, end the open completions with the error (``True``), or skip
-            the bad payload and report it with the result (``False``).
+            the bad payload and report it in :attr:`Result.problems` (``False``).
 
-    Feed bytes with :meth:`feed`, or already parsed payloads with :meth:`add_dict`, or events with
+    Feed bytes with :meth:`feed`, parsed payloads with :meth:`add_dict`, or events with
     :meth:`add_event`; each returns the results of the completions that ended. :meth:`close`
     ends the source and returns the rest.
     """
 
-    __slots__ = ("_by_id", "_current", "_decoder", "_open", "_stopped", "errors", "name", "strict")
+    __slots__ = ("_merger", "_source", "errors")
 
     def __init__(self, name: str = "<stream>", *, format: Format = "auto", strict: bool = True):
-        self.name = name
-        self.strict = strict
-        self._decoder = PayloadDecoder(name, format=format)
-        self._open: list[_Open] = []
-        self._by_id: dict[str, _Open] = {}
-        self._current: _Open | None = None
-        self._stopped = False
-        #: errors that belong to no completion (garbage before the first chunk, say).
+        self._source = SourceDecoder(name, format=format, strict=strict)
+        self._merger = Merger()
+        #: problems that belong to no completion, in order.
         self.errors: list[StreamError] = []
+
+    @property
+    def name(self) -> str:
+        """The source's name."""
+        return self._source.name
 
     @property
     def line(self) -> int:
         """The number of lines of bytes read so far (for messages about the end of input)."""
-        return self._decoder.line
+        return self._source.line
 
     @property
     def stopped(self) -> bool:
         """Whether the source is finished with (closed, or broken in strict mode)."""
-        return self._stopped
+        return self._source.stopped
 
     def feed(self, data: bytes) -> list[Result]:
         """Take the next bytes of the source; return the results of completions that ended."""
-        if self._stopped:
-            return []
-        return self._items(self._decoder.feed(data))
+        return self._results(self._source.feed(data))
 
     def add_dict(self, obj: Any, *, where: str = "") -> list[Result]:
         """Take one parsed JSON payload (a chunk, or an ``{"error": ...}`` object)."""
-        if self._stopped:
-            return []
-        return self._items([payload_to_item(obj, stream=self.name, where=where)])
+        return self._results(self._source.add(obj, where=where))
 
     def add_event(
         self, event: ChatCompletionChunk | CompletionChunk, *, where: str = ""
     ) -> list[Result]:
         """Take one chunk event."""
-        if self._stopped:
-            return []
-        return self._items([Item(ItemKind.CHUNK, where, event=event)])
-
-    def done(self) -> list[Result]:
-        """The server said ``[DONE]``: end every open completion."""
-        return self._end_all(EndReason.DONE)
+        return self._results(self._source.add(event, where=where))
 
     def close(self, *, cancelled: bool = False) -> list[Result]:
         """End the source; return the results of every completion still open.
@@ -101,115 +80,25 @@ class Assembler:
         Open completions end as ``cut_off`` when the source was SSE (which promises ``[DONE]``),
         ``exhausted`` otherwise, or ``cancelled`` when ``cancelled`` is true.
         """
-        if self._stopped:
-            return []
-        results = self._items(self._decoder.close())
-        if cancelled:
-            reason = EndReason.CANCELLED
-        elif self._decoder.format == "sse":
-            reason = EndReason.CUT_OFF
-        else:
-            reason = EndReason.EXHAUSTED
-        results += self._end_all(reason)
-        self._stopped = True
-        return results
+        return self._results(self._source.close(cancelled=cancelled))
 
     def fail(self, error: StreamError) -> list[Result]:
-        """The source failed (it raised, say): end every open completion with ``error``.
+        """The source failed (it raised, say): end every open completion with ``error``."""
+        return self._results(self._source.fail(error))
 
-        The source is finished with afterwards. With no completion open, ``error`` is kept in
-        :attr:`errors`.
-        """
-        if self._stopped:
-            return []
-        results = self._end_all(EndReason.ERROR, error)
-        if not results:
-            self.errors.append(error)
-        self._stopped = True
-        return results
-
-    def snapshot(self) -> list[Result]:
-        """The partial results of the open completions, as of now (nothing is ended)."""
-        return [self._result(s, EndReason.CUT_OFF) for s in self._open]
-
-    def _items(self, items: list[Item]) -> list[Result]:
-        results: list[Result] = []
+    def _results(self, items: list[Item]) -> list[Result]:
+        out: list[Item] = []
+        merger = self._merger
         for item in items:
-            if self._stopped:
-                break
-            if item.kind is ItemKind.CHUNK:
-                results += self._chunk(item.event, item.where)  # type: ignore[arg-type]
-            elif item.kind is ItemKind.DONE:
-                results += self._end_all(EndReason.DONE)
-            else:
-                results += self._error(item.error)  # type: ignore[arg-type]
-        return results
-
-    def _chunk(self, event: ChatCompletionChunk | CompletionChunk, where: str) -> list[Result]:
-        stream = self._stream_for(event.id)
-        try:
-            stream.acc.add(event)
-        except UsageError as exc:
-            return self._error(StructureError(str(exc), stream=self.name, where=where))
-        if event.error is not None:
-            stream.error = upstream_error(event.error, self.name, where)
-            return self._end_all(EndReason.ERROR)
-        return []
-
-    def _stream_for(self, id_: str) -> _Open:
-        current = self._current
-        if id_:
-            stream = self._by_id.get(id_)
-            if stream is None:
-                if current is not None and not current.acc.id:
-                    stream = current  # a completion without an id yet takes this one
+            merger.process(item, out)
+        results = []
+        for item in out:
+            if isinstance(item, End):
+                if item.key[1] == 0:
+                    if item.error is not None:
+                        self.errors.append(item.error)
+                    self.errors.extend(item.problems)
                 else:
-                    stream = _Open()
-                    self._open.append(stream)
-                self._by_id[id_] = stream
-        elif current is not None:
-            stream = current
-        else:
-            stream = _Open()
-            self._open.append(stream)
-        self._current = stream
-        return stream
-
-    def _error(self, error: StreamError) -> list[Result]:
-        if isinstance(error, UpstreamError) or self.strict:
-            if not self._open:
-                self.errors.append(error)
-                if self.strict:
-                    self._stopped = True
-                return []
-            results = self._end_all(EndReason.ERROR, error)
-            if self.strict:
-                self._stopped = True
-            return results
-        if self._current is not None:
-            self._current.problems.append(error)
-        else:
-            self.errors.append(error)
-        return []
-
-    def _end_all(self, reason: EndReason, error: StreamError | None = None) -> list[Result]:
-        if error is not None:
-            for stream in self._open:
-                stream.error = stream.error or error
-        results = [self._result(s, reason) for s in self._open]
-        self._open = []
-        self._by_id = {}
-        self._current = None
+                    results.append(end_to_result(item))
         return results
 
-    def _result(self, stream: _Open, reason: EndReason) -> Result:
-        acc = stream.acc
-        return Result(
-            stream=self.name,
-            completion=acc.result(),
-            reason=reason,
-            finished=acc.finished,
-            error=stream.error,
-            problems=tuple(stream.problems),
-            chunks=acc.chunks,
-        )

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import IO, Any
 
 import anyio
 import orjson
 
-from ._assembler import Assembler
 from ._converter import to_dict
 from ._results import EndReason, Result
+from ._run import fan_in
 
 __all__ = ["main"]
 
@@ -64,41 +64,37 @@ class _Run:
         self.err = err
         self.failed = False
         self.option = orjson.OPT_INDENT_2 if args.pretty else 0
+        self.seen: set[str] = set()
 
-    def emit(self, result: Result, assembler: Assembler) -> None:
-        self.out.write(orjson.dumps(to_dict(result.completion), option=self.option) + b"\n")
-        self.out.flush()
+    def emit(self, result: Result) -> None:
+        if result.key[1] != 0:
+            self.seen.add(result.stream)
+            self.out.write(orjson.dumps(to_dict(result.completion), option=self.option) + b"\n")
+            self.out.flush()
         for problem in result.problems:
             self.problem(str(problem))
         if result.complete:
             return
+        place = f"{result.stream}, {result.where}" if result.where else result.stream
+        ident = f" (completion {result.completion.id})" if result.completion.id else ""
         if result.error is not None:
             self.problem(str(result.error))
-        elif result.reason is EndReason.CUT_OFF:
-            self.problem(f"{self._place(assembler)}: stream ended without [DONE]{self._id(result)}")
-        elif not result.problems:
-            self.problem(
-                f"{self._place(assembler)}: input ended before every choice had a "
-                f"finish_reason{self._id(result)}"
-            )
+        elif result.reason is EndReason.CUT_OFF and result.key[1] != 0:
+            self.problem(f"{place}: stream ended without [DONE]{ident}")
+        elif not result.problems and result.key[1] != 0:
+            self.problem(f"{place}: input ended before every choice had a finish_reason{ident}")
 
     def problem(self, line: str) -> None:
         self.failed = True
         print(line, file=self.err, flush=True)
 
-    @staticmethod
-    def _place(assembler: Assembler) -> str:
-        return f"{assembler.name}, line {assembler.line}"
-
-    @staticmethod
-    def _id(result: Result) -> str:
-        return f" (completion {result.completion.id})" if result.completion.id else ""
-
-    async def one(self, path: str, limiter: anyio.CapacityLimiter) -> None:
-        name = "<stdin>" if path == "-" else path
-        assembler = Assembler(name, format=self.args.format, strict=not self.args.lenient)
-        count = 0
-        async with limiter:
+    async def sources(self) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+        names: dict[str, int] = {}
+        for path in self.args.paths:
+            name = "<stdin>" if path == "-" else path
+            names[name] = names.get(name, 0) + 1
+            if names[name] > 1:  # the same file twice: two sources, two names
+                name = f"{name}#{names[name]}"
             try:
                 if path == "-":
                     stream: Any = anyio.wrap_file(sys.stdin.buffer)
@@ -106,35 +102,28 @@ class _Run:
                     stream = await anyio.open_file(path, "rb")
             except OSError as exc:
                 self.problem(f"{name}: cannot read: {exc.strerror or exc}")
-                return
-            try:
-                while not assembler.stopped:
-                    try:
-                        data = await stream.read(_READ_SIZE)
-                    except OSError as exc:
-                        self.problem(f"{name}: read failed: {exc.strerror or exc}")
-                        break
-                    if not data:
-                        break
-                    for result in assembler.feed(data):
-                        count += 1
-                        self.emit(result, assembler)
-            finally:
-                if path != "-":
-                    await stream.aclose()
-        for result in assembler.close():
-            count += 1
-            self.emit(result, assembler)
-        for error in assembler.errors:
-            self.problem(str(error))
-        if count == 0 and not assembler.errors:
-            self.problem(f"{name}: no completion in the input")
+                continue
+            yield name, _read(stream, close=path != "-")
 
     async def all(self) -> None:
-        limiter = anyio.CapacityLimiter(_MAX_OPEN_FILES)
-        async with anyio.create_task_group() as tg:
-            for path in self.args.paths:
-                tg.start_soon(self.one, path, limiter)
+        async with fan_in(
+            self.sources(),
+            format=self.args.format,
+            strict=not self.args.lenient,
+            max_sources=_MAX_OPEN_FILES,
+        ) as items:
+            async for item in items:
+                if isinstance(item, Result):
+                    self.emit(item)
+
+
+async def _read(stream: Any, *, close: bool) -> AsyncIterator[bytes]:
+    try:
+        while data := await stream.read(_READ_SIZE):
+            yield data
+    finally:
+        if close:
+            await stream.aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import attrs
 
 from ._completions import ChatCompletion, Completion
 from ._errors import StreamError
+from ._events import Usage
 
 __all__ = ["EndReason", "Result"]
 
@@ -37,22 +38,31 @@ class Result:
 
     Attributes:
         stream: the name of the source the stream came from.
+        key: the stream's key, ``(source name, ordinal)``; ordinal 0 stands for the source
+            itself (a source that held no completion, or bad input outside any stream).
         completion: what was assembled, complete or partial.
         reason: why the stream ended.
+        where: the place in the source where it ended (``line 66``), when known.
         finished: whether every choice had a ``finish_reason`` when it ended.
         error: the error that ended the stream (an upstream error payload, or malformed input in
             strict mode), if any.
         problems: bad payloads skipped in lenient mode, in order.
         chunks: the number of chunks merged.
+        duplicates: the number of replayed chunks dropped by ``dedupe``.
+        usage: the stream's usage by the usage policy (also in ``completion.usage``).
     """
 
     stream: str
+    key: tuple[str, int] = ("", 0)
     completion: ChatCompletion | Completion
     reason: EndReason
+    where: str = ""
     finished: bool = False
     error: StreamError | None = None
     problems: tuple[StreamError, ...] = ()
     chunks: int = 0
+    duplicates: int = 0
+    usage: Usage | None = None
 
     @property
     def complete(self) -> bool:

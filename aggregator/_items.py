@@ -1,0 +1,125 @@
+"""What flows through a pipeline: a small, typed vocabulary.
+
+Theory of operation: a source is decoded into :class:`Envelope` s (one chunk event of one
+stream), :class:`Failure` s (a bad payload that was skipped) and one :class:`End` per stream.
+Stages pass, drop, or enrich these; an ``End`` gathers what the stages learnt about its stream
+(the assembled completion, the counters, the usage) as it travels, and ``assemble`` turns it into
+the :class:`~aggregator.Result` the caller sees. ``SnapshotRequest`` markers ask ``merge_deltas``
+for a :class:`Snapshot` of a stream in progress.
+
+A stream key is ``(source name, ordinal)``: the chunks of one source are grouped into streams by
+their completion ``id`` (see docs/merge-rules.md), and the ordinal numbers the streams of that
+source from 1, so a key never changes, even when a stream learns its id late (Azure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Union, final
+
+import attrs
+
+from ._completions import ChatCompletion, Completion
+from ._errors import StreamError
+from ._events import EMPTY, ChatCompletionChunk, CompletionChunk, Usage
+from ._results import EndReason, Result
+
+__all__ = [
+    "End",
+    "Envelope",
+    "Failure",
+    "Item",
+    "Snapshot",
+    "SnapshotRequest",
+    "StreamKey",
+]
+
+#: ``(source name, ordinal of the stream within the source, from 1)``.
+StreamKey = tuple[str, int]
+
+
+@final
+@attrs.frozen
+class Envelope:
+    """One chunk event of one stream.
+
+    Attributes:
+        key: the stream it belongs to.
+        seq: its position in the stream (1, 2, ...), as the source delivered it.
+        event: the chunk.
+        dedupe_id: what identifies a replayed copy: the SSE ``id:`` when the server sent one,
+            else a sequence the source assigned (a broker's message id), else ``None``.
+        where: the place in the source, for messages (``line 12 (event 5)``).
+    """
+
+    key: StreamKey
+    seq: int
+    event: ChatCompletionChunk | CompletionChunk
+    dedupe_id: str | None = None
+    where: str = ""
+
+
+@final
+@attrs.frozen
+class Failure:
+    """A bad payload that was skipped (lenient mode); reported with its stream's result.
+
+    ``key`` is the stream in progress when it came, or ``None`` if there was none.
+    """
+
+    key: StreamKey | None
+    error: StreamError
+
+
+@final
+@attrs.frozen
+class SnapshotRequest:
+    """A marker asking ``merge_deltas`` for the current partial completion of ``key``."""
+
+    key: StreamKey
+
+
+@final
+@attrs.frozen
+class Snapshot:
+    """The partial completion of a stream in progress, after ``chunks`` chunks."""
+
+    key: StreamKey
+    completion: ChatCompletion | Completion
+    chunks: int
+
+
+@final
+@attrs.frozen(kw_only=True)
+class End:
+    """The end of one stream, and what the stages learnt about it on the way.
+
+    Attributes:
+        key: the stream that ended.
+        reason: why it ended.
+        where: the place in the source where it ended (``line 66``), when known.
+        error: the error that ended it, if any.
+        completion: the assembled completion, once ``merge_deltas`` has seen it.
+        finished: whether every choice had a ``finish_reason``.
+        usage: the stream's usage by the usage policy, once ``collect_usage`` has seen it.
+        problems: payloads skipped in lenient mode.
+        counters: named counts (``chunks``, ``duplicates``...).
+    """
+
+    key: StreamKey
+    reason: EndReason
+    where: str = ""
+    error: StreamError | None = None
+    completion: ChatCompletion | Completion | None = None
+    finished: bool = False
+    usage: Usage | None = None
+    problems: tuple[StreamError, ...] = ()
+    counters: Mapping[str, int] = EMPTY
+
+    def counted(self, **counts: int) -> End:
+        """A copy with ``counts`` added to :attr:`counters`."""
+        return attrs.evolve(self, counters={**self.counters, **counts})
+
+
+#: Everything that may flow between stages.
+Item = Union[Envelope, Failure, SnapshotRequest, Snapshot, End, Result]

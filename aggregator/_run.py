@@ -1,0 +1,232 @@
+"""Running pipelines: over one source in the caller's task, or over many sources at once.
+
+Theory of operation: :func:`results` reads one source in the caller's task and runs the pipeline
+over what it decodes: no task and no channel. :func:`fan_in` is the one place where concurrency
+starts: an async context manager that opens a task group, runs one task per source (at most
+``max_sources`` at a time) that reads and decodes its source and sends batches of items into one
+bounded memory object stream, and runs the pipeline in the consumer's task over what comes out.
+A slow consumer fills the buffer and so blocks the sources' ``send``, which stops their reads:
+memory stays bounded. Leaving the ``async with`` block cancels every source task; each source
+iterator is closed (``aclose``) on the way out, whatever happened.
+
+A source that raises becomes an ``error`` end for its open streams, with what they held, and the
+others go on; with ``fail_fast=True`` the exception cancels everything and propagates instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Union
+
+import anyio
+import anyio.lowlevel
+
+from ._decode import Format
+from ._errors import UsageError
+from ._items import Item
+from ._stages import Batch, Pipeline, Stage, default_pipeline
+from ._streams import SourceDecoder, SourceFailed, feed_raw
+
+__all__ = ["Source", "Sources", "fan_in", "results"]
+
+#: What a source yields: bytes (SSE or JSON Lines), parsed payloads, chunk events, or
+#: ``(dedupe_id, payload)`` pairs; sync or async.
+Source = Union[AsyncIterable[Any], Iterable[Any]]
+
+#: Many named sources: a mapping, or (name, source) pairs, sync or async (sources that arrive
+#: over time, as a gateway's requests do).
+Sources = Union[Mapping[str, Source], Iterable[tuple[str, Source]], AsyncIterable[tuple[str, Source]]]
+
+_SYNC_BATCH = 256
+
+
+async def _decoded(
+    source: Source, decoder: SourceDecoder, *, fail_fast: bool = False
+) -> AsyncIterator[Batch]:
+    """Read ``source`` in this task; yield batches of decoded items. Closes the source."""
+    number = 0
+    if isinstance(source, AsyncIterable):
+        iterator = aiter(source)
+        try:
+            while not decoder.stopped:
+                try:
+                    raw = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    if fail_fast:
+                        raise
+                    yield feed_raw(decoder, SourceFailed(exc, number), number)
+                    return
+                number += 1
+                items = feed_raw(decoder, raw, number)
+                if items:
+                    yield items
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+    else:
+        iterator_ = iter(source)
+        try:
+            batch: Batch = []
+            while not decoder.stopped:
+                try:
+                    raw = next(iterator_)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    if fail_fast:
+                        raise
+                    batch += feed_raw(decoder, SourceFailed(exc, number), number)
+                    break
+                number += 1
+                batch += feed_raw(decoder, raw, number)
+                if len(batch) >= _SYNC_BATCH:
+                    yield batch
+                    batch = []
+                    await anyio.lowlevel.checkpoint()
+            if batch:
+                yield batch
+        finally:
+            close = getattr(iterator_, "close", None)
+            if close is not None:
+                close()
+    items = decoder.close()
+    if items:
+        yield items
+
+
+def _as_pipeline(stages: Stage | Pipeline | None) -> Pipeline:
+    if stages is None:
+        return default_pipeline()
+    if isinstance(stages, (Stage, Pipeline)):
+        return Pipeline(stages)
+    raise UsageError(f"not a stage or pipeline: {stages!r}")
+
+
+async def results(
+    source: Source,
+    stages: Stage | Pipeline | None = None,
+    *,
+    name: str = "<stream>",
+    format: Format = "auto",
+    strict: bool = True,
+) -> AsyncIterator[Item]:
+    """Run one source through a pipeline in the caller's task; yield what comes out.
+
+    With the default pipeline (``dedupe() | collect_usage() | merge_deltas() | assemble()``)
+    that is one :class:`~aggregator.Result` per stream, as soon as it ends, plus one for the key
+    ``(name, 0)`` when the source held no completion or had bad input outside any stream.
+
+    Use it as ``async with contextlib.aclosing(results(...)) as items: async for ...``.
+    """
+    await anyio.lowlevel.checkpoint()
+    decoder = SourceDecoder(name, format=format, strict=strict)
+    batches = _decoded(source, decoder)
+    out = _as_pipeline(stages).run(batches)
+    try:
+        async for batch in out:
+            for item in batch:
+                yield item
+    finally:
+        await out.aclose()  # type: ignore[attr-defined]
+        await batches.aclose()  # type: ignore[attr-defined]
+
+
+async def _pairs(sources: Sources) -> AsyncIterator[tuple[str, Source]]:
+    if isinstance(sources, Mapping):
+        for pair in sources.items():
+            yield pair
+    elif isinstance(sources, AsyncIterable):
+        async for pair in sources:
+            yield pair
+    else:
+        for pair in sources:
+            yield pair
+
+
+async def _flatten(batches: AsyncIterator[Batch]) -> AsyncIterator[Item]:
+    async for batch in batches:
+        for item in batch:
+            yield item
+
+
+@asynccontextmanager
+async def fan_in(
+    sources: Sources,
+    stages: Stage | Pipeline | None = None,
+    *,
+    format: Format = "auto",
+    strict: bool = True,
+    max_sources: int = 64,
+    buffer: int = 16,
+    fail_fast: bool = False,
+) -> AsyncIterator[AsyncIterator[Item]]:
+    """Read many sources at once and run what they hold through one pipeline.
+
+    Example:
+        ``async with aggregator.fan_in({"a": body_a, "b": body_b}) as items:``
+        ``    async for result in items: ...``
+
+    Args:
+        sources: named sources (a mapping, or ``(name, source)`` pairs, sync or async). Each
+            name must be unique: it is the first half of the keys of its streams.
+        stages: the pipeline run over the decoded items (default: ``dedupe() |
+            collect_usage() | merge_deltas() | assemble()``).
+        format: the framing of byte sources (``"auto"``, ``"sse"``, ``"jsonl"``).
+        strict: end a source's streams at its first malformed payload (``True``), or skip and
+            report it (``False``).
+        max_sources: how many sources are read at the same time.
+        buffer: how many batches may wait between the sources and the pipeline.
+        fail_fast: let a source's exception cancel everything and propagate, instead of ending
+            that source's streams with an error.
+
+    Yields:
+        an async iterator of the pipeline's output: with the default pipeline, one
+        :class:`~aggregator.Result` per stream, as soon as that stream ends.
+    """
+    if max_sources < 1 or buffer < 0:
+        raise UsageError("max_sources must be at least 1 and buffer at least 0")
+    pipeline = _as_pipeline(stages)
+    send, receive = anyio.create_memory_object_stream[Batch](buffer)
+    slots = anyio.Semaphore(max_sources)
+    active: set[str] = set()
+
+    async def one(name: str, source: Source, send: Any) -> None:
+        try:
+            async with send:
+                decoder = SourceDecoder(name, format=format, strict=strict)
+                batches = _decoded(source, decoder, fail_fast=fail_fast)
+                try:
+                    async for batch in batches:
+                        await send.send(batch)
+                finally:
+                    await batches.aclose()  # type: ignore[attr-defined]
+        finally:
+            active.discard(name)
+            slots.release()
+
+    async def start_all(tg: anyio.abc.TaskGroup) -> None:
+        async with send:
+            async for name, source in _pairs(sources):
+                if name in active:
+                    raise UsageError(f"two sources named {name!r} at the same time")
+                active.add(name)
+                await slots.acquire()
+                tg.start_soon(one, name, source, send.clone(), name=f"aggregator source {name}")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start_all, tg)
+        output = pipeline.run(receive)
+        items = _flatten(output)  # type: ignore[arg-type]
+        try:
+            yield items
+        finally:
+            tg.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await items.aclose()  # type: ignore[attr-defined]
+                await output.aclose()  # type: ignore[attr-defined]
+                await receive.aclose()

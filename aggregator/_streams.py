@@ -1,0 +1,354 @@
+"""The sans-I/O halves of a pipeline: one source into items, items into completions.
+
+Theory of operation: a :class:`SourceDecoder` turns one source (bytes, parsed payloads or
+events) into :class:`Envelope` s keyed by stream, :class:`Failure` s and :class:`End` s. It owns
+every decision about *where a stream ends*: ``[DONE]``, the end of the source, an error payload,
+and malformed input (strict: the source's open streams end with the error and the source is
+finished with; lenient: the payload is skipped and a ``Failure`` reports it). A :class:`Merger`
+folds envelopes into one :class:`Accumulator` per stream and puts the completion on the stream's
+``End``. Both are plain objects: the async stages and the sync :class:`Assembler` drive them.
+
+A source that never opened a stream, or had bad input while no stream was open, still ends with
+an ``End`` for the key ``(name, 0)``: a source is never lost silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+import attrs
+
+from ._accumulate import Accumulator
+from ._completions import ChatCompletion
+from ._decode import Format, Item as DecodedItem, ItemKind, PayloadDecoder, payload_to_item
+from ._decode import upstream_error
+from ._errors import StreamError, StructureError, UpstreamError, UsageError
+from ._events import ChatCompletionChunk, CompletionChunk
+from ._items import End, Envelope, Failure, Item, Snapshot, SnapshotRequest, StreamKey
+from ._results import EndReason, Result
+
+__all__ = ["Merger", "SourceDecoder", "SourceFailed", "end_to_result", "feed_raw"]
+
+_CHUNKS = (ChatCompletionChunk, CompletionChunk)
+
+
+class _Open:
+    __slots__ = ("error", "has_id", "key", "seq")
+
+    def __init__(self, key: StreamKey, has_id: bool) -> None:
+        self.key = key
+        self.seq = 0
+        self.has_id = has_id
+        self.error: StreamError | None = None
+
+
+@final
+class SourceDecoder:
+    """Decode one source into items, grouping its chunks into streams by completion id.
+
+    Args:
+        name: the source's name (first half of every stream key; used in messages).
+        format: ``"sse"``, ``"jsonl"`` or ``"auto"``, for :meth:`feed`.
+        strict: on malformed input, end the source's open streams with the error (``True``), or
+            skip the payload and emit a :class:`Failure` (``False``).
+    """
+
+    __slots__ = (
+        "_by_id",
+        "_current",
+        "_decoder",
+        "_ordinal",
+        "_source_trouble",
+        "_open",
+        "_stopped",
+        "name",
+        "strict",
+    )
+
+    def __init__(self, name: str = "<stream>", *, format: Format = "auto", strict: bool = True):
+        self.name = name
+        self.strict = strict
+        self._decoder = PayloadDecoder(name, format=format)
+        self._open: dict[StreamKey, _Open] = {}
+        self._by_id: dict[str, _Open] = {}
+        self._current: _Open | None = None
+        self._ordinal = 0
+        self._source_trouble = False
+        self._stopped = False
+
+    @property
+    def line(self) -> int:
+        """The number of lines of bytes read so far."""
+        return self._decoder.line
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the source is finished with (closed, or broken in strict mode)."""
+        return self._stopped
+
+    @property
+    def framing(self) -> Format:
+        """``sse`` or ``jsonl`` once known from the bytes, ``auto`` before."""
+        return self._decoder.format
+
+    def feed(self, data: bytes) -> list[Item]:
+        """Take the next bytes of the source."""
+        if self._stopped:
+            return []
+        return self._decoded(self._decoder.feed(data))
+
+    def add(self, item: Any, *, where: str = "", dedupe_id: str | None = None) -> list[Item]:
+        """Take one parsed payload (a ``dict``) or chunk event."""
+        if self._stopped:
+            return []
+        if isinstance(item, _CHUNKS):
+            decoded = DecodedItem(ItemKind.CHUNK, where, event=item, sse_id=dedupe_id)
+        else:
+            decoded = payload_to_item(item, stream=self.name, where=where, sse_id=dedupe_id)
+        return self._decoded([decoded])
+
+    def close(self, *, cancelled: bool = False) -> list[Item]:
+        """End the source: every open stream ends (``cut_off`` for SSE, which promises
+        ``[DONE]``; ``exhausted`` otherwise; ``cancelled`` if asked)."""
+        if self._stopped:
+            return []
+        out = self._decoded(self._decoder.close())
+        if self._stopped:
+            return out
+        if cancelled:
+            reason = EndReason.CANCELLED
+        elif self._decoder.format == "sse":
+            reason = EndReason.CUT_OFF
+        else:
+            reason = EndReason.EXHAUSTED
+        where = self._place()
+        self._end_all(reason, None, out, where)
+        if self._ordinal == 0 or self._source_trouble:
+            error = None
+            if self._ordinal == 0:
+                error = StreamError("no completion in the input", stream=self.name, where=where)
+            out.append(End(key=(self.name, 0), reason=reason, where=where, error=error))
+        self._stopped = True
+        return out
+
+    def fail(self, error: StreamError) -> list[Item]:
+        """The source itself failed (it raised, say): its open streams end with ``error``."""
+        if self._stopped:
+            return []
+        out: list[Item] = []
+        self._fatal(error, out)
+        return out
+
+    def _place(self) -> str:
+        return f"line {self._decoder.line}" if self._decoder.format != "auto" else ""
+
+    def _decoded(self, items: list[DecodedItem]) -> list[Item]:
+        out: list[Item] = []
+        for item in items:
+            if self._stopped:
+                break
+            kind = item.kind
+            if kind is ItemKind.CHUNK:
+                self._chunk(item, out)
+            elif kind is ItemKind.DONE:
+                self._end_all(EndReason.DONE, None, out, item.where)
+            else:
+                self._error(item.error, out)  # type: ignore[arg-type]
+        return out
+
+    def _chunk(self, item: DecodedItem, out: list[Item]) -> None:
+        event: Any = item.event
+        stream = self._stream_for(event.id)
+        stream.seq += 1
+        out.append(Envelope(stream.key, stream.seq, event, item.sse_id, item.where))
+        if event.error is not None:
+            error = upstream_error(event.error, self.name, item.where)
+            self._end_all(EndReason.ERROR, error, out, item.where)
+
+    def _stream_for(self, id_: str) -> _Open:
+        current = self._current
+        if id_:
+            stream = self._by_id.get(id_)
+            if stream is None:
+                if current is not None and not current.has_id:
+                    stream = current  # a stream without an id yet takes this one (Azure)
+                    stream.has_id = True
+                else:
+                    stream = self._new(True)
+                self._by_id[id_] = stream
+        elif current is not None:
+            stream = current
+        else:
+            stream = self._new(False)
+        self._current = stream
+        return stream
+
+    def _new(self, has_id: bool) -> _Open:
+        self._ordinal += 1
+        stream = _Open((self.name, self._ordinal), has_id)
+        self._open[stream.key] = stream
+        return stream
+
+    def _error(self, error: StreamError, out: list[Item]) -> None:
+        if self.strict:
+            self._fatal(error, out)
+        elif isinstance(error, UpstreamError):
+            if self._open:
+                self._end_all(EndReason.ERROR, error, out, error.where)
+            else:
+                self._source_trouble = True
+                out.append(Failure((self.name, 0), error))
+        elif self._current is not None:
+            out.append(Failure(self._current.key, error))
+        else:
+            self._source_trouble = True
+            out.append(Failure((self.name, 0), error))
+
+    def _fatal(self, error: StreamError, out: list[Item]) -> None:
+        if self._open:
+            self._end_all(EndReason.ERROR, error, out, error.where)
+        else:
+            out.append(End(key=(self.name, 0), reason=EndReason.ERROR, where=error.where, error=error))
+        self._stopped = True
+
+    def _end_all(
+        self, reason: EndReason, error: StreamError | None, out: list[Item], where: str = ""
+    ) -> None:
+        for stream in self._open.values():
+            out.append(End(key=stream.key, reason=reason, where=where, error=error))
+        self._open = {}
+        self._by_id = {}
+        self._current = None
+
+
+@final
+@attrs.frozen
+class SourceFailed:
+    """A raw item standing for an exception the source raised after ``number`` items."""
+
+    exception: BaseException
+    number: int
+
+
+def source_error(exc: BaseException, name: str, number: int) -> StreamError:
+    """The :class:`StreamError` for a source that raised ``exc``."""
+    err = StreamError(
+        f"the source raised {type(exc).__name__}: {exc}", stream=name, where=f"after item {number}"
+    )
+    err.__cause__ = exc
+    return err
+
+
+def feed_raw(source: SourceDecoder, raw: Any, number: int) -> list[Item]:
+    """Hand one item a source yielded to ``source``.
+
+    ``raw`` is bytes, a parsed payload (``dict``), a chunk event, a ``(dedupe_id, payload)``
+    pair (a broker's message id and the payload), or :class:`SourceFailed`.
+
+    Raises:
+        UsageError: ``raw`` is none of these.
+    """
+    cls = raw.__class__
+    if cls is bytes:
+        return source.feed(raw)
+    if cls is dict or cls is ChatCompletionChunk or cls is CompletionChunk:
+        return source.add(raw, where=f"item {number}")
+    if cls is tuple and len(raw) == 2:
+        return source.add(raw[1], where=f"item {number}", dedupe_id=str(raw[0]))
+    if cls is bytearray or cls is memoryview:
+        return source.feed(bytes(raw))
+    if cls is SourceFailed:
+        return source.fail(source_error(raw.exception, source.name, raw.number))
+    raise UsageError(
+        "a source yields bytes, dicts, chunk events or (id, payload) pairs, "
+        f"not {cls.__name__} (item {number})"
+    )
+
+
+def empty_completion() -> ChatCompletion:
+    """The completion of a stream that never received a chunk."""
+    return ChatCompletion(id="", created=0, model="", choices=[])
+
+
+@final
+class Merger:
+    """Fold envelopes into one :class:`Accumulator` per stream (sans-I/O).
+
+    :meth:`process` consumes :class:`Envelope` s and :class:`Failure` s, answers
+    :class:`SnapshotRequest` s with :class:`Snapshot` s, completes each :class:`End` with the
+    stream's completion and counters, and passes anything else on unchanged.
+    """
+
+    __slots__ = ("_accumulators", "_problems")
+
+    def __init__(self) -> None:
+        self._accumulators: dict[StreamKey, Accumulator] = {}
+        self._problems: dict[StreamKey, list[StreamError]] = {}
+
+    @property
+    def open_streams(self) -> int:
+        """The number of streams being merged."""
+        return len(self._accumulators)
+
+    def process(self, item: Item, out: list[Item]) -> None:
+        """Take one item; append what it produces to ``out``."""
+        cls = item.__class__
+        if cls is Envelope:
+            key = item.key  # type: ignore[union-attr]
+            acc = self._accumulators.get(key)
+            if acc is None:
+                acc = self._accumulators[key] = Accumulator()
+            try:
+                acc.add(item.event)  # type: ignore[union-attr]
+            except UsageError as exc:
+                error = StructureError(str(exc), stream=key[0], where=item.where)  # type: ignore[union-attr]
+                self._problems.setdefault(key, []).append(error)
+        elif cls is Failure:
+            self._problems.setdefault(item.key, []).append(item.error)  # type: ignore[union-attr, arg-type]
+        elif cls is End:
+            out.append(self.end(item))  # type: ignore[arg-type]
+        elif cls is SnapshotRequest:
+            acc = self._accumulators.get(item.key)  # type: ignore[union-attr]
+            if acc is not None:
+                out.append(Snapshot(item.key, acc.result(), acc.chunks))  # type: ignore[union-attr]
+        else:
+            out.append(item)
+
+    def end(self, end: End) -> End:
+        """Complete ``end`` with what was merged for its stream, and forget the stream."""
+        acc = self._accumulators.pop(end.key, None)
+        problems = self._problems.pop(end.key, ())
+        if end.completion is not None:
+            return end
+        if acc is None:
+            return attrs.evolve(
+                end,
+                completion=empty_completion(),
+                problems=end.problems + tuple(problems),
+            ).counted(chunks=0)
+        return attrs.evolve(
+            end,
+            completion=acc.result(),
+            finished=acc.finished,
+            usage=end.usage if end.usage is not None else acc.usage,
+            problems=end.problems + tuple(problems),
+        ).counted(chunks=acc.chunks)
+
+
+def end_to_result(end: End) -> Result:
+    """The :class:`Result` the caller sees for a completed :class:`End`."""
+    counters = end.counters
+    completion = end.completion if end.completion is not None else empty_completion()
+    return Result(
+        stream=end.key[0],
+        key=end.key,
+        completion=completion,
+        reason=end.reason,
+        where=end.where,
+        finished=end.finished,
+        error=end.error,
+        problems=end.problems,
+        chunks=counters.get("chunks", 0),
+        duplicates=counters.get("duplicates", 0),
+        usage=end.usage if end.usage is not None else completion.usage,
+    )
