@@ -5,8 +5,8 @@ The public surface is this module; everything else is private. See README.md and
 
 from __future__ import annotations
 
-from ._accumulate import Accumulator
 from . import stages
+from ._accumulate import Accumulator
 from ._api import assemble, assemble_all
 from ._assembler import Assembler
 from ._completions import (
@@ -48,8 +48,8 @@ from ._events import (
 from ._items import End, Envelope, Failure, Item, Snapshot, SnapshotRequest, StreamKey
 from ._results import EndReason, Result
 from ._run import Source, Sources, fan_in, results
-from ._stages import AsyncStage, Pipeline, Stage, UsageTotals, pipeline
 from ._sse import JSONLinesReader, ServerSentEvent, SSEDecoder
+from ._stages import AsyncStage, Pipeline, Stage, UsageTotals, pipeline
 
 __version__ = "0.1.0"
 

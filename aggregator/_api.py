@@ -74,7 +74,9 @@ async def assemble(
                 raise r.error
         raise StreamError("no completion in the stream", stream=name)
     if len(found) > 1:
-        raise StreamError(f"{len(found)} completions in one stream; use assemble_all()", stream=name)
+        raise StreamError(
+            f"{len(found)} completions in one stream; use assemble_all()", stream=name
+        )
     result = found[0]
     if trouble:
         result = _with_problems(result, trouble)

@@ -101,4 +101,3 @@ class Assembler:
                 else:
                     results.append(end_to_result(item))
         return results
-

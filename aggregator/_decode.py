@@ -25,6 +25,8 @@ __all__ = ["Format", "Item", "ItemKind", "PayloadDecoder", "payload_to_item"]
 
 Format = Literal["auto", "sse", "jsonl"]
 
+_BOM = b"\xef\xbb\xbf"
+
 
 class ItemKind(enum.Enum):
     """What a decoded :class:`Item` is."""
@@ -44,7 +46,7 @@ class Item:
         where: the place in the source (``line 12 (event 5)``).
         event: the chunk, for ``CHUNK``.
         error: the error, for ``ERROR`` (an :class:`UpstreamError` for an error payload).
-        sse_id: the SSE ``id:`` in force, if the server sent one.
+        sse_id: the SSE ``id:`` the event carried itself, if any (what ``dedupe`` uses).
     """
 
     kind: ItemKind
@@ -111,7 +113,10 @@ class PayloadDecoder:
         """Decode the next bytes of the source."""
         if self._format == "auto":
             data = self._head + data
-            stripped = data.lstrip(b" \t\r\n\xef\xbb\xbf")
+            if len(data) < 3 and _BOM.startswith(data):  # maybe a BOM split across reads
+                self._head = data
+                return []
+            stripped = (data[3:] if data.startswith(_BOM) else data).lstrip(b" \t\r\n")
             if not stripped:
                 self._head = data
                 return []
@@ -124,26 +129,31 @@ class PayloadDecoder:
         return self._decode(b"", final=True)
 
     def _decode(self, data: bytes, *, final: bool) -> list[Item]:
-        name = self.name
         items: list[Item] = []
-        try:
-            if self._format == "jsonl":
-                lines = self._jsonl.close() if final else self._jsonl.feed(data)
-                for line_no, line in lines:
+        if self._format == "jsonl":
+            for entry in self._jsonl.decode(data, final=final):
+                if entry.__class__ is DecodeError:
+                    items.append(self._decode_error(entry))
+                else:
+                    line_no, line = entry  # type: ignore[misc]
                     items.append(self._payload(line, f"line {line_no}", None))
-            else:
-                events = self._sse.close() if final else self._sse.feed(data)
-                for ev in events:
-                    where = f"line {ev.line}"
-                    if ev.data == b"[DONE]":
-                        items.append(Item(ItemKind.DONE, where))
-                    elif ev.event == "error":
-                        items.append(self._error_event(ev.data, where))
-                    else:
-                        items.append(self._payload(ev.data, where, ev.id))
-        except DecodeError as exc:
-            items.append(Item(ItemKind.ERROR, exc.where, error=_renamed(exc, name)))
+        else:
+            for ev in self._sse.decode(data, final=final):
+                if ev.__class__ is DecodeError:
+                    items.append(self._decode_error(ev))
+                    continue
+                where = f"line {ev.line}"  # type: ignore[union-attr]
+                if ev.data == b"[DONE]":  # type: ignore[union-attr]
+                    items.append(Item(ItemKind.DONE, where))
+                elif ev.event == "error":  # type: ignore[union-attr]
+                    items.append(self._error_event(ev.data, where))  # type: ignore[union-attr]
+                else:
+                    items.append(self._payload(ev.data, where, ev.id if ev.own_id else None))  # type: ignore[union-attr]
         return items
+
+    def _decode_error(self, exc: DecodeError) -> Item:
+        error = DecodeError(exc.detail, stream=self.name, where=exc.where)
+        return Item(ItemKind.ERROR, exc.where, error=error)
 
     def _payload(self, data: bytes, where: str, sse_id: str | None) -> Item:
         self._events += 1
@@ -165,7 +175,3 @@ class PayloadDecoder:
         if isinstance(obj, dict) and "error" in obj:
             obj = obj["error"]
         return Item(ItemKind.ERROR, where, error=upstream_error(obj, self.name, where))
-
-
-def _renamed(exc: DecodeError, name: str) -> DecodeError:
-    return DecodeError(exc.detail, stream=name, where=exc.where)

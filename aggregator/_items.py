@@ -64,10 +64,10 @@ class Envelope:
 class Failure:
     """A bad payload that was skipped (lenient mode); reported with its stream's result.
 
-    ``key`` is the stream in progress when it came, or ``None`` if there was none.
+    ``key`` is the stream in progress when it came, or ``(source name, 0)`` if there was none.
     """
 
-    key: StreamKey | None
+    key: StreamKey
     error: StreamError
 
 

@@ -15,7 +15,7 @@ others go on; with ``fail_fast=True`` the exception cancels everything and propa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Union
 
@@ -36,14 +36,16 @@ Source = Union[AsyncIterable[Any], Iterable[Any]]
 
 #: Many named sources: a mapping, or (name, source) pairs, sync or async (sources that arrive
 #: over time, as a gateway's requests do).
-Sources = Union[Mapping[str, Source], Iterable[tuple[str, Source]], AsyncIterable[tuple[str, Source]]]
+Sources = Union[
+    Mapping[str, Source], Iterable[tuple[str, Source]], AsyncIterable[tuple[str, Source]]
+]
 
 _SYNC_BATCH = 256
 
 
 async def _decoded(
     source: Source, decoder: SourceDecoder, *, fail_fast: bool = False
-) -> AsyncIterator[Batch]:
+) -> AsyncGenerator[Batch, None]:
     """Read ``source`` in this task; yield batches of decoded items. Closes the source."""
     number = 0
     if isinstance(source, AsyncIterable):
@@ -114,7 +116,7 @@ async def results(
     name: str = "<stream>",
     format: Format = "auto",
     strict: bool = True,
-) -> AsyncIterator[Item]:
+) -> AsyncGenerator[Item, None]:
     """Run one source through a pipeline in the caller's task; yield what comes out.
 
     With the default pipeline (``dedupe() | collect_usage() | merge_deltas() | assemble()``)
@@ -132,11 +134,11 @@ async def results(
             for item in batch:
                 yield item
     finally:
-        await out.aclose()  # type: ignore[attr-defined]
-        await batches.aclose()  # type: ignore[attr-defined]
+        await out.aclose()
+        await batches.aclose()
 
 
-async def _pairs(sources: Sources) -> AsyncIterator[tuple[str, Source]]:
+async def _pairs(sources: Sources) -> AsyncGenerator[tuple[str, Source], None]:
     if isinstance(sources, Mapping):
         for pair in sources.items():
             yield pair
@@ -148,7 +150,7 @@ async def _pairs(sources: Sources) -> AsyncIterator[tuple[str, Source]]:
             yield pair
 
 
-async def _flatten(batches: AsyncIterator[Batch]) -> AsyncIterator[Item]:
+async def _flatten(batches: AsyncIterator[Batch]) -> AsyncGenerator[Item, None]:
     async for batch in batches:
         for item in batch:
             yield item
@@ -204,7 +206,7 @@ async def fan_in(
                     async for batch in batches:
                         await send.send(batch)
                 finally:
-                    await batches.aclose()  # type: ignore[attr-defined]
+                    await batches.aclose()
         finally:
             active.discard(name)
             slots.release()
@@ -221,12 +223,12 @@ async def fan_in(
     async with anyio.create_task_group() as tg:
         tg.start_soon(start_all, tg)
         output = pipeline.run(receive)
-        items = _flatten(output)  # type: ignore[arg-type]
+        items = _flatten(output)
         try:
             yield items
         finally:
             tg.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
-                await items.aclose()  # type: ignore[attr-defined]
-                await output.aclose()  # type: ignore[attr-defined]
+                await items.aclose()
+                await output.aclose()
                 await receive.aclose()

@@ -16,7 +16,7 @@ line after it, and a lost last event is worse than a lenient end.
 
 from __future__ import annotations
 
-from typing import final
+from typing import Any, final
 
 import attrs
 
@@ -35,7 +35,11 @@ class ServerSentEvent:
     Attributes:
         data: the ``data`` lines joined with ``\\n``, as bytes.
         event: the event type (``message`` when the server named none).
-        id: the last event id seen so far in the stream (``None`` if none was ever sent).
+        id: the last event id seen so far in the stream (``None`` if none was ever sent), as
+            the WHATWG rules define it: an event with no ``id:`` line inherits the previous one.
+        own_id: whether this event carried its own ``id:`` line (``id`` is not inherited). A
+            replay can only be recognised by an id the event carried itself (not compared by
+            ``==``).
         retry: the reconnection time in milliseconds, if this event set one.
         line: the line number (from 1) where the event started.
     """
@@ -45,6 +49,7 @@ class ServerSentEvent:
     id: str | None = None
     retry: int | None = None
     line: int = 0
+    own_id: bool = attrs.field(default=False, eq=False)
 
     @property
     def text(self) -> str:
@@ -53,23 +58,36 @@ class ServerSentEvent:
 
 
 class _LineSplitter:
-    """Cuts bytes into lines on LF, CR and CRLF, across feeds; strips a leading BOM."""
+    """Cuts bytes into lines on LF, CR and CRLF, across feeds; strips a leading BOM.
 
-    __slots__ = ("_pending", "_skip_lf", "_started", "line_no", "max_line")
+    A line longer than ``max_line`` comes out as ``None``, once, in its place; the rest of it is
+    skipped as it arrives, so memory never grows with the length a server chose.
+    """
+
+    __slots__ = ("_discarding", "_pending", "_skip_lf", "_started", "line_no", "max_line")
 
     def __init__(self, max_line: int) -> None:
         self._pending = b""
         self._skip_lf = False
         self._started = False
+        self._discarding = False
         self.line_no = 0
         self.max_line = max_line
 
-    def split(self, data: bytes) -> list[bytes]:
+    def split(self, data: bytes) -> list[bytes | None]:
         if self._skip_lf and data:
             self._skip_lf = False
             if data[:1] == b"\n":
                 data = data[1:]
-        if self._pending:
+        drop_first = False
+        if self._discarding:
+            end = _first_line_end(data)
+            if end < 0:
+                return []
+            data = data[end:]  # the terminator of the long line, and what follows
+            self._discarding = False
+            drop_first = True
+        elif self._pending:
             data = self._pending + data
         if not self._started:
             if len(data) < 3 and _BOM.startswith(data):
@@ -81,24 +99,40 @@ class _LineSplitter:
         cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
         if cut < 0:
             self._pending = data
-            self._check_pending()
-            return []
-        self._pending = data[cut + 1 :]
-        self._check_pending()
-        if data[cut] == 13:  # b"\r": a LF may follow in the next feed
-            self._skip_lf = True
-        return data[: cut + 1].splitlines()
+            return self._overflow([])
+        pending = data[cut + 1 :]
+        self._pending = pending
+        self._skip_lf = data[cut] == 13 and not pending  # a LF may follow in the next feed
+        lines: list[bytes | None] = data[: cut + 1].splitlines()  # type: ignore[assignment]
+        if drop_first:
+            del lines[0]
+        limit = self.max_line
+        if lines and max(map(len, lines)) > limit:  # type: ignore[arg-type]
+            lines = [None if len(line) > limit else line for line in lines]  # type: ignore[arg-type]
+        return self._overflow(lines)
+
+    def _overflow(self, lines: list[bytes | None]) -> list[bytes | None]:
+        if len(self._pending) > self.max_line:
+            self._pending = b""
+            self._discarding = True
+            self._skip_lf = False
+            lines.append(None)
+        return lines
 
     def rest(self) -> bytes:
         rest, self._pending = self._pending, b""
         return rest
 
-    def _check_pending(self) -> None:
-        if len(self._pending) > self.max_line:
-            self._pending = b""
-            raise DecodeError(
-                f"line longer than {self.max_line} bytes", where=f"line {self.line_no + 1}"
-            )
+
+def _first_line_end(data: bytes) -> int:
+    ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+    return min(ends) if ends else -1
+
+
+def _too_long(splitter: _LineSplitter) -> DecodeError:
+    return DecodeError(
+        f"line longer than {splitter.max_line} bytes", where=f"line {splitter.line_no}"
+    )
 
 
 @final
@@ -106,7 +140,9 @@ class SSEDecoder:
     """Decode a byte stream of Server-Sent Events, fed in pieces of any size.
 
     Args:
-        max_line: the longest line accepted, in bytes; a longer one raises :class:`DecodeError`.
+        max_line: the longest line accepted, in bytes. A longer line makes :meth:`feed` raise
+            :class:`DecodeError` and its event is dropped; the events completed before and
+            after it in the same call are returned by the next call, so none is lost.
 
     Example:
         >>> d = SSEDecoder()
@@ -114,13 +150,26 @@ class SSEDecoder:
         [ServerSentEvent(data=b'{"a": 1}', event='message', id=None, retry=None, line=1)]
     """
 
-    __slots__ = ("_data", "_event", "_id", "_lines", "_retry", "_start")
+    __slots__ = (
+        "_data",
+        "_event",
+        "_id",
+        "_lines",
+        "_own_id",
+        "_queued",
+        "_retry",
+        "_skipping",
+        "_start",
+    )
 
     def __init__(self, *, max_line: int = 16 * 1024 * 1024) -> None:
         self._lines = _LineSplitter(max_line)
+        self._queued: list[ServerSentEvent | DecodeError] = []
+        self._skipping = False
         self._data: list[bytes] = []
         self._event = ""
         self._id: str | None = None
+        self._own_id = False
         self._retry: int | None = None
         self._start = 0
 
@@ -135,29 +184,47 @@ class SSEDecoder:
         Raises:
             DecodeError: a line exceeds ``max_line``.
         """
-        return self._lines_to_events(self._lines.split(data))
+        return _raise_first(self._queued, self.decode(data))
 
     def close(self) -> list[ServerSentEvent]:
-        """End the stream; return the last event if its closing blank line never came."""
+        """End the stream; return the last event if its closing blank line never came.
+
+        Raises:
+            DecodeError: a line exceeds ``max_line``.
+        """
+        return _raise_first(self._queued, self.decode(b"", final=True))
+
+    def decode(self, data: bytes, *, final: bool = False) -> list[ServerSentEvent | DecodeError]:
+        """Like :meth:`feed` (or :meth:`close` when ``final``), with errors in place, not raised."""
+        if not final:
+            return self._lines_to_events(self._lines.split(data))
         rest = self._lines.rest()
         events = self._lines_to_events([rest]) if rest else []
-        if self._data:
+        if self._data and not self._skipping:
             events.append(self._dispatch())
         return events
 
-    def _lines_to_events(self, lines: list[bytes]) -> list[ServerSentEvent]:
-        events: list[ServerSentEvent] = []
+    def _lines_to_events(self, lines: list[bytes | None]) -> list[ServerSentEvent | DecodeError]:
+        events: list[ServerSentEvent | DecodeError] = []
         splitter = self._lines
         for line in lines:
             splitter.line_no += 1
+            if line is None:  # too long: its event is lost, say so and skip to the next one
+                events.append(_too_long(splitter))
+                self._data = []
+                self._skipping = True
+                continue
             if not line:
-                if self._data:
+                if self._data and not self._skipping:
                     events.append(self._dispatch())
                 else:
+                    self._data = []
                     self._event = ""
                     self._retry = None
+                    self._own_id = False
+                self._skipping = False
                 continue
-            if line[0] == 58:  # b":" starts a comment
+            if line[0] == 58 or self._skipping:  # b":" starts a comment
                 continue
             if line.startswith(b"data:"):
                 value = line[5:]
@@ -177,6 +244,7 @@ class SSEDecoder:
             elif field == b"id":
                 if b"\0" not in value:
                     self._id = value.decode("utf-8", "replace")
+                    self._own_id = True
             elif field == b"retry" and value.isdigit():
                 self._retry = int(value)
         return events
@@ -189,7 +257,9 @@ class SSEDecoder:
             id=self._id,
             retry=self._retry,
             line=self._start,
+            own_id=self._own_id,
         )
+        self._own_id = False
         self._data = []
         self._event = ""
         self._retry = None
@@ -203,13 +273,16 @@ class JSONLinesReader:
     ``feed`` and ``close`` return ``(line number, line bytes)`` pairs; blank lines are skipped.
 
     Args:
-        max_line: the longest line accepted, in bytes; a longer one raises :class:`DecodeError`.
+        max_line: the longest line accepted, in bytes. A longer line makes :meth:`feed` raise
+            :class:`DecodeError`; the lines before and after it in the same call are returned by
+            the next call.
     """
 
-    __slots__ = ("_lines",)
+    __slots__ = ("_lines", "_queued")
 
     def __init__(self, *, max_line: int = 16 * 1024 * 1024) -> None:
         self._lines = _LineSplitter(max_line)
+        self._queued: list[tuple[int, bytes] | DecodeError] = []
 
     @property
     def line(self) -> int:
@@ -222,18 +295,43 @@ class JSONLinesReader:
         Raises:
             DecodeError: a line exceeds ``max_line``.
         """
-        return self._number(self._lines.split(data))
+        return _raise_first(self._queued, self.decode(data))
 
     def close(self) -> list[tuple[int, bytes]]:
-        """End the stream; return the last line if it had no line ending."""
-        rest = self._lines.rest()
-        return self._number([rest]) if rest else []
+        """End the stream; return the last line if it had no line ending.
 
-    def _number(self, lines: list[bytes]) -> list[tuple[int, bytes]]:
-        out = []
+        Raises:
+            DecodeError: a line exceeds ``max_line``.
+        """
+        return _raise_first(self._queued, self.decode(b"", final=True))
+
+    def decode(self, data: bytes, *, final: bool = False) -> list[tuple[int, bytes] | DecodeError]:
+        """Like :meth:`feed` (or :meth:`close` when ``final``), with errors in place, not raised."""
+        if final:
+            rest = self._lines.rest()
+            return self._number([rest]) if rest else []
+        return self._number(self._lines.split(data))
+
+    def _number(self, lines: list[bytes | None]) -> list[tuple[int, bytes] | DecodeError]:
+        out: list[tuple[int, bytes] | DecodeError] = []
         splitter = self._lines
         for line in lines:
             splitter.line_no += 1
-            if line.strip():
+            if line is None:
+                out.append(_too_long(splitter))
+            elif line.strip():
                 out.append((splitter.line_no, line))
         return out
+
+
+def _raise_first(queued: list[Any], out: list[Any]) -> list[Any]:
+    """Return ``out`` (after what an earlier call queued), or raise its first error and queue
+    the rest for the next call."""
+    if queued:
+        out = queued + out
+        queued.clear()
+    for i, entry in enumerate(out):
+        if entry.__class__ is DecodeError:
+            queued.extend(out[:i] + out[i + 1 :])
+            raise entry
+    return out

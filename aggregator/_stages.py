@@ -12,7 +12,7 @@ product promises are defined here once each, on top of the sans-I/O ``Merger`` a
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any, final
 
 import attrs
@@ -72,7 +72,7 @@ class Stage:
 class AsyncStage(Stage):
     """A step that awaits: override :meth:`run`, an async generator over items."""
 
-    def run(self, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    def run(self, items: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
         """Turn the items coming in into the items going out."""
         raise NotImplementedError  # pragma: no cover - an abstract method
 
@@ -107,7 +107,7 @@ class Pipeline:
     def __repr__(self) -> str:
         return " | ".join(type(s).__name__ for s in self.stages) or "Pipeline()"
 
-    def run(self, batches: AsyncIterable[Batch]) -> AsyncIterator[Batch]:
+    def run(self, batches: AsyncIterable[Batch]) -> AsyncGenerator[Batch, None]:
         """Run the stages over ``batches``."""
         stream: AsyncIterable[Batch] = batches
         group: list[Stage] = []
@@ -129,7 +129,9 @@ def pipeline(*stages: Stage | Pipeline) -> Pipeline:
     return Pipeline(*stages)
 
 
-async def _fused(stages: tuple[Stage, ...], batches: AsyncIterable[Batch]) -> AsyncIterator[Batch]:
+async def _fused(
+    stages: tuple[Stage, ...], batches: AsyncIterable[Batch]
+) -> AsyncGenerator[Batch, None]:
     processes = [s.process for s in stages]
     async for batch in batches:
         for process in processes:
@@ -152,8 +154,8 @@ async def _fused(stages: tuple[Stage, ...], batches: AsyncIterable[Batch]) -> As
         yield batch
 
 
-async def _async_stage(s: AsyncStage, batches: AsyncIterable[Batch]) -> AsyncIterator[Batch]:
-    async def items() -> AsyncIterator[Any]:
+async def _async_stage(s: AsyncStage, batches: AsyncIterable[Batch]) -> AsyncGenerator[Batch, None]:
+    async def items() -> AsyncGenerator[Any, None]:
         async for batch in batches:
             for item in batch:
                 yield item
@@ -164,29 +166,29 @@ async def _async_stage(s: AsyncStage, batches: AsyncIterable[Batch]) -> AsyncIte
         async for item in outer:
             yield [item]
     finally:
-        await outer.aclose()  # type: ignore[attr-defined]
+        await outer.aclose()
         await inner.aclose()
 
 
 @final
 class _FunctionStage(AsyncStage):
-    def __init__(self, fn: Callable[[AsyncIterator[Any]], AsyncIterator[Any]]) -> None:
+    def __init__(self, fn: Callable[[AsyncIterator[Any]], AsyncGenerator[Any, None]]) -> None:
         self._fn = fn
 
-    def run(self, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    def run(self, items: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
         return self._fn(items)
 
     def __repr__(self) -> str:
         return f"stage({getattr(self._fn, '__name__', self._fn)!r})"
 
 
-def stage(fn: Callable[[AsyncIterator[Any]], AsyncIterator[Any]]) -> AsyncStage:
+def stage(fn: Callable[[AsyncIterator[Any]], AsyncGenerator[Any, None]]) -> AsyncStage:
     """Make a stage of an async generator function over items (a decorator)."""
     return _FunctionStage(fn)
 
 
 @final
-class decode(Stage):  # noqa: N801
+class decode(Stage):
     """Bytes (SSE or JSON Lines), parsed payloads or chunk events of one source, to items.
 
     Use it at the head of a pipeline run over one raw source; ``aggregator.results`` and
@@ -206,7 +208,7 @@ class decode(Stage):  # noqa: N801
 
 
 @final
-class map_items(Stage):  # noqa: N801 - named like the function it stands for
+class map_items(Stage):
     """Replace every item by ``fn(item)``."""
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
@@ -217,7 +219,7 @@ class map_items(Stage):  # noqa: N801 - named like the function it stands for
 
 
 @final
-class filter_items(Stage):  # noqa: N801
+class filter_items(Stage):
     """Pass on only the items for which ``predicate(item)`` is true."""
 
     def __init__(self, predicate: Callable[[Any], object]) -> None:
@@ -229,7 +231,7 @@ class filter_items(Stage):  # noqa: N801
 
 
 @final
-class tap(Stage):  # noqa: N801
+class tap(Stage):
     """Call ``fn(item)`` for every item (metrics, logging) and pass it on unchanged."""
 
     def __init__(self, fn: Callable[[Any], object]) -> None:
@@ -241,7 +243,7 @@ class tap(Stage):  # noqa: N801
 
 
 @final
-class dedupe(Stage):  # noqa: N801
+class dedupe(Stage):
     """Drop an envelope whose ``(stream, dedupe_id)`` was already seen, and count it.
 
     The ``dedupe_id`` is the SSE ``id:`` (a client that reconnects with Last-Event-ID gets a
@@ -278,7 +280,7 @@ class dedupe(Stage):  # noqa: N801
 
 
 @final
-class merge_deltas(Stage):  # noqa: N801
+class merge_deltas(Stage):
     """Fold each stream's envelopes into its completion, put on the stream's :class:`End`.
 
     Envelopes are consumed (no chunk is kept once merged); :class:`SnapshotRequest` s are
@@ -298,7 +300,7 @@ class merge_deltas(Stage):  # noqa: N801
 
 
 @final
-class collect_usage(Stage):  # noqa: N801
+class collect_usage(Stage):
     """Keep each stream's usage by the usage policy and put it on the stream's :class:`End`.
 
     The report that arrives last wins, with the fields it lacks filled from earlier reports;
@@ -341,7 +343,9 @@ def _add(a: Any, b: Any) -> Any:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a + b
     if attrs.has(type(a)) and type(a) is type(b):
-        changes = {f.name: _add(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a))}
+        changes = {
+            f.name: _add(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a))
+        }
         return type(a)(**changes)
     if isinstance(a, dict) and isinstance(b, dict):
         return {k: _add(a.get(k), b.get(k)) for k in {**a, **b}}
@@ -349,7 +353,7 @@ def _add(a: Any, b: Any) -> Any:
 
 
 @final
-class total_usage(Stage):  # noqa: N801
+class total_usage(Stage):
     """Total the usage of every stream that ends, by model, for billing and quotas.
 
     Reads the usage of each :class:`End` (from ``collect_usage``) or :class:`Result`; numeric
@@ -379,7 +383,7 @@ class total_usage(Stage):  # noqa: N801
 
 
 @final
-class assemble(Stage):  # noqa: N801
+class assemble(Stage):
     """Turn each stream's :class:`End` into its :class:`Result` (merging it first if no
     ``merge_deltas`` came before). Envelopes are consumed; other items pass on."""
 
@@ -399,7 +403,7 @@ class assemble(Stage):  # noqa: N801
 
 
 @final
-class snapshots(Stage):  # noqa: N801
+class snapshots(Stage):
     """Ask for the partial completion of a stream every ``every`` envelopes, or when
     ``interval`` seconds have passed since its last snapshot (checked as envelopes arrive).
 

@@ -20,8 +20,8 @@ import attrs
 
 from ._accumulate import Accumulator
 from ._completions import ChatCompletion
-from ._decode import Format, Item as DecodedItem, ItemKind, PayloadDecoder, payload_to_item
-from ._decode import upstream_error
+from ._decode import Format, ItemKind, PayloadDecoder, payload_to_item, upstream_error
+from ._decode import Item as DecodedItem
 from ._errors import StreamError, StructureError, UpstreamError, UsageError
 from ._events import ChatCompletionChunk, CompletionChunk
 from ._items import End, Envelope, Failure, Item, Snapshot, SnapshotRequest, StreamKey
@@ -57,9 +57,9 @@ class SourceDecoder:
         "_by_id",
         "_current",
         "_decoder",
+        "_open",
         "_ordinal",
         "_source_trouble",
-        "_open",
         "_stopped",
         "name",
         "strict",
@@ -208,7 +208,9 @@ class SourceDecoder:
         if self._open:
             self._end_all(EndReason.ERROR, error, out, error.where)
         else:
-            out.append(End(key=(self.name, 0), reason=EndReason.ERROR, where=error.where, error=error))
+            out.append(
+                End(key=(self.name, 0), reason=EndReason.ERROR, where=error.where, error=error)
+            )
         self._stopped = True
 
     def _end_all(
@@ -290,27 +292,27 @@ class Merger:
         """The number of streams being merged."""
         return len(self._accumulators)
 
-    def process(self, item: Item, out: list[Item]) -> None:
+    def process(self, item: Any, out: list[Any]) -> None:
         """Take one item; append what it produces to ``out``."""
         cls = item.__class__
         if cls is Envelope:
-            key = item.key  # type: ignore[union-attr]
+            key = item.key
             acc = self._accumulators.get(key)
             if acc is None:
                 acc = self._accumulators[key] = Accumulator()
             try:
-                acc.add(item.event)  # type: ignore[union-attr]
+                acc.add(item.event)
             except UsageError as exc:
-                error = StructureError(str(exc), stream=key[0], where=item.where)  # type: ignore[union-attr]
+                error = StructureError(str(exc), stream=key[0], where=item.where)
                 self._problems.setdefault(key, []).append(error)
         elif cls is Failure:
-            self._problems.setdefault(item.key, []).append(item.error)  # type: ignore[union-attr, arg-type]
+            self._problems.setdefault(item.key, []).append(item.error)
         elif cls is End:
-            out.append(self.end(item))  # type: ignore[arg-type]
+            out.append(self.end(item))
         elif cls is SnapshotRequest:
-            acc = self._accumulators.get(item.key)  # type: ignore[union-attr]
+            acc = self._accumulators.get(item.key)
             if acc is not None:
-                out.append(Snapshot(item.key, acc.result(), acc.chunks))  # type: ignore[union-attr]
+                out.append(Snapshot(item.key, acc.result(), acc.chunks))
         else:
             out.append(item)
 
