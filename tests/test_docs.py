@@ -58,3 +58,29 @@ def test_example_script_runs(
     out = capsys.readouterr().out
     assert out.startswith("0 ")
     assert "usage: {'prompt_tokens':" in out
+
+
+@pytest.mark.parametrize("script", ["fan_in.py", "custom_stage.py"])
+def test_pipeline_examples_run(
+    script: str, on_backend: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    runpy.run_path(str(ROOT / "examples" / script), run_name="__main__")
+    out = capsys.readouterr().out
+    if script == "fan_in.py":
+        lines = out.splitlines()
+        assert sorted(lines[:4]) == [
+            "deepseek_reasoning.jsonl: exhausted, 220 chunks, 1 choice(s)",
+            "parallel_tool_calls.sse: done, 25 chunks, 1 choice(s)",
+            "text_completion.jsonl: exhausted, 17 chunks, 1 choice(s)",
+            "three_choices.sse: done, 49 chunks, 3 choice(s)",
+        ]
+        assert lines[4:] == [
+            "total for deepseek-reasoner: 237 tokens",
+            "total for gpt-3.5-turbo-instruct:20230824-v2: 30 tokens",
+            "total for gpt-4o-2024-08-06: 330 tokens",
+        ]
+    else:
+        assert out.splitlines() == [
+            "chatcmpl-ABfw2KKFuVXmEJgVwYfBvejMAdWtq: done, 42 deltas",
+            "written: ['chatcmpl-ABfw2KKFuVXmEJgVwYfBvejMAdWtq']",
+        ]
