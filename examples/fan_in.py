@@ -23,7 +23,7 @@ STREAMS = Path(__file__).parent / "streams"
 async def trickle(path: Path, delay: float, seed: int) -> AsyncIterator[bytes]:
     """The file's bytes in random pieces, as a slow server would send them."""
     rng = random.Random(seed)
-    data = path.read_bytes()
+    data = await anyio.Path(path).read_bytes()
     i = 0
     while i < len(data):
         n = rng.randint(200, 2000)

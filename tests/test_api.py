@@ -172,4 +172,4 @@ async def test_lenient_mode_skips_and_reports() -> None:
 
 async def test_wrong_item_type_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="not str"):
-        await assemble(["data: x"])  # type: ignore[list-item]
+        await assemble(["data: x"])
