@@ -173,6 +173,58 @@ def chunk_class(
     return _events.ChatCompletionChunk
 
 
+_PLAIN_TOP = frozenset(
+    {"id", "object", "created", "model", "choices", "system_fingerprint", "service_tier"}
+    | {"obfuscation", "usage"}
+)
+_PLAIN_CHOICE = frozenset({"index", "delta", "logprobs", "finish_reason"})
+_PLAIN_DELTA = frozenset({"role", "content", "reasoning_content", "reasoning", "refusal"})
+_STR = str
+_STR_OR_NONE = frozenset({str, type(None)})
+
+
+def is_plain_chat(obj: Any) -> bool:
+    """Whether ``obj`` is a chat chunk of the common shape, with every field of the right type.
+
+    The common shape: only the named top-level keys, ``usage`` null or absent, and choices
+    whose delta holds only ``role``, ``content``, ``reasoning_content``, ``reasoning`` and
+    ``refusal`` strings (or nulls), with null ``logprobs``. Such a payload needs no event to be
+    merged (see ``Accumulator.add_plain``); anything else takes the converter's full path,
+    which also explains what is wrong.
+    """
+    if obj.__class__ is not dict or not obj.keys() <= _PLAIN_TOP:
+        return False
+    get = obj.get
+    if (
+        get("object") != "chat.completion.chunk"
+        or get("id").__class__ is not _STR
+        or get("created").__class__ is not int
+        or get("model").__class__ is not _STR
+        or get("choices").__class__ is not list
+        or get("usage") is not None
+        or get("system_fingerprint").__class__ not in _STR_OR_NONE
+        or get("service_tier").__class__ not in _STR_OR_NONE
+        or get("obfuscation").__class__ not in _STR_OR_NONE
+    ):
+        return False
+    for choice in obj["choices"]:
+        if choice.__class__ is not dict or not choice.keys() <= _PLAIN_CHOICE:
+            return False
+        delta = choice.get("delta")
+        if (
+            choice.get("index").__class__ is not int
+            or delta.__class__ is not dict
+            or choice.get("logprobs") is not None
+            or choice.get("finish_reason").__class__ not in _STR_OR_NONE
+            or not delta.keys() <= _PLAIN_DELTA
+        ):
+            return False
+        for value in delta.values():
+            if value.__class__ not in _STR_OR_NONE:
+                return False
+    return True
+
+
 def structure_chunk(
     obj: Any, *, stream: str = "<stream>", where: str = ""
 ) -> _events.ChatCompletionChunk | _events.CompletionChunk:

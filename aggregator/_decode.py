@@ -13,10 +13,9 @@ from __future__ import annotations
 import enum
 from typing import Any, Literal, final
 
-import attrs
 import orjson
 
-from ._converter import structure_chunk
+from ._converter import is_plain_chat, structure_chunk
 from ._errors import DecodeError, StreamError, StructureError, UpstreamError
 from ._events import ChatCompletionChunk, CompletionChunk
 from ._sse import JSONLinesReader, SSEDecoder
@@ -37,27 +36,63 @@ class ItemKind(enum.Enum):
 
 
 @final
-@attrs.frozen
 class Item:
     """One decoded payload: a chunk event, ``[DONE]``, or an error.
 
     Attributes:
         kind: which of the three it is.
         where: the place in the source (``line 12 (event 5)``).
-        event: the chunk, for ``CHUNK``.
+        event: the chunk, for ``CHUNK`` (built on first access when ``payload`` is of the
+            common shape, see ``is_plain_chat``).
         error: the error, for ``ERROR`` (an :class:`UpstreamError` for an error payload).
         sse_id: the SSE ``id:`` the event carried itself, if any (what ``dedupe`` uses).
+        payload: the validated payload of the common shape, for ``CHUNK``, else ``None``.
     """
 
-    kind: ItemKind
-    where: str
-    event: ChatCompletionChunk | CompletionChunk | None = None
-    error: StreamError | None = None
-    sse_id: str | None = None
+    __slots__ = ("_event", "error", "kind", "payload", "sse_id", "where")
+
+    def __init__(
+        self,
+        kind: ItemKind,
+        where: str,
+        event: ChatCompletionChunk | CompletionChunk | None = None,
+        error: StreamError | None = None,
+        sse_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.where = where
+        self._event = event
+        self.error = error
+        self.sse_id = sse_id
+        self.payload = payload
+
+    @property
+    def event(self) -> ChatCompletionChunk | CompletionChunk | None:
+        """The chunk event, for ``CHUNK``."""
+        if self._event is None and self.payload is not None:
+            self._event = structure_chunk(self.payload, where=self.where)
+        return self._event
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.kind, self.where, self.event, self.error, self.sse_id)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Item:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        kind, where, event, error, sse_id = self._fields()
+        return f"Item({kind}, {where!r}, event={event!r}, error={error!r}, sse_id={sse_id!r})"
 
 
 def payload_to_item(obj: Any, *, stream: str, where: str, sse_id: str | None = None) -> Item:
     """Turn one parsed JSON payload into an :class:`Item` (never raises for bad data)."""
+    if is_plain_chat(obj):
+        return Item(ItemKind.CHUNK, where, None, None, sse_id, obj)
     if obj.__class__ is dict and "error" in obj and "choices" not in obj:
         return Item(ItemKind.ERROR, where, error=upstream_error(obj["error"], stream, where))
     try:

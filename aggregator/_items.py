@@ -15,11 +15,12 @@ source from 1, so a key never changes, even when a stream learns its id late (Az
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Union, final
+from typing import Any, Union, final
 
 import attrs
 
 from ._completions import ChatCompletion, Completion
+from ._converter import structure_chunk
 from ._errors import StreamError
 from ._events import EMPTY, ChatCompletionChunk, CompletionChunk, Usage
 from ._results import EndReason, Result
@@ -39,24 +40,74 @@ StreamKey = tuple[str, int]
 
 
 @final
-@attrs.frozen
 class Envelope:
     """One chunk event of one stream.
 
     Attributes:
         key: the stream it belongs to.
         seq: its position in the stream (1, 2, ...), as the source delivered it.
-        event: the chunk.
-        dedupe_id: what identifies a replayed copy: the SSE ``id:`` when the server sent one,
-            else a sequence the source assigned (a broker's message id), else ``None``.
+        event: the chunk (built from the payload on first access; see below).
+        payload: the parsed JSON payload, when the envelope was decoded from JSON, else ``None``.
+        dedupe_id: what identifies a replayed copy: the SSE ``id:`` the event carried, or a
+            sequence the source assigned (a broker's message id), else ``None``.
         where: the place in the source, for messages (``line 12 (event 5)``).
+
+    A payload of the common shape (content, reasoning or refusal deltas) is validated when it
+    is decoded, but its :attr:`event` is only built if a stage reads it: ``merge_deltas``
+    folds the validated payload directly. Envelopes are immutable; compare by value.
     """
 
-    key: StreamKey
-    seq: int
-    event: ChatCompletionChunk | CompletionChunk
-    dedupe_id: str | None = None
-    where: str = ""
+    __slots__ = ("_event", "dedupe_id", "key", "payload", "seq", "where")
+
+    def __init__(
+        self,
+        key: StreamKey,
+        seq: int,
+        event: ChatCompletionChunk | CompletionChunk | None,
+        dedupe_id: str | None = None,
+        where: str = "",
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        if event is None and payload is None:
+            raise TypeError("an Envelope needs an event or a payload")
+        self.key = key
+        self.seq = seq
+        self._event = event
+        self.payload = payload
+        self.dedupe_id = dedupe_id
+        self.where = where
+
+    @property
+    def event(self) -> ChatCompletionChunk | CompletionChunk:
+        """The chunk event."""
+        event = self._event
+        if event is None:
+            event = self._event = structure_chunk(self.payload, where=self.where)
+        return event
+
+    def with_event(self, event: ChatCompletionChunk | CompletionChunk) -> Envelope:
+        """A copy of this envelope carrying ``event`` instead (for stages that rewrite chunks)."""
+        return Envelope(self.key, self.seq, event, self.dedupe_id, self.where)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Envelope:
+            return NotImplemented
+        o: Envelope = other
+        return (self.key, self.seq, self.dedupe_id, self.where, self.event) == (
+            o.key,
+            o.seq,
+            o.dedupe_id,
+            o.where,
+            o.event,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Envelope(key={self.key!r}, seq={self.seq!r}, event={self.event!r}, "
+            f"dedupe_id={self.dedupe_id!r}, where={self.where!r})"
+        )
 
 
 @final

@@ -313,7 +313,8 @@ class collect_usage(Stage):
     def process(self, item: Any, out: list[Any]) -> None:
         cls = item.__class__
         if cls is Envelope:
-            usage = item.event.usage
+            event = item._event  # None for a plain payload, which has no usage
+            usage = event.usage if event is not None else None
             if usage is not None:
                 key = item.key
                 self._usage[key] = merge_usage(self._usage.get(key), usage)

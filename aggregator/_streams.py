@@ -157,11 +157,12 @@ class SourceDecoder:
         return out
 
     def _chunk(self, item: DecodedItem, out: list[Item]) -> None:
-        event: Any = item.event
-        stream = self._stream_for(event.id)
+        event: Any = item._event
+        payload = item.payload
+        stream = self._stream_for(payload["id"] if event is None else event.id)  # type: ignore[index]
         stream.seq += 1
-        out.append(Envelope(stream.key, stream.seq, event, item.sse_id, item.where))
-        if event.error is not None:
+        out.append(Envelope(stream.key, stream.seq, event, item.sse_id, item.where, payload))
+        if event is not None and event.error is not None:
             error = upstream_error(event.error, self.name, item.where)
             self._end_all(EndReason.ERROR, error, out, item.where)
 
@@ -301,7 +302,10 @@ class Merger:
             if acc is None:
                 acc = self._accumulators[key] = Accumulator()
             try:
-                acc.add(item.event)
+                if item._event is None:
+                    acc.add_plain(item.payload)
+                else:
+                    acc.add(item._event)
             except UsageError as exc:
                 error = StructureError(str(exc), stream=key[0], where=item.where)
                 self._problems.setdefault(key, []).append(error)
