@@ -80,7 +80,7 @@ class Item:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not Item:
             return NotImplemented
-        return self._fields() == other._fields()  # type: ignore[attr-defined]
+        return self._fields() == other._fields()
 
     __hash__ = None  # type: ignore[assignment]
 
