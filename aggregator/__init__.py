@@ -24,6 +24,7 @@ from ._errors import (
     AggregatorError,
     DecodeError,
     IncompleteStreamError,
+    LimitError,
     StreamError,
     StructureError,
     UpstreamError,
@@ -46,6 +47,7 @@ from ._events import (
     Usage,
 )
 from ._items import End, Envelope, Failure, Item, Snapshot, SnapshotRequest, StreamKey
+from ._limits import DEFAULT_LIMITS, Limits
 from ._results import EndReason, Result
 from ._run import Source, Sources, fan_in, results
 from ._sse import JSONLinesReader, ServerSentEvent, SSEDecoder
@@ -54,6 +56,7 @@ from ._stages import AsyncStage, Pipeline, Stage, UsageTotals, pipeline
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "Accumulator",
     "AggregatorError",
     "Assembler",
@@ -80,6 +83,8 @@ __all__ = [
     "IncompleteStreamError",
     "Item",
     "JSONLinesReader",
+    "LimitError",
+    "Limits",
     "Pipeline",
     "PromptTokensDetails",
     "Result",

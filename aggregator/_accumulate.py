@@ -23,7 +23,7 @@ from ._completions import (
     FunctionCall,
     ToolCall,
 )
-from ._errors import UsageError
+from ._errors import LimitError, UsageError
 from ._events import (
     ChatChunkChoice,
     ChatCompletionChunk,
@@ -35,6 +35,7 @@ from ._events import (
     ToolCallDelta,
     Usage,
 )
+from ._limits import DEFAULT_LIMITS, Limits
 from ._merge import materialize, merge_delta, merge_snapshot, merge_usage
 
 __all__ = ["Accumulator"]
@@ -104,9 +105,10 @@ class _ToolCall:
 class _ToolCalls:
     """Tool calls of one choice, merged by index (see docs/merge-rules.md, *Tool calls*)."""
 
-    __slots__ = ("by_index", "calls", "last")
+    __slots__ = ("by_index", "calls", "last", "limits")
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
         self.calls: list[_ToolCall] = []
         self.by_index: dict[int, _ToolCall] = {}
         self.last: _ToolCall | None = None
@@ -134,6 +136,17 @@ class _ToolCalls:
     def _new(self, index: int | None) -> _ToolCall:
         if index is None:
             index = max(self.by_index, default=-1) + 1
+        limits = self.limits
+        if limits.max_tool_calls is not None and len(self.calls) >= limits.max_tool_calls:
+            raise LimitError(
+                f"more than {limits.max_tool_calls} tool calls in one choice",
+                limit="max_tool_calls",
+            )
+        if limits.max_tool_call_index is not None and not 0 <= index <= limits.max_tool_call_index:
+            raise LimitError(
+                f"tool call index {index} outside 0..{limits.max_tool_call_index}",
+                limit="max_tool_call_index",
+            )
         call = _ToolCall(index)
         self.calls.append(call)
         self.by_index[index] = call
@@ -152,6 +165,7 @@ class _ChatChoice:
         "finish_reason",
         "function_call",
         "index",
+        "limits",
         "logprobs",
         "parts",
         "reasoning",
@@ -161,8 +175,9 @@ class _ChatChoice:
         "tools",
     )
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, limits: Limits) -> None:
         self.index = index
+        self.limits = limits
         self.role: str | None = None
         self.content: list[str] | None = None
         self.parts: list[dict[str, Any]] | None = None
@@ -203,7 +218,7 @@ class _ChatChoice:
             self.refusal.append(delta.refusal)
         if delta.tool_calls:
             if self.tools is None:
-                self.tools = _ToolCalls()
+                self.tools = _ToolCalls(self.limits)
             for call in delta.tool_calls:
                 self.tools.add(call)
         if delta.function_call is not None:
@@ -361,7 +376,7 @@ def _copy(values: list[Any] | None) -> Any:
 class _TextChoice:
     __slots__ = ("extras", "finish_reason", "index", "logprobs", "text")
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, limits: Limits) -> None:
         self.index = index
         self.text: list[str] = []
         self.logprobs: _Logprobs | None = None
@@ -405,6 +420,7 @@ class Accumulator:
     __slots__ = (
         "_choices",
         "_extras",
+        "_limits",
         "_text_object",
         "chunks",
         "created",
@@ -415,7 +431,8 @@ class Accumulator:
         "usage",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
         self.id = ""
         self.model = ""
         self.created = 0
@@ -444,6 +461,8 @@ class Accumulator:
 
         Raises:
             UsageError: ``chunk`` is not a chunk event, or text and chat chunks were mixed.
+            LimitError: a limit on choices or tool calls was passed (the chunk may be merged in
+                part; the accumulator keeps what it holds).
         """
         cls = chunk.__class__
         if cls is ChatCompletionChunk:
@@ -471,7 +490,7 @@ class Accumulator:
         for choice in chunk.choices:
             state = choices.get(choice.index)
             if state is None:
-                state = choices[choice.index] = state_cls(choice.index)
+                state = choices[choice.index] = state_cls(self._check(choice.index), self._limits)
             state.add(choice)
 
     def add_plain(self, payload: dict[str, Any]) -> None:
@@ -499,8 +518,19 @@ class Accumulator:
             index = choice["index"]
             state = choices.get(index)
             if state is None:
-                state = choices[index] = _ChatChoice(index)
+                state = choices[index] = _ChatChoice(self._check(index), self._limits)
             state.add_plain(choice["delta"], choice.get("finish_reason"))
+
+    def _check(self, index: int) -> int:
+        limits = self._limits
+        if limits.max_choices is not None and len(self._choices) >= limits.max_choices:
+            raise LimitError(f"more than {limits.max_choices} choices", limit="max_choices")
+        if limits.max_choice_index is not None and not 0 <= index <= limits.max_choice_index:
+            raise LimitError(
+                f"choice index {index} outside 0..{limits.max_choice_index}",
+                limit="max_choice_index",
+            )
+        return index
 
     def _top(self, id_: str, model: str, created: int, fingerprint: str | None) -> None:
         if id_ and not self.id:

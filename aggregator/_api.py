@@ -14,6 +14,7 @@ import attrs
 from ._completions import ChatCompletion, Completion
 from ._decode import Format
 from ._errors import IncompleteStreamError, StreamError
+from ._limits import DEFAULT_LIMITS, Limits
 from ._results import Result
 from ._run import Source, results
 
@@ -21,7 +22,12 @@ __all__ = ["assemble", "assemble_all"]
 
 
 async def assemble_all(
-    source: Source, *, name: str = "<stream>", format: Format = "auto", strict: bool = True
+    source: Source,
+    *,
+    name: str = "<stream>",
+    format: Format = "auto",
+    strict: bool = True,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[Result]:
     """Assemble every completion of one source; never raises for bad upstream data.
 
@@ -32,6 +38,7 @@ async def assemble_all(
         format: ``"sse"``, ``"jsonl"`` or ``"auto"`` for byte sources.
         strict: end the stream at the first malformed payload (``True``), or skip it and report
             it in :attr:`Result.problems` (``False``).
+        limits: the limits (:class:`~aggregator.Limits`) the source must keep to.
 
     Returns:
         One :class:`Result` per completion, in the order they ended, and one for the key
@@ -41,12 +48,18 @@ async def assemble_all(
     Raises:
         UsageError: the source yields something it should not.
     """
-    async with aclosing(results(source, name=name, format=format, strict=strict)) as items:
+    items_ = results(source, name=name, format=format, strict=strict, limits=limits)
+    async with aclosing(items_) as items:
         return [item async for item in items if isinstance(item, Result)]
 
 
 async def assemble(
-    source: Source, *, name: str = "<stream>", format: Format = "auto", strict: bool = True
+    source: Source,
+    *,
+    name: str = "<stream>",
+    format: Format = "auto",
+    strict: bool = True,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ChatCompletion | Completion:
     """Assemble the one completion a source carries, as the non-streaming API returns it.
 
@@ -58,6 +71,7 @@ async def assemble(
         name: the source's name, used in error messages.
         format: ``"sse"``, ``"jsonl"`` or ``"auto"`` for byte sources.
         strict: as for :func:`assemble_all`.
+        limits: as for :func:`assemble_all`.
 
     Raises:
         IncompleteStreamError: the stream did not end properly (cut off before ``[DONE]``, an
@@ -65,7 +79,7 @@ async def assemble(
         StreamError: the source held no completion, or more than one.
         UsageError: the source yields something it should not.
     """
-    every = await assemble_all(source, name=name, format=format, strict=strict)
+    every = await assemble_all(source, name=name, format=format, strict=strict, limits=limits)
     found = [r for r in every if r.key[1] != 0]
     trouble = [r for r in every if r.key[1] == 0]
     if not found:

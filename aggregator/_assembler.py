@@ -15,6 +15,7 @@ from ._decode import Format
 from ._errors import StreamError
 from ._events import ChatCompletionChunk, CompletionChunk
 from ._items import End, Item
+from ._limits import DEFAULT_LIMITS, Limits
 from ._results import Result
 from ._streams import Merger, SourceDecoder, end_to_result
 
@@ -31,6 +32,7 @@ class Assembler:
             :meth:`feed`.
         strict: on malformed input, end the open completions with the error (``True``), or skip
             the bad payload and report it in :attr:`Result.problems` (``False``).
+        limits: the limits (:class:`~aggregator.Limits`); time limits do not apply here.
 
     Feed bytes with :meth:`feed`, parsed payloads with :meth:`add_dict`, or events with
     :meth:`add_event`; each returns the results of the completions that ended. :meth:`close`
@@ -39,9 +41,16 @@ class Assembler:
 
     __slots__ = ("_merger", "_source", "errors")
 
-    def __init__(self, name: str = "<stream>", *, format: Format = "auto", strict: bool = True):
-        self._source = SourceDecoder(name, format=format, strict=strict)
-        self._merger = Merger()
+    def __init__(
+        self,
+        name: str = "<stream>",
+        *,
+        format: Format = "auto",
+        strict: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+    ):
+        self._source = SourceDecoder(name, format=format, strict=strict, limits=limits)
+        self._merger = Merger(limits)
         #: problems that belong to no completion, in order.
         self.errors: list[StreamError] = []
 

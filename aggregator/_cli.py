@@ -10,6 +10,7 @@ for a usage error. Whatever the input, no traceback is printed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import IO, Any
@@ -18,6 +19,10 @@ import anyio
 import orjson
 
 from ._converter import to_dict
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio brings on 3.10
+    from exceptiongroup import BaseExceptionGroup
+from ._limits import Limits
 from ._results import EndReason, Result
 from ._run import fan_in
 
@@ -50,11 +55,30 @@ def _parser() -> argparse.ArgumentParser:
         "--format", choices=("auto", "sse", "jsonl"), default="auto", help="input framing"
     )
     assemble.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="fail an input that delivers nothing for this long",
+    )
+    assemble.add_argument(
+        "--deadline", type=_seconds, metavar="SECONDS", help="fail an input not done by then"
+    )
+    assemble.add_argument(
         "--lenient",
         action="store_true",
         help="skip malformed payloads (reported on stderr) instead of ending the stream",
     )
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
 
 
 class _Run:
@@ -95,15 +119,15 @@ class _Run:
             names[name] = names.get(name, 0) + 1
             if names[name] > 1:  # the same file twice: two sources, two names
                 name = f"{name}#{names[name]}"
+            if path == "-":
+                yield name, _read_stdin()
+                continue
             try:
-                if path == "-":
-                    stream: Any = anyio.wrap_file(sys.stdin.buffer)
-                else:
-                    stream = await anyio.open_file(path, "rb")
+                stream = await anyio.open_file(path, "rb")
             except OSError as exc:
                 self.problem(f"{name}: cannot read: {exc.strerror or exc}")
                 continue
-            yield name, _read(stream, close=path != "-")
+            yield name, _read(stream)
 
     async def all(self) -> None:
         async with fan_in(
@@ -111,19 +135,27 @@ class _Run:
             format=self.args.format,
             strict=not self.args.lenient,
             max_sources=_MAX_OPEN_FILES,
+            limits=Limits(idle_timeout=self.args.idle_timeout, deadline=self.args.deadline),
         ) as items:
             async for item in items:
                 if isinstance(item, Result):
                     self.emit(item)
 
 
-async def _read(stream: Any, *, close: bool) -> AsyncIterator[bytes]:
+async def _read(stream: Any) -> AsyncIterator[bytes]:
     try:
         while data := await stream.read(_READ_SIZE):
             yield data
     finally:
-        if close:
-            await stream.aclose()
+        await stream.aclose()
+
+
+async def _read_stdin() -> AsyncIterator[bytes]:
+    """Standard input as it arrives (``read1``: what the pipe holds, not a full buffer); a
+    read that blocks is abandoned on cancellation, so time limits apply to a live pipe."""
+    read1 = sys.stdin.buffer.read1  # type: ignore[union-attr]
+    while data := await anyio.to_thread.run_sync(read1, _READ_SIZE, abandon_on_cancel=True):
+        yield data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,14 +166,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         anyio.run(run.all)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 1
     except Exception as exc:  # noqa: BLE001 - the contract is: never a traceback
+        if _only(exc, BrokenPipeError):
+            return 1
         print(f"aggregator: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 1 if run.failed else 0
 
 
+def _only(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` is ``kind``, or a group holding nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only(e, kind) for e in exc.exceptions)
+    return isinstance(exc, kind)
+
+
 def main_exit() -> None:
-    """The console script's entry point: run :func:`main` and exit with its status."""
-    sys.exit(main())
+    """The console script's entry point: run :func:`main` and exit with its status.
+
+    It exits at once, without waiting for a read of standard input that a time limit
+    abandoned (a thread blocked on a silent pipe would otherwise hold the process).
+    """
+    status = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a reader that went away (| head): nothing more to say
+            status = status or 1
+    os._exit(status)

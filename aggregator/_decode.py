@@ -16,8 +16,9 @@ from typing import Any, Literal, final
 import orjson
 
 from ._converter import is_plain_chat, structure_chunk
-from ._errors import DecodeError, StreamError, StructureError, UpstreamError
+from ._errors import DecodeError, LimitError, StreamError, StructureError, UpstreamError
 from ._events import ChatCompletionChunk, CompletionChunk
+from ._limits import depth_exceeds
 from ._sse import JSONLinesReader, SSEDecoder
 
 __all__ = ["Format", "Item", "ItemKind", "PayloadDecoder", "payload_to_item"]
@@ -120,16 +121,23 @@ class PayloadDecoder:
         name: the source's name, used in every error (a file name, ``<stdin>``...).
         format: ``"sse"``, ``"jsonl"``, or ``"auto"`` to tell them apart from the first byte.
         max_line: the longest line accepted, in bytes.
+        max_depth: the deepest nesting of objects and lists accepted in a payload.
     """
 
-    __slots__ = ("_events", "_format", "_head", "_jsonl", "_sse", "name")
+    __slots__ = ("_events", "_format", "_head", "_jsonl", "_max_depth", "_sse", "name")
 
     def __init__(
-        self, name: str = "<stream>", *, format: Format = "auto", max_line: int = 16 << 20
+        self,
+        name: str = "<stream>",
+        *,
+        format: Format = "auto",
+        max_line: int = 16 << 20,
+        max_depth: int | None = 64,
     ):
         self.name = name
         self._format: Format = format
         self._head = b""
+        self._max_depth = max_depth
         self._sse = SSEDecoder(max_line=max_line)
         self._jsonl = JSONLinesReader(max_line=max_line)
         self._events = 0
@@ -198,6 +206,17 @@ class PayloadDecoder:
         except orjson.JSONDecodeError as exc:
             err = DecodeError(f"invalid JSON: {exc}", stream=self.name, where=where)
             return Item(ItemKind.ERROR, where, error=err)
+        if is_plain_chat(obj):  # the common shape is shallow: no depth to check
+            return Item(ItemKind.CHUNK, where, None, None, sse_id, obj)
+        limit = self._max_depth
+        if limit is not None and depth_exceeds(obj, limit):
+            error = LimitError(
+                f"JSON nested deeper than {limit} levels",
+                stream=self.name,
+                where=where,
+                limit="max_depth",
+            )
+            return Item(ItemKind.ERROR, where, error=error)
         return payload_to_item(obj, stream=self.name, where=where, sse_id=sse_id)
 
     def _error_event(self, data: bytes, where: str) -> Item:

@@ -16,6 +16,7 @@ __all__ = [
     "AggregatorError",
     "DecodeError",
     "IncompleteStreamError",
+    "LimitError",
     "StreamError",
     "StructureError",
     "UpstreamError",
@@ -58,6 +59,21 @@ class StreamError(AggregatorError, ValueError):
 @final
 class DecodeError(StreamError):
     """The bytes are not valid SSE, UTF-8 or JSON."""
+
+
+@final
+class LimitError(StreamError):
+    """A configured limit was passed (see :class:`~aggregator.Limits`).
+
+    Attributes:
+        limit: the name of the limit, such as ``max_choices``.
+    """
+
+    def __init__(
+        self, detail: str, *, stream: str = "<stream>", where: str = "", limit: str = ""
+    ) -> None:
+        self.limit = limit
+        super().__init__(detail, stream=stream, where=where)
 
 
 @final

@@ -23,10 +23,11 @@ import anyio
 import anyio.lowlevel
 
 from ._decode import Format
-from ._errors import UsageError
+from ._errors import LimitError, UsageError
 from ._items import Item
+from ._limits import DEFAULT_LIMITS, Limits
 from ._stages import Batch, Pipeline, Stage, default_pipeline
-from ._streams import SourceDecoder, SourceFailed, feed_raw
+from ._streams import SourceDecoder, SourceFailed, StreamBudget, feed_raw
 
 __all__ = ["Source", "Sources", "fan_in", "results"]
 
@@ -44,18 +45,33 @@ _SYNC_BATCH = 256
 
 
 async def _decoded(
-    source: Source, decoder: SourceDecoder, *, fail_fast: bool = False
+    source: Source,
+    decoder: SourceDecoder,
+    *,
+    fail_fast: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> AsyncGenerator[Batch, None]:
-    """Read ``source`` in this task; yield batches of decoded items. Closes the source."""
+    """Read ``source`` in this task; yield batches of decoded items. Closes the source.
+
+    ``limits.idle_timeout`` and ``limits.deadline`` bound the waits on an async source.
+    """
     number = 0
+    idle, deadline = limits.idle_timeout, limits.deadline
+    end_by = anyio.current_time() + deadline if deadline is not None else None
     if isinstance(source, AsyncIterable):
         iterator = aiter(source)
         try:
             while not decoder.stopped:
                 try:
-                    raw = await anext(iterator)
+                    if idle is None and end_by is None:
+                        raw = await anext(iterator)
+                    else:
+                        raw = await _next_in_time(iterator, idle, end_by)
                 except StopAsyncIteration:
                     break
+                except _TooSlow as slow:
+                    yield decoder.fail(slow.error(decoder.name, number))
+                    return
                 except Exception as exc:
                     if fail_fast:
                         raise
@@ -101,9 +117,41 @@ async def _decoded(
         yield items
 
 
-def _as_pipeline(stages: Stage | Pipeline | None) -> Pipeline:
+class _TooSlow(Exception):
+    def __init__(self, limit: str, seconds: float) -> None:
+        self.limit = limit
+        self.seconds = seconds
+
+    def error(self, name: str, number: int) -> LimitError:
+        if self.limit == "idle_timeout":
+            what = f"nothing received for {self.seconds:g} s"
+        else:
+            what = "the deadline passed"
+        return LimitError(
+            f"{what} ({self.limit})",
+            stream=name,
+            where=f"after item {number}",
+            limit=self.limit,
+        )
+
+
+async def _next_in_time(iterator: Any, idle: float | None, end_by: float | None) -> Any:
+    """``anext(iterator)``, failing with :class:`_TooSlow` past the idle timeout or deadline."""
+    limit, wait, seconds = "idle_timeout", float("inf"), 0.0
+    if idle is not None:
+        wait = seconds = idle
+    if end_by is not None:
+        left = max(end_by - anyio.current_time(), 0.0)
+        if left < wait:
+            limit, wait, seconds = "deadline", left, -1.0
+    with anyio.move_on_after(wait):
+        return await anext(iterator)
+    raise _TooSlow(limit, seconds)
+
+
+def _as_pipeline(stages: Stage | Pipeline | None, limits: Limits) -> Pipeline:
     if stages is None:
-        return default_pipeline()
+        return default_pipeline(limits)
     if isinstance(stages, (Stage, Pipeline)):
         return Pipeline(stages)
     raise UsageError(f"not a stage or pipeline: {stages!r}")
@@ -116,6 +164,7 @@ async def results(
     name: str = "<stream>",
     format: Format = "auto",
     strict: bool = True,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> AsyncGenerator[Item, None]:
     """Run one source through a pipeline in the caller's task; yield what comes out.
 
@@ -126,9 +175,9 @@ async def results(
     Use it as ``async with contextlib.aclosing(results(...)) as items: async for ...``.
     """
     await anyio.lowlevel.checkpoint()
-    decoder = SourceDecoder(name, format=format, strict=strict)
-    batches = _decoded(source, decoder)
-    out = _as_pipeline(stages).run(batches)
+    decoder = SourceDecoder(name, format=format, strict=strict, limits=limits)
+    batches = _decoded(source, decoder, limits=limits)
+    out = _as_pipeline(stages, limits).run(batches)
     try:
         async for batch in out:
             for item in batch:
@@ -166,6 +215,7 @@ async def fan_in(
     max_sources: int = 64,
     buffer: int = 16,
     fail_fast: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> AsyncIterator[AsyncIterator[Item]]:
     """Read many sources at once and run what they hold through one pipeline.
 
@@ -185,6 +235,9 @@ async def fan_in(
         buffer: how many batches may wait between the sources and the pipeline.
         fail_fast: let a source's exception cancel everything and propagate, instead of ending
             that source's streams with an error.
+        limits: the limits (see :class:`~aggregator.Limits`): line size, choices, tool calls,
+            nesting, streams per source and open streams in all, idle timeout and deadline per
+            source.
 
     Yields:
         an async iterator of the pipeline's output: with the default pipeline, one
@@ -192,7 +245,8 @@ async def fan_in(
     """
     if max_sources < 1 or buffer < 0:
         raise UsageError("max_sources must be at least 1 and buffer at least 0")
-    pipeline = _as_pipeline(stages)
+    pipeline = _as_pipeline(stages, limits)
+    budget = StreamBudget(limits.max_open_streams) if limits.max_open_streams else None
     send, receive = anyio.create_memory_object_stream[Batch](buffer)
     slots = anyio.Semaphore(max_sources)
     active: set[str] = set()
@@ -200,8 +254,10 @@ async def fan_in(
     async def one(name: str, source: Source, send: Any) -> None:
         try:
             async with send:
-                decoder = SourceDecoder(name, format=format, strict=strict)
-                batches = _decoded(source, decoder, fail_fast=fail_fast)
+                decoder = SourceDecoder(
+                    name, format=format, strict=strict, limits=limits, budget=budget
+                )
+                batches = _decoded(source, decoder, fail_fast=fail_fast, limits=limits)
                 try:
                     async for batch in batches:
                         await send.send(batch)

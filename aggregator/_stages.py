@@ -21,6 +21,7 @@ from ._decode import Format
 from ._errors import UsageError
 from ._events import Usage
 from ._items import End, Envelope, Item, SnapshotRequest, StreamKey
+from ._limits import DEFAULT_LIMITS, Limits
 from ._merge import merge_usage
 from ._results import Result
 from ._streams import Merger, SourceDecoder, end_to_result, feed_raw
@@ -195,8 +196,15 @@ class decode(Stage):
     ``aggregator.fan_in`` decode their sources themselves.
     """
 
-    def __init__(self, name: str = "<stream>", *, format: Format = "auto", strict: bool = True):
-        self._source = SourceDecoder(name, format=format, strict=strict)
+    def __init__(
+        self,
+        name: str = "<stream>",
+        *,
+        format: Format = "auto",
+        strict: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+    ):
+        self._source = SourceDecoder(name, format=format, strict=strict, limits=limits)
         self._number = 0
 
     def process(self, item: Any, out: list[Any]) -> None:
@@ -287,8 +295,8 @@ class merge_deltas(Stage):
     answered with :class:`Snapshot` s; everything else passes on.
     """
 
-    def __init__(self) -> None:
-        self._merger = Merger()
+    def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._merger = Merger(limits)
 
     @property
     def open_streams(self) -> int:
@@ -388,8 +396,8 @@ class assemble(Stage):
     """Turn each stream's :class:`End` into its :class:`Result` (merging it first if no
     ``merge_deltas`` came before). Envelopes are consumed; other items pass on."""
 
-    def __init__(self) -> None:
-        self._merger = Merger()
+    def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._merger = Merger(limits)
 
     def process(self, item: Any, out: list[Any]) -> None:
         cls = item.__class__
@@ -445,9 +453,9 @@ class snapshots(Stage):
             self._last.pop(item.key, None)
 
 
-def default_pipeline() -> Pipeline:
+def default_pipeline(limits: Limits = DEFAULT_LIMITS) -> Pipeline:
     """``dedupe() | collect_usage() | merge_deltas() | assemble()``."""
-    return dedupe() | collect_usage() | merge_deltas() | assemble()
+    return dedupe() | collect_usage() | merge_deltas(limits=limits) | assemble(limits=limits)
 
 
 def flatten(batches: Iterable[Batch]) -> list[Item]:

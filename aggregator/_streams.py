@@ -22,12 +22,20 @@ from ._accumulate import Accumulator
 from ._completions import ChatCompletion
 from ._decode import Format, ItemKind, PayloadDecoder, payload_to_item, upstream_error
 from ._decode import Item as DecodedItem
-from ._errors import StreamError, StructureError, UpstreamError, UsageError
+from ._errors import LimitError, StreamError, StructureError, UpstreamError, UsageError
 from ._events import ChatCompletionChunk, CompletionChunk
 from ._items import End, Envelope, Failure, Item, Snapshot, SnapshotRequest, StreamKey
+from ._limits import DEFAULT_LIMITS, Limits
 from ._results import EndReason, Result
 
-__all__ = ["Merger", "SourceDecoder", "SourceFailed", "end_to_result", "feed_raw"]
+__all__ = [
+    "Merger",
+    "SourceDecoder",
+    "SourceFailed",
+    "StreamBudget",
+    "end_to_result",
+    "feed_raw",
+]
 
 _CHUNKS = (ChatCompletionChunk, CompletionChunk)
 
@@ -43,6 +51,25 @@ class _Open:
 
 
 @final
+class StreamBudget:
+    """How many more streams may open at once, shared by the sources of a fan-in."""
+
+    __slots__ = ("free",)
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+
+    def take(self) -> bool:
+        if self.free <= 0:
+            return False
+        self.free -= 1
+        return True
+
+    def give(self, n: int) -> None:
+        self.free += n
+
+
+@final
 class SourceDecoder:
     """Decode one source into items, grouping its chunks into streams by completion id.
 
@@ -54,21 +81,37 @@ class SourceDecoder:
     """
 
     __slots__ = (
+        "_budget",
         "_by_id",
         "_current",
         "_decoder",
+        "_limits",
         "_open",
         "_ordinal",
+        "_refused",
         "_source_trouble",
         "_stopped",
         "name",
         "strict",
     )
 
-    def __init__(self, name: str = "<stream>", *, format: Format = "auto", strict: bool = True):
+    def __init__(
+        self,
+        name: str = "<stream>",
+        *,
+        format: Format = "auto",
+        strict: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+        budget: StreamBudget | None = None,
+    ):
         self.name = name
         self.strict = strict
-        self._decoder = PayloadDecoder(name, format=format)
+        self._limits = limits
+        self._budget = budget
+        self._refused: dict[str, None] = {}
+        self._decoder = PayloadDecoder(
+            name, format=format, max_line=limits.max_line, max_depth=limits.max_depth
+        )
         self._open: dict[StreamKey, _Open] = {}
         self._by_id: dict[str, _Open] = {}
         self._current: _Open | None = None
@@ -159,14 +202,19 @@ class SourceDecoder:
     def _chunk(self, item: DecodedItem, out: list[Item]) -> None:
         event: Any = item._event
         payload = item.payload
-        stream = self._stream_for(payload["id"] if event is None else event.id)  # type: ignore[index]
+        id_ = payload["id"] if event is None else event.id  # type: ignore[index]
+        stream = self._stream_for(id_)
+        if stream is None:
+            if id_ not in self._refused:  # the first chunk of a stream over the limits
+                self._refuse(id_, item.where, out)
+            return
         stream.seq += 1
         out.append(Envelope(stream.key, stream.seq, event, item.sse_id, item.where, payload))
         if event is not None and event.error is not None:
             error = upstream_error(event.error, self.name, item.where)
             self._end_all(EndReason.ERROR, error, out, item.where)
 
-    def _stream_for(self, id_: str) -> _Open:
+    def _stream_for(self, id_: str) -> _Open | None:
         current = self._current
         if id_:
             stream = self._by_id.get(id_)
@@ -174,21 +222,52 @@ class SourceDecoder:
                 if current is not None and not current.has_id:
                     stream = current  # a stream without an id yet takes this one (Azure)
                     stream.has_id = True
+                elif id_ in self._refused:
+                    return None
                 else:
                     stream = self._new(True)
+                    if stream is None:
+                        return None
                 self._by_id[id_] = stream
         elif current is not None:
             stream = current
         else:
             stream = self._new(False)
+            if stream is None:
+                return None
         self._current = stream
         return stream
 
-    def _new(self, has_id: bool) -> _Open:
+    def _new(self, has_id: bool) -> _Open | None:
+        limit = self._limits.max_streams
+        if limit is not None and len(self._open) >= limit:
+            return None
+        if self._budget is not None and not self._budget.take():
+            return None
         self._ordinal += 1
         stream = _Open((self.name, self._ordinal), has_id)
         self._open[stream.key] = stream
         return stream
+
+    def _refuse(self, id_: str, where: str, out: list[Item]) -> None:
+        """A new stream would pass ``max_streams`` or ``max_open_streams``: report it, once."""
+        if len(self._refused) < 4096:
+            self._refused[id_] = None
+        self._ordinal += 1
+        which = (
+            "max_open_streams"
+            if len(self._open) < (self._limits.max_streams or 0)
+            else "max_streams"
+        )
+        error = LimitError(
+            f"too many streams open at once; completion {id_ or '(no id)'} refused",
+            stream=self.name,
+            where=where,
+            limit=which,
+        )
+        out.append(
+            End(key=(self.name, self._ordinal), reason=EndReason.LIMIT, where=where, error=error)
+        )
 
     def _error(self, error: StreamError, out: list[Item]) -> None:
         if self.strict:
@@ -217,8 +296,12 @@ class SourceDecoder:
     def _end_all(
         self, reason: EndReason, error: StreamError | None, out: list[Item], where: str = ""
     ) -> None:
+        if isinstance(error, LimitError):
+            reason = EndReason.LIMIT
         for stream in self._open.values():
             out.append(End(key=stream.key, reason=reason, where=where, error=error))
+        if self._budget is not None:
+            self._budget.give(len(self._open))
         self._open = {}
         self._by_id = {}
         self._current = None
@@ -282,11 +365,13 @@ class Merger:
     stream's completion and counters, and passes anything else on unchanged.
     """
 
-    __slots__ = ("_accumulators", "_problems")
+    __slots__ = ("_accumulators", "_failed", "_limits", "_problems")
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
         self._accumulators: dict[StreamKey, Accumulator] = {}
         self._problems: dict[StreamKey, list[StreamError]] = {}
+        self._failed: dict[StreamKey, LimitError] = {}
 
     @property
     def open_streams(self) -> int:
@@ -300,7 +385,9 @@ class Merger:
             key = item.key
             acc = self._accumulators.get(key)
             if acc is None:
-                acc = self._accumulators[key] = Accumulator()
+                acc = self._accumulators[key] = Accumulator(self._limits)
+            elif key in self._failed:
+                return  # a stream that passed a limit takes nothing more
             try:
                 if item._event is None:
                     acc.add_plain(item.payload)
@@ -309,6 +396,10 @@ class Merger:
             except UsageError as exc:
                 error = StructureError(str(exc), stream=key[0], where=item.where)
                 self._problems.setdefault(key, []).append(error)
+            except LimitError as exc:
+                self._failed[key] = LimitError(
+                    exc.detail, stream=key[0], where=item.where, limit=exc.limit
+                )
         elif cls is Failure:
             self._problems.setdefault(item.key, []).append(item.error)
         elif cls is End:
@@ -324,8 +415,11 @@ class Merger:
         """Complete ``end`` with what was merged for its stream, and forget the stream."""
         acc = self._accumulators.pop(end.key, None)
         problems = self._problems.pop(end.key, ())
+        failed = self._failed.pop(end.key, None)
         if end.completion is not None:
             return end
+        if failed is not None:
+            end = attrs.evolve(end, reason=EndReason.LIMIT, error=failed, where=failed.where)
         if acc is None:
             return attrs.evolve(
                 end,
