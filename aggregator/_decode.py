@@ -90,10 +90,25 @@ class Item:
         return f"Item({kind}, {where!r}, event={event!r}, error={error!r}, sse_id={sse_id!r})"
 
 
-def payload_to_item(obj: Any, *, stream: str, where: str, sse_id: str | None = None) -> Item:
+def payload_to_item(
+    obj: Any,
+    *,
+    stream: str,
+    where: str,
+    sse_id: str | None = None,
+    max_depth: int | None = None,
+) -> Item:
     """Turn one parsed JSON payload into an :class:`Item` (never raises for bad data)."""
-    if is_plain_chat(obj):
+    if is_plain_chat(obj):  # the common shape is shallow: no depth to check
         return Item(ItemKind.CHUNK, where, None, None, sse_id, obj)
+    if max_depth is not None and depth_exceeds(obj, max_depth):
+        error = LimitError(
+            f"JSON nested deeper than {max_depth} levels",
+            stream=stream,
+            where=where,
+            limit="max_depth",
+        )
+        return Item(ItemKind.ERROR, where, error=error)
     if obj.__class__ is dict and "error" in obj and "choices" not in obj:
         return Item(ItemKind.ERROR, where, error=upstream_error(obj["error"], stream, where))
     try:
@@ -206,18 +221,9 @@ class PayloadDecoder:
         except orjson.JSONDecodeError as exc:
             err = DecodeError(f"invalid JSON: {exc}", stream=self.name, where=where)
             return Item(ItemKind.ERROR, where, error=err)
-        if is_plain_chat(obj):  # the common shape is shallow: no depth to check
-            return Item(ItemKind.CHUNK, where, None, None, sse_id, obj)
-        limit = self._max_depth
-        if limit is not None and depth_exceeds(obj, limit):
-            error = LimitError(
-                f"JSON nested deeper than {limit} levels",
-                stream=self.name,
-                where=where,
-                limit="max_depth",
-            )
-            return Item(ItemKind.ERROR, where, error=error)
-        return payload_to_item(obj, stream=self.name, where=where, sse_id=sse_id)
+        return payload_to_item(
+            obj, stream=self.name, where=where, sse_id=sse_id, max_depth=self._max_depth
+        )
 
     def _error_event(self, data: bytes, where: str) -> Item:
         self._events += 1

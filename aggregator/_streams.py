@@ -147,7 +147,13 @@ class SourceDecoder:
         if isinstance(item, _CHUNKS):
             decoded = DecodedItem(ItemKind.CHUNK, where, event=item, sse_id=dedupe_id)
         else:
-            decoded = payload_to_item(item, stream=self.name, where=where, sse_id=dedupe_id)
+            decoded = payload_to_item(
+                item,
+                stream=self.name,
+                where=where,
+                sse_id=dedupe_id,
+                max_depth=self._limits.max_depth,
+            )
         return self._decoded([decoded])
 
     def close(self, *, cancelled: bool = False) -> list[Item]:
@@ -254,11 +260,9 @@ class SourceDecoder:
         if len(self._refused) < 4096:
             self._refused[id_] = None
         self._ordinal += 1
-        which = (
-            "max_open_streams"
-            if len(self._open) < (self._limits.max_streams or 0)
-            else "max_streams"
-        )
+        per_source = self._limits.max_streams
+        full = per_source is not None and len(self._open) >= per_source
+        which = "max_streams" if full else "max_open_streams"
         error = LimitError(
             f"too many streams open at once; completion {id_ or '(no id)'} refused",
             stream=self.name,
