@@ -194,33 +194,35 @@ class PayloadDecoder:
                     items.append(self._decode_error(entry))
                 else:
                     line_no, line = entry  # type: ignore[misc]
-                    items.append(self._payload(line, f"line {line_no}", None))
+                    items.append(self._payload(line, line_no, None))
         else:
-            for ev in self._sse.decode(data, final=final):
+            for ev in self._sse.scan(data, final=final):
                 if ev.__class__ is DecodeError:
                     items.append(self._decode_error(ev))
                     continue
-                where = f"line {ev.line}"  # type: ignore[union-attr]
-                if ev.data == b"[DONE]":  # type: ignore[union-attr]
-                    items.append(Item(ItemKind.DONE, where))
-                elif ev.event == "error":  # type: ignore[union-attr]
-                    items.append(self._error_event(ev.data, where))  # type: ignore[union-attr]
+                payload, event_type, sse_id, _, line, own_id = ev
+                if payload == b"[DONE]":
+                    items.append(Item(ItemKind.DONE, f"line {line}"))
+                elif event_type == "error":
+                    items.append(self._error_event(payload, f"line {line}"))
                 else:
-                    items.append(self._payload(ev.data, where, ev.id if ev.own_id else None))  # type: ignore[union-attr]
+                    items.append(self._payload(payload, line, sse_id if own_id else None))
         return items
 
     def _decode_error(self, exc: DecodeError) -> Item:
         error = DecodeError(exc.detail, stream=self.name, where=exc.where)
         return Item(ItemKind.ERROR, exc.where, error=error)
 
-    def _payload(self, data: bytes, where: str, sse_id: str | None) -> Item:
+    def _payload(self, data: bytes, line: int, sse_id: str | None) -> Item:
         self._events += 1
-        where = f"{where} (event {self._events})"
+        where = f"line {line} (event {self._events})"
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             err = DecodeError(f"invalid JSON: {exc}", stream=self.name, where=where)
             return Item(ItemKind.ERROR, where, error=err)
+        if is_plain_chat(obj):  # the common case, first
+            return Item(ItemKind.CHUNK, where, None, None, sse_id, obj)
         return payload_to_item(
             obj, stream=self.name, where=where, sse_id=sse_id, max_depth=self._max_depth
         )

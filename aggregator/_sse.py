@@ -196,74 +196,80 @@ class SSEDecoder:
 
     def decode(self, data: bytes, *, final: bool = False) -> list[ServerSentEvent | DecodeError]:
         """Like :meth:`feed` (or :meth:`close` when ``final``), with errors in place, not raised."""
+        return [
+            entry if entry.__class__ is DecodeError else ServerSentEvent(*entry)
+            for entry in self.scan(data, final=final)
+        ]
+
+    def scan(self, data: bytes, *, final: bool = False) -> list[Any]:
+        """The hot path of :meth:`decode`: each event as a plain tuple of the
+        :class:`ServerSentEvent` fields in order, or a :class:`DecodeError` in its place."""
         if not final:
-            return self._lines_to_events(self._lines.split(data))
+            return self._scan(self._lines.split(data))
         rest = self._lines.rest()
-        events = self._lines_to_events([rest]) if rest else []
+        events = self._scan([rest]) if rest else []
         if self._data and not self._skipping:
-            events.append(self._dispatch())
+            events.append(self._event_tuple(self._data))
+            self._reset()
         return events
 
-    def _lines_to_events(self, lines: list[bytes | None]) -> list[ServerSentEvent | DecodeError]:
-        events: list[ServerSentEvent | DecodeError] = []
+    def _scan(self, lines: list[bytes | None]) -> list[Any]:
+        events: list[Any] = []
         splitter = self._lines
+        line_no = splitter.line_no
+        data = self._data
         for line in lines:
-            splitter.line_no += 1
-            if line is None:  # too long: its event is lost, say so and skip to the next one
-                events.append(_too_long(splitter))
-                self._data = []
-                self._skipping = True
-                continue
-            if not line:
-                if self._data and not self._skipping:
-                    events.append(self._dispatch())
-                else:
-                    self._data = []
-                    self._event = ""
-                    self._retry = None
-                    self._own_id = False
-                self._skipping = False
-                continue
-            if line[0] == 58 or self._skipping:  # b":" starts a comment
-                continue
-            if line.startswith(b"data:"):
-                value = line[5:]
-                field = b"data"
-            else:
+            line_no += 1
+            if line:
+                if line[:6] == b"data: " and not self._skipping:  # the common case, first
+                    if not data:
+                        self._start = line_no
+                    data.append(line[6:])
+                    continue
+                if line[0] == 58 or self._skipping:  # b":" starts a comment
+                    continue
                 field, sep, value = line.partition(b":")
                 if not sep:
                     value = b""
-            if value[:1] == b" ":
-                value = value[1:]
-            if field == b"data":
-                if not self._data:
-                    self._start = splitter.line_no
-                self._data.append(value)
-            elif field == b"event":
-                self._event = value.decode("utf-8", "replace")
-            elif field == b"id":
-                if b"\0" not in value:
-                    self._id = value.decode("utf-8", "replace")
-                    self._own_id = True
-            elif field == b"retry" and value.isdigit():
-                self._retry = int(value)
+                elif value[:1] == b" ":
+                    value = value[1:]
+                if field == b"data":
+                    if not data:
+                        self._start = line_no
+                    data.append(value)
+                elif field == b"event":
+                    self._event = value.decode("utf-8", "replace")
+                elif field == b"id":
+                    if b"\0" not in value:
+                        self._id = value.decode("utf-8", "replace")
+                        self._own_id = True
+                elif field == b"retry" and value.isdigit():
+                    self._retry = int(value)
+            elif line is None:  # too long: its event is lost, say so and skip to the next one
+                splitter.line_no = line_no
+                events.append(_too_long(splitter))
+                data = self._data = []
+                self._skipping = True
+            else:  # a blank line dispatches the event
+                if data and not self._skipping:
+                    events.append(self._event_tuple(data))
+                self._reset()
+                data = self._data
+        splitter.line_no = line_no
+        self._data = data
         return events
 
-    def _dispatch(self) -> ServerSentEvent:
-        data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
-        event = ServerSentEvent(
-            data=data,
-            event=self._event or "message",
-            id=self._id,
-            retry=self._retry,
-            line=self._start,
-            own_id=self._own_id,
-        )
-        self._own_id = False
+    def _event_tuple(self, data: list[bytes]) -> tuple[Any, ...]:
+        payload = data[0] if len(data) == 1 else b"\n".join(data)
+        own_id = self._own_id
+        return (payload, self._event or "message", self._id, self._retry, self._start, own_id)
+
+    def _reset(self) -> None:
         self._data = []
         self._event = ""
         self._retry = None
-        return event
+        self._own_id = False
+        self._skipping = False
 
 
 @final
