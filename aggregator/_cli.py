@@ -28,7 +28,7 @@ from ._run import fan_in
 
 __all__ = ["main"]
 
-_READ_SIZE = 1 << 16
+_READ_SIZE = 1 << 20
 _MAX_OPEN_FILES = 64
 
 

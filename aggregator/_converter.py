@@ -194,29 +194,47 @@ def is_plain_chat(obj: Any) -> bool:
     """
     if obj.__class__ is not dict or not obj.keys() <= _PLAIN_TOP:
         return False
-    get = obj.get
-    if (
-        get("object") != "chat.completion.chunk"
-        or get("id").__class__ is not _STR
-        or get("created").__class__ is not int
-        or get("model").__class__ is not _STR
-        or get("choices").__class__ is not list
-        or get("usage") is not None
-        or get("system_fingerprint").__class__ not in _STR_OR_NONE
-        or get("service_tier").__class__ not in _STR_OR_NONE
-        or get("obfuscation").__class__ not in _STR_OR_NONE
-    ):
+    try:  # subscripts, not .get(): no method call on the hot path
+        if (
+            obj["object"] != "chat.completion.chunk"
+            or obj["id"].__class__ is not _STR
+            or obj["created"].__class__ is not int
+            or obj["model"].__class__ is not _STR
+        ):
+            return False
+        choices = obj["choices"]
+    except KeyError:
         return False
-    for choice in obj["choices"]:
+    if choices.__class__ is not list:
+        return False
+    if len(obj) > 5:  # some of the optional keys are there
+        get = obj.get
+        if (
+            get("usage") is not None
+            or get("system_fingerprint").__class__ not in _STR_OR_NONE
+            or get("service_tier").__class__ not in _STR_OR_NONE
+            or get("obfuscation").__class__ not in _STR_OR_NONE
+        ):
+            return False
+    for choice in choices:
         if choice.__class__ is not dict or not choice.keys() <= _PLAIN_CHOICE:
             return False
-        delta = choice.get("delta")
+        try:
+            delta = choice["delta"]
+            if choice["index"].__class__ is not int:
+                return False
+        except KeyError:
+            return False
         if (
-            choice.get("index").__class__ is not int
-            or delta.__class__ is not dict
-            or choice.get("logprobs") is not None
-            or choice.get("finish_reason").__class__ not in _STR_OR_NONE
+            delta.__class__ is not dict
             or not delta.keys() <= _PLAIN_DELTA
+            or (
+                len(choice) > 2
+                and (
+                    choice.get("logprobs") is not None
+                    or choice.get("finish_reason").__class__ not in _STR_OR_NONE
+                )
+            )
         ):
             return False
         for value in delta.values():
