@@ -50,23 +50,28 @@ class Item:
         payload: the validated payload of the common shape, for ``CHUNK``, else ``None``.
     """
 
-    __slots__ = ("_event", "error", "kind", "payload", "sse_id", "where")
+    __slots__ = ("_event", "_where", "error", "kind", "payload", "sse_id")
 
     def __init__(
         self,
         kind: ItemKind,
-        where: str,
+        where: str | tuple[int, int],
         event: ChatCompletionChunk | CompletionChunk | None = None,
         error: StreamError | None = None,
         sse_id: str | None = None,
         payload: dict[str, Any] | None = None,
     ) -> None:
         self.kind = kind
-        self.where = where
+        self._where = where
         self._event = event
         self.error = error
         self.sse_id = sse_id
         self.payload = payload
+
+    @property
+    def where(self) -> str:
+        """The place in the source (``line 12 (event 5)``)."""
+        return where_text(self._where)
 
     @property
     def event(self) -> ChatCompletionChunk | CompletionChunk | None:
@@ -88,6 +93,13 @@ class Item:
     def __repr__(self) -> str:
         kind, where, event, error, sse_id = self._fields()
         return f"Item({kind}, {where!r}, event={event!r}, error={error!r}, sse_id={sse_id!r})"
+
+
+def where_text(where: str | tuple[int, int]) -> str:
+    """The place as text; a ``(line, event)`` pair is formatted only when someone asks."""
+    if where.__class__ is tuple:
+        return f"line {where[0]} (event {where[1]})"
+    return where  # type: ignore[return-value]
 
 
 def payload_to_item(
@@ -215,14 +227,16 @@ class PayloadDecoder:
 
     def _payload(self, data: bytes, line: int, sse_id: str | None) -> Item:
         self._events += 1
-        where = f"line {line} (event {self._events})"
+        place = (line, self._events)
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
+            where = where_text(place)
             err = DecodeError(f"invalid JSON: {exc}", stream=self.name, where=where)
             return Item(ItemKind.ERROR, where, error=err)
         if is_plain_chat(obj):  # the common case, first
-            return Item(ItemKind.CHUNK, where, None, None, sse_id, obj)
+            return Item(ItemKind.CHUNK, place, None, None, sse_id, obj)
+        where = where_text(place)
         return payload_to_item(
             obj, stream=self.name, where=where, sse_id=sse_id, max_depth=self._max_depth
         )

@@ -21,6 +21,7 @@ import attrs
 
 from ._completions import ChatCompletion, Completion
 from ._converter import structure_chunk
+from ._decode import where_text
 from ._errors import StreamError
 from ._events import EMPTY, ChatCompletionChunk, CompletionChunk, Usage
 from ._results import EndReason, Result
@@ -57,7 +58,7 @@ class Envelope:
     folds the validated payload directly. Envelopes are immutable; compare by value.
     """
 
-    __slots__ = ("_event", "dedupe_id", "key", "payload", "seq", "where")
+    __slots__ = ("_event", "_where", "dedupe_id", "key", "payload", "seq")
 
     def __init__(
         self,
@@ -65,7 +66,7 @@ class Envelope:
         seq: int,
         event: ChatCompletionChunk | CompletionChunk | None,
         dedupe_id: str | None = None,
-        where: str = "",
+        where: str | tuple[int, int] = "",
         payload: dict[str, Any] | None = None,
     ) -> None:
         if event is None and payload is None:
@@ -75,7 +76,12 @@ class Envelope:
         self._event = event
         self.payload = payload
         self.dedupe_id = dedupe_id
-        self.where = where
+        self._where = where
+
+    @property
+    def where(self) -> str:
+        """The place in the source (``line 12 (event 5)``)."""
+        return where_text(self._where)
 
     @property
     def event(self) -> ChatCompletionChunk | CompletionChunk:

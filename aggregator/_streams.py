@@ -215,7 +215,7 @@ class SourceDecoder:
                 self._refuse(id_, item.where, out)
             return
         stream.seq += 1
-        out.append(Envelope(stream.key, stream.seq, event, item.sse_id, item.where, payload))
+        out.append(Envelope(stream.key, stream.seq, event, item.sse_id, item._where, payload))
         if event is not None and event.error is not None:
             error = upstream_error(event.error, self.name, item.where)
             self._end_all(EndReason.ERROR, error, out, item.where)
