@@ -16,7 +16,7 @@ others go on; with ``fail_fast=True`` the exception cancels everything and propa
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Union
 
 import anyio
@@ -188,12 +188,20 @@ async def results(
 
 
 async def _pairs(sources: Sources) -> AsyncGenerator[tuple[str, Source], None]:
+    """The sources as pairs; an async iterable of them is closed when this is."""
     if isinstance(sources, Mapping):
         for pair in sources.items():
             yield pair
     elif isinstance(sources, AsyncIterable):
-        async for pair in sources:
-            yield pair
+        iterator = aiter(sources)
+        try:
+            async for pair in iterator:
+                yield pair
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
     else:
         for pair in sources:
             yield pair
@@ -268,8 +276,8 @@ async def fan_in(
             slots.release()
 
     async def start_all(tg: anyio.abc.TaskGroup) -> None:
-        async with send:
-            async for name, source in _pairs(sources):
+        async with send, aclosing(_pairs(sources)) as pairs:
+            async for name, source in pairs:
                 if name in active:
                     raise UsageError(f"two sources named {name!r} at the same time")
                 active.add(name)

@@ -41,7 +41,7 @@ class ServerSentEvent:
             replay can only be recognised by an id the event carried itself (not compared by
             ``==``).
         retry: the reconnection time in milliseconds, if this event set one.
-        line: the line number (from 1) where the event started.
+        line: the line number (from 1) of the event's first ``data`` line.
     """
 
     data: bytes
@@ -204,10 +204,12 @@ class SSEDecoder:
     def scan(self, data: bytes, *, final: bool = False) -> list[Any]:
         """The hot path of :meth:`decode`: each event as a plain tuple of the
         :class:`ServerSentEvent` fields in order, or a :class:`DecodeError` in its place."""
+        events = self._scan(self._lines.split(data)) if data else []
         if not final:
-            return self._scan(self._lines.split(data))
+            return events
         rest = self._lines.rest()
-        events = self._scan([rest]) if rest else []
+        if rest:
+            events += self._scan([rest])
         if self._data and not self._skipping:
             events.append(self._event_tuple(self._data))
             self._reset()

@@ -12,7 +12,14 @@ product promises are defined here once each, on top of the sans-I/O ``Merger`` a
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from typing import Any, final
 
 import attrs
@@ -356,7 +363,7 @@ def _add(a: Any, b: Any) -> Any:
             f.name: _add(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a))
         }
         return type(a)(**changes)
-    if isinstance(a, dict) and isinstance(b, dict):
+    if isinstance(a, Mapping) and isinstance(b, Mapping):  # extras: a dict, or the empty proxy
         return {k: _add(a.get(k), b.get(k)) for k in {**a, **b}}
     return b
 

@@ -85,6 +85,7 @@ class SourceDecoder:
         "_by_id",
         "_current",
         "_decoder",
+        "_done",
         "_limits",
         "_open",
         "_ordinal",
@@ -118,6 +119,7 @@ class SourceDecoder:
         self._ordinal = 0
         self._source_trouble = False
         self._stopped = False
+        self._done = False
 
     @property
     def line(self) -> int:
@@ -176,7 +178,8 @@ class SourceDecoder:
             error = None
             if self._ordinal == 0:
                 error = StreamError("no completion in the input", stream=self.name, where=where)
-            out.append(End(key=(self.name, 0), reason=reason, where=where, error=error))
+            source_reason = EndReason.DONE if self._done else reason
+            out.append(End(key=(self.name, 0), reason=source_reason, where=where, error=error))
         self._stopped = True
         return out
 
@@ -201,11 +204,13 @@ class SourceDecoder:
                 self._chunk(item, out)
             elif kind is ItemKind.DONE:
                 self._end_all(EndReason.DONE, None, out, item.where)
+                self._done = True
             else:
                 self._error(item.error, out)  # type: ignore[arg-type]
         return out
 
     def _chunk(self, item: DecodedItem, out: list[Item]) -> None:
+        self._done = False
         event: Any = item._event
         payload = item.payload
         id_ = payload["id"] if event is None else event.id  # type: ignore[index]
