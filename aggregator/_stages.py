@@ -70,6 +70,18 @@ class Stage:
     def finish(self, out: list[Any]) -> None:
         """The input is over: append to ``out`` anything still held back."""
 
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        """Take a batch of items; return the batch to pass on (it may be ``batch`` itself).
+
+        The default calls :meth:`process` for each item. A stage may override it with a faster
+        path; the result must be what :meth:`process` would give.
+        """
+        out: list[Any] = []
+        process = self.process
+        for item in batch:
+            process(item, out)
+        return out
+
     def __or__(self, other: Stage | Pipeline) -> Pipeline:
         return Pipeline(self) | other
 
@@ -140,24 +152,18 @@ def pipeline(*stages: Stage | Pipeline) -> Pipeline:
 async def _fused(
     stages: tuple[Stage, ...], batches: AsyncIterable[Batch]
 ) -> AsyncGenerator[Batch, None]:
-    processes = [s.process for s in stages]
+    steps = [s.process_batch for s in stages]
     async for batch in batches:
-        for process in processes:
-            out: list[Any] = []
-            for item in batch:
-                process(item, out)
-            batch = out
+        for step in steps:
+            batch = step(batch)
             if not batch:
                 break
         if batch:
             yield batch
     batch = []
     for s in stages:
-        out = []
-        for item in batch:
-            s.process(item, out)
-        s.finish(out)
-        batch = out
+        batch = s.process_batch(batch)
+        s.finish(batch)
     if batch:
         yield batch
 
@@ -274,6 +280,12 @@ class dedupe(Stage):
         self._seen: dict[StreamKey, dict[str, None]] = {}
         self._dropped: dict[StreamKey, int] = {}
 
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        for item in batch:  # the common batch: envelopes with no id to check, no end
+            if item.__class__ is not Envelope or item.dedupe_id is not None:
+                return super().process_batch(batch)
+        return batch
+
     def process(self, item: Any, out: list[Any]) -> None:
         cls = item.__class__
         if cls is Envelope:
@@ -313,6 +325,9 @@ class merge_deltas(Stage):
     def process(self, item: Any, out: list[Any]) -> None:
         self._merger.process(item, out)
 
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        return self._merger.process_batch(batch)
+
 
 @final
 class collect_usage(Stage):
@@ -324,6 +339,12 @@ class collect_usage(Stage):
 
     def __init__(self) -> None:
         self._usage: dict[StreamKey, Usage] = {}
+
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        for item in batch:  # the common batch: plain payloads (which carry no usage), no end
+            if item.__class__ is not Envelope or item._event is not None:
+                return super().process_batch(batch)
+        return batch
 
     def process(self, item: Any, out: list[Any]) -> None:
         cls = item.__class__

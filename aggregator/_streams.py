@@ -403,12 +403,9 @@ class Merger:
                 else:
                     acc.add(item._event)
             except UsageError as exc:
-                error = StructureError(str(exc), stream=key[0], where=item.where)
-                self._problems.setdefault(key, []).append(error)
+                self._usage_problem(key, item, exc)
             except LimitError as exc:
-                self._failed[key] = LimitError(
-                    exc.detail, stream=key[0], where=item.where, limit=exc.limit
-                )
+                self._limit_failure(key, item, exc)
         elif cls is Failure:
             self._problems.setdefault(item.key, []).append(item.error)
         elif cls is End:
@@ -419,6 +416,37 @@ class Merger:
                 out.append(Snapshot(item.key, acc.result(), acc.chunks))
         else:
             out.append(item)
+
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        """:meth:`process` for each item of ``batch``; returns what they produce.
+
+        Plain payloads of streams already open (the bulk of any stream) are folded inline.
+        """
+        out: list[Any] = []
+        accumulators = self._accumulators
+        failed = self._failed
+        process = self.process
+        for item in batch:
+            if item.__class__ is Envelope and item._event is None:
+                key = item.key
+                acc = accumulators.get(key)
+                if acc is not None and key not in failed:
+                    try:
+                        acc.add_plain(item.payload)  # type: ignore[arg-type]
+                    except UsageError as exc:
+                        self._usage_problem(key, item, exc)
+                    except LimitError as exc:
+                        self._limit_failure(key, item, exc)
+                    continue
+            process(item, out)
+        return out
+
+    def _usage_problem(self, key: StreamKey, item: Envelope, exc: UsageError) -> None:
+        error = StructureError(str(exc), stream=key[0], where=item.where)
+        self._problems.setdefault(key, []).append(error)
+
+    def _limit_failure(self, key: StreamKey, item: Envelope, exc: LimitError) -> None:
+        self._failed[key] = LimitError(exc.detail, stream=key[0], where=item.where, limit=exc.limit)
 
     def end(self, end: End) -> End:
         """Complete ``end`` with what was merged for its stream, and forget the stream."""
