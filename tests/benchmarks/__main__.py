@@ -1,0 +1,383 @@
+"""The benchmark suite: ours, the raw-JSON floor and the OpenAI SDK, side by side in one run.
+
+Run ``python -m tests.benchmarks`` (full sizes, a few minutes) or ``python -m tests.benchmarks
+--quick`` (tiny sizes, a smoke run). Every figure is a median of alternating repeats, and each
+target of issue 5 is printed with its measured ratio and whether it is met.
+
+What is measured (see docs/performance.md for the latest table):
+
+1. whole process, raw SSE file to assembled JSON: ``aggregator assemble FILE`` against a
+   floor script (read the file, split it, ``orjson.loads`` every payload, join the content);
+2. the OpenAI SDK's own path (its SSE decoder, ``construct_type`` and
+   ``ChatCompletionStreamState``), whole process and per chunk in process;
+3. linearity: per-chunk cost at the large size against the small one;
+4. the full pipeline (decode, dedupe, collect usage, merge deltas, assemble) against the bare
+   sync accumulator fed the same events;
+5. fan-in of many streams against one stream of the same total size, and peak memory;
+6. ``import aggregator``;
+7. trio against asyncio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+WORDS = [" the", " stream", "ed", " answer", ",", " token", " by", " token", ".", "\n"]
+
+
+def chunk(n: int, content: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1727346171,
+        "model": "gpt-4o-2024-08-06",
+        "system_fingerprint": "fp_5050236cbd",
+        "choices": [
+            {"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}
+        ],
+    }
+
+
+def stream_chunks(n: int) -> list[dict[str, Any]]:
+    """A realistic OpenAI chat stream of ``n`` chunks: role, content tokens, finish, usage."""
+    chunks = [chunk(0, "")]
+    chunks[0]["choices"][0]["delta"] = {"role": "assistant", "content": "", "refusal": None}
+    chunks += [chunk(i, WORDS[i % len(WORDS)]) for i in range(1, n - 2)]
+    last = chunk(n, "")
+    last["choices"][0]["delta"] = {}
+    last["choices"][0]["finish_reason"] = "stop"
+    usage = chunk(n, "")
+    usage["choices"] = []
+    usage["usage"] = {"prompt_tokens": 10, "completion_tokens": n, "total_tokens": n + 10}
+    return [*chunks, last, usage]
+
+
+def sse_bytes(chunks: list[dict[str, Any]]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+# -- in-process contenders -------------------------------------------------------------------
+
+
+def floor(data: bytes) -> str:
+    parts = []
+    for line in data.split(b"\n"):
+        if line.startswith(b"data: ") and line != b"data: [DONE]":
+            choices = orjson.loads(line[6:])["choices"]
+            if choices:
+                parts.append(choices[0]["delta"].get("content") or "")
+    return "".join(parts)
+
+
+def ours(data: bytes) -> Any:
+    from aggregator import Assembler
+
+    assembler = Assembler("bench")
+    (result,) = assembler.feed(data) + assembler.close()
+    return result.completion
+
+
+def sdk(data: bytes) -> Any:
+    from openai._models import construct_type
+    from openai._streaming import SSEDecoder
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    state = ChatCompletionStreamState()
+    for sse in SSEDecoder().iter_bytes(iter([data])):
+        if sse.data.startswith("[DONE]"):
+            break
+        state.handle_chunk(construct_type(type_=ChatCompletionChunk, value=sse.json()))
+    return state.current_completion_snapshot
+
+
+FLOOR_SCRIPT = """
+import sys, orjson
+parts = []
+with open(sys.argv[1], "rb") as f:
+    data = f.read()
+for line in data.split(b"\\n"):
+    if line.startswith(b"data: ") and line != b"data: [DONE]":
+        choices = orjson.loads(line[6:])["choices"]
+        if choices:
+            parts.append(choices[0]["delta"].get("content") or "")
+sys.stdout.write(orjson.dumps("".join(parts)).decode() + "\\n")
+"""
+
+SDK_SCRIPT = """
+import sys
+from openai._models import construct_type
+from openai._streaming import SSEDecoder
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletionChunk
+state = ChatCompletionStreamState()
+with open(sys.argv[1], "rb") as f:
+    data = f.read()
+for sse in SSEDecoder().iter_bytes(iter([data])):
+    if sse.data.startswith("[DONE]"):
+        break
+    state.handle_chunk(construct_type(type_=ChatCompletionChunk, value=sse.json()))
+sys.stdout.write(state.current_completion_snapshot.model_dump_json(exclude_none=True) + "\\n")
+"""
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def medians(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Run the contenders in turn (alternating), ``repeats`` times; the median of each."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def run_process(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+# -- pipeline, fan-in, memory (each in its own process for a clean peak RSS) ------------------
+
+PIPELINE_CHILD = """
+import sys, time, statistics, anyio, orjson
+sys.path.insert(0, {root!r})
+from tests.benchmarks.__main__ import stream_chunks
+from aggregator import Accumulator, results, structure_chunk
+n, backend, repeats = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+events = [structure_chunk(c) for c in stream_chunks(n)]
+def bare():
+    acc = Accumulator()
+    for e in events:
+        acc.add(e)
+    return acc.result()
+async def piped():
+    out = [r async for r in results(events)]
+    assert len(out) == 1 and out[0].complete
+b, p = [], []
+for _ in range(repeats):
+    t = time.perf_counter(); bare(); b.append(time.perf_counter() - t)
+    t = time.perf_counter(); anyio.run(piped, backend=backend); p.append(time.perf_counter() - t)
+print(orjson.dumps({{"bare": statistics.median(b), "pipeline": statistics.median(p)}}).decode())
+"""
+
+FANIN_CHILD = """
+import sys, time, resource, anyio, orjson
+sys.path.insert(0, {root!r})
+from tests.benchmarks.__main__ import stream_chunks
+import aggregator
+streams, per, backend, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+template = stream_chunks(per)
+def source(i):
+    cid = f"chatcmpl-{{i}}"
+    return [{{**c, "id": cid}} for c in template]
+if mode == "single":
+    sources = {{"one": stream_chunks(streams * per)}}
+else:
+    sources = {{f"s{{i}}": source(i) for i in range(streams)}}
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+size = 0
+async def main():
+    global size
+    async with aggregator.fan_in(sources, max_sources=256) as items:
+        async for r in items:
+            assert r.complete, r
+            size += len(orjson.dumps(aggregator.to_dict(r.completion)))
+t = time.perf_counter()
+anyio.run(main, backend=backend)
+elapsed = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+row = {{"seconds": elapsed, "peak_mb": (peak - base) / 1024, "output_mb": size / 2**20}}
+print(orjson.dumps(row).decode())
+"""
+
+
+def child(code: str, *args: object) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", code.format(root=str(ROOT)), *map(str, args)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def import_time(repeats: int) -> float:
+    def once(code: str) -> float:
+        return run_process([sys.executable, "-c", code])
+
+    base = statistics.median(once("pass") for _ in range(repeats))
+    full = statistics.median(once("import aggregator") for _ in range(repeats))
+    return full - base
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str]] = []
+        self.failed = 0
+
+    def line(self, what: str, figure: str) -> None:
+        self.rows.append((what, figure, ""))
+        print(f"  {what:<62} {figure}", flush=True)
+
+    def target(self, what: str, value: float, limit: float, *, at_least: bool = False) -> None:
+        ok = value >= limit if at_least else value <= limit
+        self.failed += not ok
+        bound = f">= {limit:g}" if at_least else f"<= {limit:g}"
+        verdict = "met" if ok else "NOT MET"
+        self.rows.append((what, f"{value:.2f} (target {bound})", verdict))
+        print(f"  {what:<62} {value:8.2f}  target {bound:<8} {verdict}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+    args = parser.parse_args()
+    quick = args.quick
+    small, large = (2_000, 8_000) if quick else (100_000, 800_000)
+    sdk_n = 1_000 if quick else 50_000
+    repeats = 1 if quick else 5
+    fan_streams, fan_per = (100, 20) if quick else (10_000, 100)
+
+    report = Report()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for n in {small, large, sdk_n}:
+            path = Path(tmp) / f"stream-{n}.sse"
+            path.write_bytes(sse_bytes(stream_chunks(n)))
+            files[n] = path
+        floor_py = Path(tmp) / "floor.py"
+        floor_py.write_text(FLOOR_SCRIPT)
+        sdk_py = Path(tmp) / "sdk.py"
+        sdk_py.write_text(SDK_SCRIPT)
+
+        print(f"\n1. whole process, {large:,} chunks")
+        cli = [sys.executable, "-m", "aggregator", "assemble", str(files[large])]
+        flr = [sys.executable, str(floor_py), str(files[large])]
+        t = medians({"ours": lambda: run_process(cli), "floor": lambda: run_process(flr)}, repeats)
+        report.line("aggregator assemble (s)", f"{t['ours']:.2f}")
+        report.line("floor script (s)", f"{t['floor']:.2f}")
+        report.target("1. whole process, ours / floor", t["ours"] / t["floor"], 3.0)
+
+        print(f"\n2. against the OpenAI SDK, {sdk_n:,} chunks")
+        cli = [sys.executable, "-m", "aggregator", "assemble", str(files[sdk_n])]
+        sdk_cmd = [sys.executable, str(sdk_py), str(files[sdk_n])]
+        sdk_repeats = 1 if quick else 3
+        t = medians(
+            {"ours": lambda: run_process(cli), "sdk": lambda: run_process(sdk_cmd)}, sdk_repeats
+        )
+        report.line("whole process: aggregator assemble (s)", f"{t['ours']:.2f}")
+        report.line("whole process: OpenAI SDK (s)", f"{t['sdk']:.2f}")
+        report.target("2a. whole process, SDK / ours", t["sdk"] / t["ours"], 10.0, at_least=True)
+        data = files[sdk_n].read_bytes()
+        ours(data), sdk(data)  # warm imports
+        t = medians({"ours": lambda: ours(data), "sdk": lambda: sdk(data)}, sdk_repeats)
+        report.line("in process: ours (us/chunk)", f"{t['ours'] / sdk_n * 1e6:.2f}")
+        report.line("in process: OpenAI SDK (us/chunk)", f"{t['sdk'] / sdk_n * 1e6:.2f}")
+        report.target(
+            "2b. in process per chunk, SDK / ours", t["sdk"] / t["ours"], 30.0, at_least=True
+        )
+
+        print(f"\n3. linearity, {small:,} and {large:,} chunks, in process")
+        d_small, d_large = files[small].read_bytes(), files[large].read_bytes()
+        t = medians(
+            {
+                "small": lambda: ours(d_small),
+                "large": lambda: ours(d_large),
+                "floor": lambda: floor(d_large),
+            },
+            repeats,
+        )
+        per_small, per_large = t["small"] / small * 1e6, t["large"] / large * 1e6
+        report.line("in process: ours, small (us/chunk)", f"{per_small:.2f}")
+        report.line("in process: ours, large (us/chunk)", f"{per_large:.2f}")
+        report.line("in process: floor, large (us/chunk)", f"{t['floor'] / large * 1e6:.2f}")
+        report.target("3. per-chunk cost, large / small", per_large / per_small, 1.25)
+
+    print(f"\n4. pipeline against the bare accumulator, {small:,} events")
+    by_backend = {}
+    for backend in ("asyncio", "trio"):
+        r = child(PIPELINE_CHILD, small, backend, repeats)
+        by_backend[backend] = r
+        report.line(f"{backend}: bare accumulator (us/event)", f"{r['bare'] / small * 1e6:.2f}")
+        report.line(f"{backend}: full pipeline (us/event)", f"{r['pipeline'] / small * 1e6:.2f}")
+    report.target(
+        "4. pipeline / bare accumulator (asyncio)",
+        by_backend["asyncio"]["pipeline"] / by_backend["asyncio"]["bare"],
+        1.3,
+    )
+
+    total = fan_streams * fan_per
+    print(
+        f"\n5. fan-in of {fan_streams:,} streams x {fan_per} chunks, "
+        f"against one stream of {total:,}"
+    )
+    fan = {}
+    for backend in ("asyncio", "trio"):
+        many = child(FANIN_CHILD, fan_streams, fan_per, backend, "many")
+        one = child(FANIN_CHILD, fan_streams, fan_per, backend, "single")
+        fan[backend] = many
+        report.line(f"{backend}: fan-in (s)", f"{many['seconds']:.2f}")
+        report.line(f"{backend}: one stream of the same size (s)", f"{one['seconds']:.2f}")
+        report.line(f"{backend}: fan-in peak RSS growth (MB)", f"{many['peak_mb']:.1f}")
+        report.line(f"{backend}: assembled outputs (MB)", f"{many['output_mb']:.1f}")
+        if backend == "asyncio":
+            report.target(
+                "5a. fan-in / one stream (asyncio)", many["seconds"] / one["seconds"], 1.5
+            )
+            budget = 2 * many["output_mb"] + 50
+            report.target(
+                "5b. fan-in peak MB / (2 x outputs + 50 MB)", many["peak_mb"] / budget, 1.0
+            )
+
+    print("\n6. import")
+    ms = import_time(3 if quick else 11) * 1000
+    report.target("6. python -c 'import aggregator' (ms over bare python)", ms, 150.0)
+
+    print("\n7. trio against asyncio")
+    report.target(
+        "7a. pipeline, trio / asyncio",
+        by_backend["trio"]["pipeline"] / by_backend["asyncio"]["pipeline"],
+        1.3,
+    )
+    report.target(
+        "7b. fan-in, trio / asyncio", fan["trio"]["seconds"] / fan["asyncio"]["seconds"], 1.3
+    )
+
+    print(
+        f"\n{len([r for r in report.rows if r[2]]) - report.failed} targets met, "
+        f"{report.failed} not met"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(report.rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
