@@ -44,6 +44,14 @@ Sources = Union[
 _SYNC_BATCH = 256
 
 
+async def _close(iterator: Any) -> None:
+    """Close an async iterator that can be closed, even inside a cancelled scope."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with anyio.CancelScope(shield=True):
+            await aclose()
+
+
 async def _decoded(
     source: Source,
     decoder: SourceDecoder,
@@ -82,10 +90,7 @@ async def _decoded(
                 if items:
                     yield items
         finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
+            await _close(iterator)
     else:
         iterator_ = iter(source)
         try:
@@ -198,10 +203,7 @@ async def _pairs(sources: Sources) -> AsyncGenerator[tuple[str, Source], None]:
             async for pair in iterator:
                 yield pair
         finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
+            await _close(iterator)
     else:
         for pair in sources:
             yield pair

@@ -17,7 +17,6 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
-    Iterable,
     Mapping,
 )
 from typing import Any, final
@@ -27,7 +26,7 @@ import attrs
 from ._decode import Format
 from ._errors import UsageError
 from ._events import Usage
-from ._items import End, Envelope, Item, SnapshotRequest, StreamKey
+from ._items import End, Envelope, SnapshotRequest, StreamKey
 from ._limits import DEFAULT_LIMITS, Limits
 from ._merge import merge_usage
 from ._results import Result
@@ -484,8 +483,3 @@ class snapshots(Stage):
 def default_pipeline(limits: Limits = DEFAULT_LIMITS) -> Pipeline:
     """``dedupe() | collect_usage() | merge_deltas() | assemble()``."""
     return dedupe() | collect_usage() | merge_deltas(limits=limits) | assemble(limits=limits)
-
-
-def flatten(batches: Iterable[Batch]) -> list[Item]:
-    """All items of ``batches``, in order."""
-    return [item for batch in batches for item in batch]
