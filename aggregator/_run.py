@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-import anyio
-import anyio.lowlevel
+if TYPE_CHECKING:
+    import anyio.abc
 
 from ._decode import Format
 from ._errors import LimitError, UsageError
@@ -46,6 +46,8 @@ _SYNC_BATCH = 256
 
 async def _close(iterator: Any) -> None:
     """Close an async iterator that can be closed, even inside a cancelled scope."""
+    import anyio.lowlevel  # imported here: `import aggregator` stays light
+
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
         with anyio.CancelScope(shield=True):
@@ -63,6 +65,8 @@ async def _decoded(
 
     ``limits.idle_timeout`` and ``limits.deadline`` bound the waits on an async source.
     """
+    import anyio.lowlevel  # imported here: `import aggregator` stays light
+
     number = 0
     idle, deadline = limits.idle_timeout, limits.deadline
     end_by = anyio.current_time() + deadline if deadline is not None else None
@@ -142,6 +146,8 @@ class _TooSlow(Exception):
 
 async def _next_in_time(iterator: Any, idle: float | None, end_by: float | None) -> Any:
     """``anext(iterator)``, failing with :class:`_TooSlow` past the idle timeout or deadline."""
+    import anyio.lowlevel  # imported here: `import aggregator` stays light
+
     limit, wait, seconds = "idle_timeout", float("inf"), 0.0
     if idle is not None:
         wait = seconds = idle
@@ -179,6 +185,8 @@ async def results(
 
     Use it as ``async with contextlib.aclosing(results(...)) as items: async for ...``.
     """
+    import anyio.lowlevel  # imported here: `import aggregator` stays light
+
     await anyio.lowlevel.checkpoint()
     decoder = SourceDecoder(name, format=format, strict=strict, limits=limits)
     batches = _decoded(source, decoder, limits=limits)
@@ -253,6 +261,8 @@ async def fan_in(
         an async iterator of the pipeline's output: with the default pipeline, one
         :class:`~aggregator.Result` per stream, as soon as that stream ends.
     """
+    import anyio.lowlevel  # imported here: `import aggregator` stays light
+
     if max_sources < 1 or buffer < 0:
         raise UsageError("max_sources must be at least 1 and buffer at least 0")
     pipeline = _as_pipeline(stages, limits)
