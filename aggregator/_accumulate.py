@@ -300,10 +300,18 @@ def _message_extras(delta_extras: dict[str, Any]) -> dict[str, Any]:
     return extras
 
 
-def _append_parts(parts: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
-    """Append typed content parts; a part of the previous part's type is merged into it."""
+def _append_parts(parts: list[Any], new: list[Any]) -> None:
+    """Append typed content parts; a part of the previous part's type is merged into it.
+
+    Only objects are parts; anything else in a list is appended as it is.
+    """
     for part in new:
-        if parts and part.get("type") == parts[-1].get("type"):
+        if (
+            part.__class__ is dict
+            and parts
+            and parts[-1].__class__ is dict
+            and part.get("type") == parts[-1].get("type")
+        ):
             last = parts[-1]
             for key, value in part.items():
                 old = last.get(key)

@@ -15,10 +15,11 @@ set difference). Unstructuring writes ``extras`` back beside the named fields an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, get_origin
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from . import _completions, _events
@@ -38,6 +39,9 @@ _COMPLETION_CLASSES: tuple[type, ...] = tuple(
 _TEXT_OBJECTS = frozenset({"text_completion", "completion"})
 
 
+_INT64 = 2**63
+
+
 def _fail(value: Any, kind: str) -> NoReturn:
     raise TypeError(f"expected {kind}, got {type(value).__name__} {_preview(value)}")
 
@@ -54,8 +58,8 @@ def _str(value: Any, _: Any) -> Any:
 def _int(value: Any, _: Any) -> Any:
     if value.__class__ is int:
         return value
-    if value.__class__ is float and value.is_integer():
-        return int(value)
+    if value.__class__ is float and value.is_integer() and -_INT64 <= value < _INT64:
+        return int(value)  # JSON that wrote an integer as 3.0 or 1e3; beyond 64 bits, refused
     return _fail(value, "an integer")
 
 
@@ -78,15 +82,22 @@ def _content(value: Any, _: Any) -> Any:
 
 
 def _dict_or_none(value: Any, _: Any) -> Any:
-    if value is None or value.__class__ is dict:
+    """``dict[str, float] | None``: text ``top_logprobs`` entries, token to log probability."""
+    if value is None:
         return value
-    return _fail(value, "an object")
+    if value.__class__ is dict and all(
+        v.__class__ is float or v.__class__ is int for v in value.values()
+    ):
+        return value
+    return _fail(value, "an object of numbers")
 
 
 def _with_extras(cls: type[T], base: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
     known = frozenset(a.name for a in attrs.fields(cls) if a.name != "extras")  # type: ignore[arg-type]
 
     def structure(value: Any, _: Any) -> T:
+        if value.__class__ is not dict:
+            _fail(value, "an object")
         obj = base(value, cls)
         if value.keys() - known:
             extras = {k: v for k, v in value.items() if k not in known}
@@ -116,6 +127,10 @@ def _unstructure_with_extras(cls: type, base: Callable[[Any], dict[str, Any]]) -
     return unstructure
 
 
+def _is_list_type(type_: Any) -> bool:
+    return get_origin(type_) is list
+
+
 def _make_converter(*, detailed: bool) -> cattrs.Converter:
     conv = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=False)
     conv.register_structure_hook(str, _str)
@@ -126,6 +141,18 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
     conv.register_structure_hook(dict[str, float] | None, _dict_or_none)
     conv.register_structure_hook(Any, lambda v, _: v)
     conv.register_unstructure_hook(_events.ContentDelta, _without_nones)
+
+    def list_factory(cls: Any) -> Any:
+        base = list_structure_factory(cls, conv)
+
+        def structure(value: Any, type_: Any) -> Any:
+            if value.__class__ is not list:  # not any iterable: a string is not a list
+                _fail(value, "a list")
+            return base(value, type_)
+
+        return structure
+
+    conv.register_structure_hook_factory(_is_list_type, list_factory)
     models = frozenset(_CHUNK_CLASSES + _COMPLETION_CLASSES)
 
     # Factories, not hooks: a class's hook is generated when first needed, after every
@@ -160,7 +187,7 @@ def chunk_class(
     kind = obj.get("object")
     if kind == "chat.completion.chunk":
         return _events.ChatCompletionChunk
-    if kind in _TEXT_OBJECTS:
+    if kind.__class__ is str and kind in _TEXT_OBJECTS:
         return _events.CompletionChunk
     choices = obj.get("choices")
     if choices.__class__ is list:

@@ -18,7 +18,7 @@ import orjson
 from ._converter import is_plain_chat, structure_chunk
 from ._errors import DecodeError, LimitError, StreamError, StructureError, UpstreamError
 from ._events import ChatCompletionChunk, CompletionChunk
-from ._limits import depth_exceeds
+from ._limits import MAX_DEPTH_CEILING, depth_exceeds
 from ._sse import JSONLinesReader, SSEDecoder
 
 __all__ = ["Format", "Item", "ItemKind", "PayloadDecoder", "payload_to_item"]
@@ -113,7 +113,9 @@ def payload_to_item(
     """Turn one parsed JSON payload into an :class:`Item` (never raises for bad data)."""
     if is_plain_chat(obj):  # the common shape is shallow: no depth to check
         return Item(ItemKind.CHUNK, where, None, None, sse_id, obj)
-    if max_depth is not None and depth_exceeds(obj, max_depth):
+    if max_depth is None:
+        max_depth = MAX_DEPTH_CEILING
+    if depth_exceeds(obj, max_depth):
         error = LimitError(
             f"JSON nested deeper than {max_depth} levels",
             stream=stream,

@@ -14,12 +14,22 @@ from typing import Any, final
 
 import attrs
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "depth_exceeds"]
+__all__ = ["DEFAULT_LIMITS", "MAX_DEPTH_CEILING", "Limits", "depth_exceeds"]
+
+#: The deepest nesting ever accepted, whatever ``max_depth`` says: merging and writing JSON
+#: recurse, and Python's stack is finite.
+MAX_DEPTH_CEILING = 200
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and value <= 0:
         raise ValueError(f"{attribute.name} must be positive or None, not {value!r}")
+
+
+def _depth(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _positive(_, attribute, value)
+    if value is not None and value > MAX_DEPTH_CEILING:
+        raise ValueError(f"max_depth must be at most {MAX_DEPTH_CEILING}, not {value!r}")
 
 
 @final
@@ -33,7 +43,8 @@ class Limits:
         max_choice_index: the highest choice index accepted.
         max_tool_calls: the number of tool calls in one choice.
         max_tool_call_index: the highest tool-call index accepted.
-        max_depth: the deepest nesting of objects and lists in one payload.
+        max_depth: the deepest nesting of objects and lists in one payload (at most
+            ``MAX_DEPTH_CEILING``, 200; ``None`` means that ceiling).
         max_streams: the number of streams (completions) one source may open at the same time.
         max_open_streams: the number of streams open at the same time in a fan-in.
         idle_timeout: seconds a source may go without delivering anything.
@@ -45,7 +56,7 @@ class Limits:
     max_choice_index: int | None = attrs.field(default=2**31 - 1, validator=_positive)
     max_tool_calls: int | None = attrs.field(default=1024, validator=_positive)
     max_tool_call_index: int | None = attrs.field(default=2**31 - 1, validator=_positive)
-    max_depth: int | None = attrs.field(default=64, validator=_positive)
+    max_depth: int | None = attrs.field(default=64, validator=_depth)
     max_streams: int | None = attrs.field(default=1024, validator=_positive)
     max_open_streams: int | None = attrs.field(default=100_000, validator=_positive)
     idle_timeout: float | None = attrs.field(default=None, validator=_positive)

@@ -245,8 +245,8 @@ class SSEDecoder:
                     if b"\0" not in value:
                         self._id = value.decode("utf-8", "replace")
                         self._own_id = True
-                elif field == b"retry" and value.isdigit():
-                    self._retry = int(value)
+                elif field == b"retry" and value.isdigit() and len(value) <= 18:
+                    self._retry = int(value)  # (longer: no sane delay, and int() refuses 4,300+)
             elif line is None:  # too long: its event is lost, say so and skip to the next one
                 splitter.line_no = line_no
                 events.append(_too_long(splitter))

@@ -537,7 +537,7 @@ STRUCTURE_CASES: list[tuple[str, Any, str, str]] = [
         "choices is a number",
         {**CHAT, "choices": 5},
         "$.choices",
-        "invalid value (TypeError: 'int' object is not iterable)",
+        "expected a list, got int 5",
     ),
     ("id missing", {k: v for k, v in CHAT.items() if k != "id"}, "$.id", "required field missing"),
     ("model is null", {**CHAT, "model": None}, "$.model", "expected a string, got NoneType None"),
