@@ -22,7 +22,14 @@ from ._accumulate import Accumulator
 from ._completions import ChatCompletion
 from ._decode import Format, ItemKind, PayloadDecoder, payload_to_item, upstream_error
 from ._decode import Item as DecodedItem
-from ._errors import LimitError, StreamError, StructureError, UpstreamError, UsageError
+from ._errors import (
+    AggregatorError,
+    LimitError,
+    StreamError,
+    StructureError,
+    UpstreamError,
+    UsageError,
+)
 from ._events import ChatCompletionChunk, CompletionChunk
 from ._items import End, Envelope, Failure, Item, Snapshot, SnapshotRequest, StreamKey
 from ._limits import DEFAULT_LIMITS, Limits
@@ -337,12 +344,30 @@ def source_error(exc: BaseException, name: str, number: int) -> StreamError:
 def feed_raw(source: SourceDecoder, raw: Any, number: int) -> list[Item]:
     """Hand one item a source yielded to ``source``.
 
+    Bad data never raises: it becomes items. Should a bug of ours raise anyway, the source fails
+    with an error saying so, and the other sources of a fan-in go on.
+
     ``raw`` is bytes, a parsed payload (``dict``), a chunk event, a ``(dedupe_id, payload)``
     pair (a broker's message id and the payload), or :class:`SourceFailed`.
 
     Raises:
         UsageError: ``raw`` is none of these.
     """
+    try:
+        return _feed_raw(source, raw, number)
+    except AggregatorError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one source's bug must not end the others
+        error = StreamError(
+            f"internal error (a bug: please report it): {type(exc).__name__}: {exc}",
+            stream=source.name,
+            where=f"item {number}",
+        )
+        error.__cause__ = exc
+        return source.fail(error)
+
+
+def _feed_raw(source: SourceDecoder, raw: Any, number: int) -> list[Item]:
     cls = raw.__class__
     if cls is bytes:
         return source.feed(raw)

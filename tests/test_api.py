@@ -173,3 +173,27 @@ async def test_lenient_mode_skips_and_reports() -> None:
 async def test_wrong_item_type_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="not str"):
         await assemble(["data: x"])
+
+
+async def test_a_bug_in_one_source_does_not_end_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aggregator._streams import SourceDecoder
+
+    real_add = SourceDecoder.add
+
+    def add(self: SourceDecoder, item: Any, **kw: Any) -> Any:
+        if self.name == "buggy":
+            raise RuntimeError("boom")
+        return real_add(self, item, **kw)
+
+    monkeypatch.setattr(SourceDecoder, "add", add)
+    sources = {"buggy": [_chunk("a")], "fine": [_chunk("b", "stop", "f")]}
+    async with aggregator.fan_in(sources) as items:
+        results = sorted([r async for r in items], key=lambda r: r.stream)
+    assert [(r.stream, r.reason) for r in results] == [
+        ("buggy", EndReason.ERROR),
+        ("fine", EndReason.EXHAUSTED),
+    ]
+    assert str(results[0].error) == (
+        "buggy, item 1: internal error (a bug: please report it): RuntimeError: boom"
+    )
+    assert results[1].complete
