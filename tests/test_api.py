@@ -13,6 +13,7 @@ from aggregator import (
     ChatCompletion,
     EndReason,
     IncompleteStreamError,
+    Result,
     StreamError,
     UsageError,
     assemble,
@@ -188,7 +189,7 @@ async def test_a_bug_in_one_source_does_not_end_the_others(monkeypatch: pytest.M
     monkeypatch.setattr(SourceDecoder, "add", add)
     sources = {"buggy": [_chunk("a")], "fine": [_chunk("b", "stop", "f")]}
     async with aggregator.fan_in(sources) as items:
-        results = sorted([r async for r in items], key=lambda r: r.stream)
+        results = sorted([r async for r in items if isinstance(r, Result)], key=lambda r: r.stream)
     assert [(r.stream, r.reason) for r in results] == [
         ("buggy", EndReason.ERROR),
         ("fine", EndReason.EXHAUSTED),
