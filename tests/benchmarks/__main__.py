@@ -215,7 +215,7 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 size = 0
 async def main():
     global size
-    async with aggregator.fan_in(sources, max_sources=256) as items:
+    async with aggregator.fan_in(sources, max_sources=max(streams, 1)) as items:
         async for r in items:
             assert r.complete, r
             size += len(orjson.dumps(aggregator.to_dict(r.completion)))
