@@ -468,7 +468,8 @@ class Accumulator:
         """Merge one chunk.
 
         Raises:
-            UsageError: ``chunk`` is not a chunk event, or text and chat chunks were mixed.
+            UsageError: ``chunk`` is not a chunk event, text and chat chunks were mixed, or its
+                non-empty ``id`` or ``model`` differs from the stream's (nothing is merged).
             LimitError: a limit on choices or tool calls was passed (the chunk may be merged in
                 part; the accumulator keeps what it holds).
         """
@@ -485,6 +486,7 @@ class Accumulator:
             state_cls = _TextChoice
         else:
             raise UsageError(f"expected a chunk event, got {cls.__name__}")
+        self._check_identity(chunk.id, chunk.model)
         self.chunks += 1
         self._top(chunk.id, chunk.model, chunk.created, chunk.system_fingerprint)
         service_tier = getattr(chunk, "service_tier", None)
@@ -512,6 +514,7 @@ class Accumulator:
         choices_in = payload["choices"]
         if self._text_object is not None and choices_in:
             raise UsageError("a chat chunk in a text-completion stream")
+        self._check_identity(payload["id"], payload["model"])
         self.chunks += 1
         if not (self.id and self.model and self.created):
             self._top(payload["id"], payload["model"], payload["created"], None)
@@ -539,6 +542,13 @@ class Accumulator:
                 limit="max_choice_index",
             )
         return index
+
+    def _check_identity(self, id_: str, model: str) -> None:
+        """A chunk whose id or model conflicts with its stream's is refused, not merged."""
+        if id_ and self.id and id_ != self.id:
+            raise UsageError(f"a chunk of completion {id_!r} in the stream of {self.id!r}")
+        if model and self.model and model != self.model:
+            raise UsageError(f"a chunk of model {model!r} in a stream of model {self.model!r}")
 
     def _top(self, id_: str, model: str, created: int, fingerprint: str | None) -> None:
         if id_ and not self.id:

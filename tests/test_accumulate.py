@@ -254,8 +254,6 @@ def test_top_level_fields() -> None:
             ),
             chunk(
                 delta(finish="stop"),
-                id="c2",
-                model="other",
                 created=9,
                 system_fingerprint="fp2",
                 x_groq={"usage": {"a": 1}},
@@ -466,3 +464,30 @@ def test_events_are_frozen() -> None:
     assert isinstance(event, ChatCompletionChunk)
     with pytest.raises(AttributeError):
         event.id = "other"  # type: ignore[misc]
+
+
+def test_a_chunk_of_another_completion_or_model_is_refused() -> None:
+    acc = Accumulator()
+    acc.add(structure_chunk(chunk(delta(content="a"))))
+    with pytest.raises(UsageError, match="a chunk of model 'other' in a stream of model 'm'"):
+        acc.add(structure_chunk(chunk(delta(content="x"), model="other")))
+    with pytest.raises(UsageError, match="a chunk of completion 'c9' in the stream of 'c1'"):
+        acc.add_plain(chunk(delta(content="x"), id="c9"))
+    acc.add(structure_chunk(chunk(delta(content="b"), model="", id="")))  # blanks are no conflict
+    assert to_dict(acc.result())["choices"][0]["message"]["content"] == "ab"
+    assert acc.chunks == 2
+
+
+def test_a_model_conflict_is_reported_with_its_place() -> None:
+    from aggregator import Assembler
+
+    assembler = Assembler("s")
+    results = assembler.add_dict(chunk(delta(content="a")), where="item 1")
+    results += assembler.add_dict(chunk(delta(content="x"), model="other"), where="item 2")
+    results += assembler.close()
+    (result,) = results
+    assert [str(p) for p in result.problems] == [
+        "s, item 2: a chunk of model 'other' in a stream of model 'm' (at $)"
+    ]
+    assert not result.complete
+    assert to_dict(result.completion)["choices"][0]["message"]["content"] == "a"
