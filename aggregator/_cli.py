@@ -88,11 +88,9 @@ class _Run:
         self.err = err
         self.failed = False
         self.option = orjson.OPT_INDENT_2 if args.pretty else 0
-        self.seen: set[str] = set()
 
     def emit(self, result: Result) -> None:
         if result.key[1] != 0:
-            self.seen.add(result.stream)
             self.out.write(orjson.dumps(to_dict(result.completion), option=self.option) + b"\n")
             self.out.flush()
         for problem in result.problems:

@@ -26,6 +26,8 @@ __all__ = ["Format", "Item", "ItemKind", "PayloadDecoder", "payload_to_item"]
 Format = Literal["auto", "sse", "jsonl"]
 
 _BOM = b"\xef\xbb\xbf"
+#: The most blank bytes kept while waiting for the first byte that tells the framing.
+_SNIFF = 64 * 1024
 
 
 class ItemKind(enum.Enum):
@@ -106,30 +108,34 @@ def payload_to_item(
     obj: Any,
     *,
     stream: str,
-    where: str,
+    where: str | tuple[int, int],
     sse_id: str | None = None,
     max_depth: int | None = None,
 ) -> Item:
-    """Turn one parsed JSON payload into an :class:`Item` (never raises for bad data)."""
-    if is_plain_chat(obj):  # the common shape is shallow: no depth to check
+    """Turn one parsed JSON payload into an :class:`Item` (never raises for bad data).
+
+    ``where`` may be a ``(line, event)`` pair, formatted only if an error needs it.
+    """
+    if is_plain_chat(obj):  # the common shape, first; it is shallow: no depth to check
         return Item(ItemKind.CHUNK, where, None, None, sse_id, obj)
+    place = where_text(where)
     if max_depth is None:
         max_depth = MAX_DEPTH_CEILING
     if depth_exceeds(obj, max_depth):
         error = LimitError(
             f"JSON nested deeper than {max_depth} levels",
             stream=stream,
-            where=where,
+            where=place,
             limit="max_depth",
         )
-        return Item(ItemKind.ERROR, where, error=error)
+        return Item(ItemKind.ERROR, place, error=error)
     if obj.__class__ is dict and "error" in obj and "choices" not in obj:
-        return Item(ItemKind.ERROR, where, error=upstream_error(obj["error"], stream, where))
+        return Item(ItemKind.ERROR, place, error=upstream_error(obj["error"], stream, place))
     try:
-        event = structure_chunk(obj, stream=stream, where=where)
+        event = structure_chunk(obj, stream=stream, where=place)
     except StructureError as exc:
-        return Item(ItemKind.ERROR, where, error=exc)
-    return Item(ItemKind.CHUNK, where, event=event, sse_id=sse_id)
+        return Item(ItemKind.ERROR, place, error=exc)
+    return Item(ItemKind.CHUNK, place, event=event, sse_id=sse_id)
 
 
 def upstream_error(payload: Any, stream: str, where: str) -> UpstreamError:
@@ -189,10 +195,11 @@ class PayloadDecoder:
                 self._head = data
                 return []
             stripped = (data[3:] if data.startswith(_BOM) else data).lstrip(b" \t\r\n")
-            if not stripped:
+            if not stripped and len(data) <= _SNIFF:
                 self._head = data
                 return []
             self._head = b""
+            # blank bytes only, and many: SSE, where blank lines are harmless (bounded memory)
             self._format = "jsonl" if stripped[:1] == b"{" else "sse"
         return self._decode(data, final=False)
 
@@ -236,11 +243,8 @@ class PayloadDecoder:
             where = where_text(place)
             err = DecodeError(f"invalid JSON: {exc}", stream=self.name, where=where)
             return Item(ItemKind.ERROR, where, error=err)
-        if is_plain_chat(obj):  # the common case, first
-            return Item(ItemKind.CHUNK, place, None, None, sse_id, obj)
-        where = where_text(place)
         return payload_to_item(
-            obj, stream=self.name, where=where, sse_id=sse_id, max_depth=self._max_depth
+            obj, stream=self.name, where=place, sse_id=sse_id, max_depth=self._max_depth
         )
 
     def _error_event(self, data: bytes, where: str) -> Item:

@@ -84,9 +84,6 @@ class Stage:
     def __or__(self, other: Stage | Pipeline) -> Pipeline:
         return Pipeline(self) | other
 
-    def __ror__(self, other: Stage | Pipeline) -> Pipeline:
-        return Pipeline(other) | self
-
 
 class AsyncStage(Stage):
     """A step that awaits: override :meth:`run`, an async generator over items."""

@@ -637,3 +637,12 @@ def test_max_line_keeps_the_items_completed_before_the_long_line() -> None:
     # and the error names the long line.
     items, _ = run([b"data: [DONE]\n\ndata: 0123456789abcdef"], format="sse", max_line=16)
     assert summary(items) == [(DONE, "line 1"), (ERROR, "line 3")]
+
+
+def test_blank_bytes_before_the_framing_are_not_kept_without_bound() -> None:
+    decoder = PayloadDecoder("blank")
+    for _ in range(100):
+        assert decoder.feed(b"\n" * 4096) == []
+    assert decoder.format == "sse"  # decided after 64 KiB of blank lines
+    assert len(decoder._head) == 0
+    assert decoder.feed(b"data: [DONE]\n\n") == [Item(DONE, "line 409601")]
