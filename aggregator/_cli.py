@@ -5,6 +5,11 @@ Theory of operation: each input is read in its own task, in pieces, and fed to a
 Problems go to stderr, one line each, naming the file and the place. The exit status is 0 when
 every input held at least one completion and every completion ended properly, 1 otherwise, 2
 for a usage error. Whatever the input, no traceback is printed.
+
+On a terminal, a progress bar on stderr counts the inputs read to their end (each source's bytes
+are wrapped to tell when they run out or are closed), the chunks and the problems; it is wiped
+before any other line goes to that terminal. ``--stats`` adds ``total_usage()`` to the pipeline
+and prints the counts and the usage by model at the end.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import IO, Any
 
 import anyio
@@ -25,11 +31,13 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio brings o
 from ._limits import Limits
 from ._results import EndReason, Result
 from ._run import fan_in
+from ._stages import Pipeline, UsageTotals, default_pipeline, total_usage
 
 __all__ = ["main"]
 
 _READ_SIZE = 1 << 20
 _MAX_OPEN_FILES = 64
+_REDRAW_EVERY = 0.1  # seconds between two drawings of the progress bar, at least
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +76,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip malformed payloads (reported on stderr) instead of ending the stream",
     )
+    assemble.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=(
+            "show a progress bar on stderr (default: when stderr is a terminal and there are "
+            "2 or more inputs)"
+        ),
+    )
+    assemble.add_argument(
+        "--stats",
+        action="store_true",
+        help="at the end, print on stderr the inputs, streams, chunks and usage by model",
+    )
     return parser
 
 
@@ -88,9 +110,21 @@ class _Run:
         self.err = err
         self.failed = False
         self.option = orjson.OPT_INDENT_2 if args.pretty else 0
+        self.inputs = len(args.paths)
+        self.inputs_done = self.streams = self.chunks = self.duplicates = 0
+        self.incomplete = self.problems = 0
+        self.usage: UsageTotals | None = None
+        show = args.progress
+        if show is None:
+            show = self.inputs >= 2 and _isatty(err)
+        self.bar = _Bar(err) if show else None
+        # a bar on the terminal that stdout also writes to is wiped before each completion
+        self.bar_on_out = self.bar is not None and _isatty(out)
 
     def emit(self, result: Result) -> None:
         if result.key[1] != 0:
+            if self.bar_on_out and self.bar is not None:
+                self.bar.clear()
             self.out.write(orjson.dumps(to_dict(result.completion), option=self.option) + b"\n")
             self.out.flush()
         for problem in result.problems:
@@ -108,7 +142,65 @@ class _Run:
 
     def problem(self, line: str) -> None:
         self.failed = True
+        self.problems += 1
+        if self.bar is not None:
+            self.bar.clear()
         print(line, file=self.err, flush=True)
+        self.progress()
+
+    def count(self, result: Result) -> None:
+        self.chunks += result.chunks
+        self.duplicates += result.duplicates
+        if result.key[1] != 0:
+            self.streams += 1
+            self.incomplete += not result.complete
+        self.progress()
+
+    def input_done(self) -> None:
+        self.inputs_done += 1
+        self.progress()
+
+    def progress(self) -> None:
+        if self.bar is not None:
+            self.bar.draw(
+                f"[{self.inputs_done:>{len(str(self.inputs))}}/{self.inputs} inputs] "
+                f"{_plural(self.chunks, 'chunk')}  {_plural(self.problems, 'problem')}"
+            )
+
+    def stats(self) -> None:
+        print(
+            f"inputs: {self.inputs:,}, streams: {self.streams:,}, chunks: {self.chunks:,}, "
+            f"duplicates dropped: {self.duplicates:,}, incomplete: {self.incomplete:,}, "
+            f"problems: {self.problems:,}",
+            file=self.err,
+        )
+        by_model = self.usage.by_model if self.usage is not None else {}
+        for model in sorted(by_model):
+            usage = by_model[model]
+            print(
+                f"usage {model or '(no model)'}: prompt {_tokens(usage.prompt_tokens)}, "
+                f"completion {_tokens(usage.completion_tokens)}, "
+                f"total {_tokens(usage.total_tokens)}",
+                file=self.err,
+            )
+        self.err.flush()
+
+    async def watched(
+        self, sources: AsyncIterator[tuple[str, AsyncIterator[bytes]]]
+    ) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+        """The sources, each counted done for the progress bar once read to its end; the
+        inputs never yielded (they could not be opened) are counted when the sources are over."""
+        given = 0
+        try:
+            async for name, source in sources:
+                given += 1
+                yield name, _Watched(source, self.input_done)
+            self.inputs_done += self.inputs - given
+            self.progress()
+        finally:
+            aclose = getattr(sources, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def sources(self) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
         names: dict[str, int] = {}
@@ -128,16 +220,103 @@ class _Run:
             yield name, _read(stream)
 
     async def all(self) -> None:
-        async with fan_in(
-            self.sources(),
-            format=self.args.format,
-            strict=not self.args.lenient,
-            max_sources=_MAX_OPEN_FILES,
-            limits=Limits(idle_timeout=self.args.idle_timeout, deadline=self.args.deadline),
-        ) as items:
-            async for item in items:
-                if isinstance(item, Result):
-                    self.emit(item)
+        limits = Limits(idle_timeout=self.args.idle_timeout, deadline=self.args.deadline)
+        stages: Pipeline | None = None
+        if self.args.stats:  # the usage by model comes out as one UsageTotals at the end
+            stages = default_pipeline(limits) | total_usage()
+        sources = self.sources()
+        if self.bar is not None:
+            sources = self.watched(sources)
+        try:
+            self.progress()
+            async with fan_in(
+                sources,
+                stages,
+                format=self.args.format,
+                strict=not self.args.lenient,
+                max_sources=_MAX_OPEN_FILES,
+                limits=limits,
+            ) as items:
+                async for item in items:
+                    if isinstance(item, Result):
+                        self.emit(item)
+                        self.count(item)
+                    elif isinstance(item, UsageTotals):
+                        self.usage = item
+        finally:
+            if self.bar is not None:
+                self.bar.clear()
+        if self.args.stats:
+            self.stats()
+
+
+class _Bar:
+    """A line on a terminal redrawn in place, at most every ``_REDRAW_EVERY`` seconds, and wiped
+    (``\\r\\x1b[K``) before anything else is written there."""
+
+    def __init__(self, err: IO[str]) -> None:
+        self.err = err
+        self.shown = False
+        self.due = float("-inf")
+
+    def draw(self, text: str) -> None:
+        now = time.monotonic()
+        if now < self.due:
+            return
+        self.due = now + _REDRAW_EVERY
+        self.err.write(f"\r{text}\x1b[K")
+        self.err.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+            self.shown = False
+
+
+class _Watched:
+    """A source's bytes, calling ``ended`` once when they run out or are closed."""
+
+    def __init__(self, source: AsyncIterator[bytes], ended: Callable[[], None]) -> None:
+        self.source = source
+        self.ended: Callable[[], None] | None = ended
+
+    def __aiter__(self) -> _Watched:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await anext(self.source)
+        except StopAsyncIteration:
+            self.end()
+            raise
+
+    async def aclose(self) -> None:
+        self.end()
+        aclose = getattr(self.source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def end(self) -> None:
+        if self.ended is not None:
+            ended, self.ended = self.ended, None
+            ended()
+
+
+def _isatty(stream: IO[Any]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no such method, or a closed stream
+        return False
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def _tokens(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
 
 
 async def _read(stream: Any) -> AsyncIterator[bytes]:

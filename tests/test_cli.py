@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
+from aggregator import _cli
+from aggregator._cli import main
 
 from .conftest import DATA
 from .test_providers import RECORDINGS, _expected
@@ -152,3 +159,206 @@ def test_console_script_is_installed() -> None:
         [str(script), "assemble", str(OPENAI[0])], capture_output=True, check=True
     )
     assert json.loads(proc.stdout)["object"] == "chat.completion"
+
+
+# --- the progress bar and --stats ---------------------------------------------------------------
+
+STREAMS = sorted((Path(__file__).parent.parent / "examples" / "streams").iterdir())
+BAR = re.compile(r"\r\[[^\r\n]*?\x1b\[K")  # one drawing of the progress bar
+CLEAR = "\r\x1b[K"
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class _TerminalBytes(io.BytesIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def run_main(
+    monkeypatch: pytest.MonkeyPatch, *args: str, tty: bool = True, out_tty: bool = False
+) -> tuple[int, bytes, str]:
+    """``main(argv)`` in this process, with a stderr that is (or is not) a terminal."""
+    err = _Terminal() if tty else io.StringIO()
+    out = io.TextIOWrapper(_TerminalBytes() if out_tty else io.BytesIO())
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", out)
+    code = main(list(args))
+    out.flush()
+    buffer = out.buffer
+    assert isinstance(buffer, io.BytesIO)
+    return code, buffer.getvalue(), err.getvalue()
+
+
+def _chunks(data: bytes) -> list[dict[str, Any]]:
+    """The chunk objects of an SSE or JSON Lines input, read without the library."""
+    lines = data.decode().splitlines()
+    payloads = [line[6:] for line in lines if line.startswith("data: {")]
+    if not payloads:
+        payloads = [line for line in lines if line.startswith("{")]
+    return [json.loads(p) for p in payloads]
+
+
+def _usage_lines(chunks: list[dict[str, Any]]) -> list[str]:
+    totals: dict[str, Counter[str]] = {}
+    for chunk in chunks:
+        if chunk.get("usage"):
+            total = totals.setdefault(chunk["model"], Counter())
+            for field in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                total[field] += chunk["usage"][field]
+    return [
+        f"usage {model}: prompt {t['prompt_tokens']:,}, completion {t['completion_tokens']:,}, "
+        f"total {t['total_tokens']:,}"
+        for model, t in sorted(totals.items())
+    ]
+
+
+def test_progress_on_a_terminal_with_many_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_cli, "_REDRAW_EVERY", 0.0)  # every drawing, to see the last one
+    code, out, err = run_main(monkeypatch, "assemble", *map(str, STREAMS))
+    assert code == 0
+    assert len(out.splitlines()) == len(STREAMS)
+    drawings = BAR.findall(err)
+    total = sum(len(_chunks(p.read_bytes())) for p in STREAMS)
+    assert drawings[0] == f"\r[0/{len(STREAMS)} inputs] 0 chunks  0 problems\x1b[K"
+    assert drawings[-1] == (
+        f"\r[{len(STREAMS)}/{len(STREAMS)} inputs] {total:,} chunks  0 problems\x1b[K"
+    )
+    assert err.endswith(CLEAR)  # wiped at the end
+    assert BAR.sub("", err).replace(CLEAR, "") == ""  # nothing else on stderr
+
+
+def test_progress_wiped_before_each_problem_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(_cli, "_REDRAW_EVERY", 0.0)
+    cut = tmp_path / "cut.sse"
+    data = STREAMS[1].read_bytes()
+    cut.write_bytes(data[: data.index(b"data: [DONE]")])
+    missing = tmp_path / "missing.sse"
+    code, _, err = run_main(monkeypatch, "assemble", str(cut), str(missing), str(STREAMS[0]))
+    assert code == 1
+    problems = [
+        f"{cut}, line 50: stream ended without [DONE] (completion "
+        "chatcmpl-ABfwAwrNePHUgBBezonVC6MX3zd63)",
+        f"{missing}: cannot read: No such file or directory",
+    ]
+    for line in problems:
+        assert f"{CLEAR}{line}\n" in err  # the bar wiped first: the line stands alone
+    assert sorted(BAR.sub("", err).replace(CLEAR, "").splitlines()) == sorted(problems)
+    assert BAR.findall(err)[-1] == "\r[3/3 inputs] 245 chunks  2 problems\x1b[K"
+    assert err.endswith(CLEAR)
+
+
+def test_progress_wiped_before_each_completion_when_stdout_is_the_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_cli, "_REDRAW_EVERY", 0.0)
+    code, _, err = run_main(monkeypatch, "assemble", *map(str, STREAMS), out_tty=True)
+    assert code == 0
+    assert err.count(CLEAR) == len(STREAMS) + 1  # before each completion, and at the end
+
+
+@pytest.mark.parametrize(
+    ("args", "tty", "shown"),
+    [
+        (["a", "b"], False, False),  # not a terminal: silent
+        (["a"], True, False),  # one input: no bar
+        (["a", "b"], True, True),
+        (["--no-progress", "a", "b"], True, False),
+        (["--progress", "a"], False, True),  # forced on
+    ],
+)
+def test_progress_when(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], tty: bool, shown: bool
+) -> None:
+    paths = {"a": str(STREAMS[0]), "b": str(STREAMS[1])}
+    argv = [paths.get(a, a) for a in args]
+    code, out, err = run_main(monkeypatch, "assemble", *argv, tty=tty)
+    assert code == 0
+    assert out.count(b"\n") == len([a for a in args if a in paths])
+    if shown:
+        assert BAR.match(err)
+        assert err.endswith(CLEAR)
+    else:
+        assert err == ""
+
+
+def test_progress_by_subprocess_is_forced_by_the_option() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggregator", "assemble", "--progress", *map(str, STREAMS)],
+        capture_output=True,
+        check=True,
+    )
+    assert len(proc.stdout.splitlines()) == len(STREAMS)
+    err = proc.stderr.decode()
+    assert err.startswith(f"\r[0/{len(STREAMS)} inputs] 0 chunks  0 problems\x1b[K")
+    assert err.endswith(CLEAR)
+    assert BAR.sub("", err).replace(CLEAR, "") == ""
+    assert run("assemble", *map(str, STREAMS))[2] == []  # stderr a pipe: silent
+
+
+def test_progress_redrawn_at_most_ten_times_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(_cli, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    err = io.StringIO()
+    bar = _cli._Bar(err)
+    bar.draw("one")
+    now[0] += 0.05
+    bar.draw("two")  # too soon
+    now[0] += 0.05
+    bar.draw("three")
+    bar.clear()
+    bar.clear()  # nothing shown: nothing to wipe
+    assert err.getvalue() == "\rone\x1b[K\rthree\x1b[K\r\x1b[K"
+
+
+def test_stats_on_the_example_streams() -> None:
+    plain = run("assemble", *map(str, STREAMS))
+    code, out, err = run("assemble", "--stats", *map(str, STREAMS))
+    assert code == plain[0] == 0  # --stats changes neither the exit status nor stdout
+    assert sorted(out, key=json.dumps) == sorted(plain[1], key=json.dumps)
+    chunks = [c for p in STREAMS for c in _chunks(p.read_bytes())]
+    streams = len({c["id"] for c in chunks})
+    assert err == [
+        f"inputs: {len(STREAMS)}, streams: {streams}, chunks: {len(chunks):,}, "
+        "duplicates dropped: 0, incomplete: 0, problems: 0",
+        *_usage_lines(chunks),
+    ]
+    assert err[1:] == [  # the same, by hand
+        "usage deepseek-reasoner: prompt 18, completion 219, total 237",
+        "usage gpt-3.5-turbo-instruct:20230824-v2: prompt 14, completion 16, total 30",
+        "usage gpt-4o-2024-08-06: prompt 228, completion 102, total 330",
+    ]
+
+
+def test_stats_with_a_replayed_and_a_cut_off_input(tmp_path: Path) -> None:
+    events = STREAMS[1].read_text().split("\n\n")  # parallel_tool_calls.sse
+    data = [e for e in events if e.startswith("data: {")]
+    numbered = [f"id: {n}\n{e}\n\n" for n, e in enumerate(data, 1)]
+    replayed = tmp_path / "replayed.sse"  # a reconnect: events 3 to 7 sent again
+    replayed.write_text("".join(numbered[:7] + numbered[2:7] + numbered[7:]) + "data: [DONE]\n\n")
+    three = STREAMS[3].read_text().split("\n\n")  # three_choices.sse, cut off halfway
+    cut = tmp_path / "cut.sse"
+    cut.write_text("\n\n".join(three[: len(three) // 2]) + "\n\n")
+    kept = _chunks(cut.read_bytes())
+
+    code, out, err = run("assemble", "--stats", str(replayed), str(cut))
+    assert code == 1
+    assert len(out) == 2
+    (original,) = run("assemble", str(STREAMS[1]))[1]
+    assert original in out  # the replayed events merged once
+    problems = [line for line in err if not line.startswith(("inputs:", "usage "))]
+    assert len(problems) == 1
+    assert "stream ended without [DONE]" in problems[0]
+    assert err[-2:] == [
+        f"inputs: 2, streams: 2, chunks: {len(data) + len(kept)}, duplicates dropped: 5, "
+        "incomplete: 1, problems: 1",
+        *_usage_lines(_chunks(STREAMS[1].read_bytes()) + kept),
+    ]
+    assert err[-1] == "usage gpt-4o-2024-08-06: prompt 149, completion 60, total 209"
