@@ -5,7 +5,7 @@ The public surface is this module; everything else is private. See README.md and
 
 from __future__ import annotations
 
-from . import stages
+from . import sources, stages
 from ._accumulate import Accumulator
 from ._api import assemble, assemble_all
 from ._assembler import Assembler
@@ -52,6 +52,7 @@ from ._results import EndReason, Result
 from ._run import Source, Sources, fan_in, results
 from ._sse import JSONLinesReader, ServerSentEvent, SSEDecoder
 from ._stages import AsyncStage, Pipeline, Stage, UsageTotals, pipeline
+from ._tee import Tee
 
 __version__ = "0.1.0"
 
@@ -98,6 +99,7 @@ __all__ = [
     "StreamError",
     "StreamKey",
     "StructureError",
+    "Tee",
     "TextChunkChoice",
     "TextLogprobs",
     "TokenLogprob",
@@ -113,6 +115,7 @@ __all__ = [
     "fan_in",
     "pipeline",
     "results",
+    "sources",
     "stages",
     "structure_chunk",
     "to_dict",

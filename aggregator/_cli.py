@@ -32,10 +32,10 @@ from ._limits import Limits
 from ._results import EndReason, Result
 from ._run import fan_in
 from ._stages import Pipeline, UsageTotals, default_pipeline, total_usage
+from .sources import from_file, from_stdin
 
 __all__ = ["main"]
 
-_READ_SIZE = 1 << 20
 _MAX_OPEN_FILES = 64
 _REDRAW_EVERY = 0.1  # seconds between two drawings of the progress bar, at least
 
@@ -210,14 +210,14 @@ class _Run:
             if names[name] > 1:  # the same file twice: two sources, two names
                 name = f"{name}#{names[name]}"
             if path == "-":
-                yield name, _read_stdin()
+                yield name, from_stdin()
                 continue
             try:
-                stream = await anyio.open_file(path, "rb")
+                source = from_file(path)
             except OSError as exc:
                 self.problem(f"{name}: cannot read: {exc.strerror or exc}")
                 continue
-            yield name, _read(stream)
+            yield name, source
 
     async def all(self) -> None:
         limits = Limits(idle_timeout=self.args.idle_timeout, deadline=self.args.deadline)
@@ -317,22 +317,6 @@ def _plural(n: int, word: str) -> str:
 
 def _tokens(n: int | None) -> str:
     return "?" if n is None else f"{n:,}"
-
-
-async def _read(stream: Any) -> AsyncIterator[bytes]:
-    try:
-        while data := await stream.read(_READ_SIZE):
-            yield data
-    finally:
-        await stream.aclose()
-
-
-async def _read_stdin() -> AsyncIterator[bytes]:
-    """Standard input as it arrives (``read1``: what the pipe holds, not a full buffer); a
-    read that blocks is abandoned on cancellation, so time limits apply to a live pipe."""
-    read1 = sys.stdin.buffer.read1  # type: ignore[union-attr]
-    while data := await anyio.to_thread.run_sync(read1, _READ_SIZE, abandon_on_cancel=True):
-        yield data
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,271 @@
+"""A tee: pass a stream on unchanged while assembling it, as a proxy does.
+
+Theory of operation: :class:`Tee` is an async iterator over its source that hands every item on
+as it came (the same ``bytes`` object, byte for byte) after feeding it to a sans-I/O
+:class:`~aggregator.Assembler`. Nothing is buffered: the downstream reads at its own pace, and the
+upstream is read no faster. When the downstream stops early (its client went away, it raised, it
+was cancelled), :meth:`Tee.aclose` decides what becomes of the completions still open: with
+``on_disconnect="finish"`` it reads the rest of the source (shielded from cancellation, within
+``drain_timeout``) so the result is whole, usage included; with ``"stop"`` it closes the source
+and ends them as ``cancelled``, partial. Either way :attr:`Tee.results` holds one
+:class:`~aggregator.Result` per completion and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar, final
+
+from ._assembler import Assembler
+from ._decode import Format
+from ._errors import LimitError, StreamError, UsageError
+from ._limits import DEFAULT_LIMITS, Limits
+from ._results import Result
+from ._run import _close, _next_in_time, _TooSlow
+from ._streams import source_error
+
+__all__ = ["Tee"]
+
+T = TypeVar("T")
+
+#: What :class:`Tee` does with the open completions when its downstream stops early.
+OnDisconnect = Literal["finish", "stop"]
+
+
+@final
+class Tee(Generic[T]):
+    """Hand a source's items on unchanged while assembling the completions they carry.
+
+    Args:
+        source: an async (or sync) iterable of bytes (SSE or JSON Lines), parsed payloads or
+            chunk events, as for :func:`~aggregator.results`.
+        name: the source's name, used in results and errors.
+        on_disconnect: when the downstream stops before the source ends: ``"finish"`` reads the
+            rest of the source so the completions are whole (billing needs the final usage), or
+            ``"stop"`` closes the source and ends them as ``cancelled``.
+        drain_timeout: the most seconds ``"finish"`` may take; past them the open completions
+            end with a :class:`~aggregator.LimitError` (``limit="drain_timeout"``). A read of
+            the source under way when the downstream is cancelled is not cut short (that would
+            lose the stream): the cancellation takes effect once it returns, at most
+            ``drain_timeout`` after the downstream's own deadline, when it has one.
+        format: ``"sse"``, ``"jsonl"`` or ``"auto"``.
+        strict: as for :class:`~aggregator.Assembler`.
+        limits: the limits; ``idle_timeout`` and ``deadline`` bound the waits on the source.
+
+    Use it as an async context manager and iterate it::
+
+        async with Tee(response_bytes, name="req-1") as upstream:
+            async for data in upstream:
+                await send(data)  # the same bytes, unchanged
+        log(upstream.results)
+
+    If reading the source fails (it raises, or a time limit passes), the failure is recorded in
+    :attr:`results` and raised to the downstream: a proxy should not pretend a broken stream
+    ended well.
+    """
+
+    def __init__(
+        self,
+        source: AsyncIterable[T] | Iterable[T],
+        name: str = "<stream>",
+        *,
+        on_disconnect: OnDisconnect = "finish",
+        drain_timeout: float = 30.0,
+        format: Format = "auto",
+        strict: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        if on_disconnect not in ("finish", "stop"):
+            raise UsageError(f"on_disconnect is 'finish' or 'stop', not {on_disconnect!r}")
+        self._source = source
+        self._iterator: AsyncIterator[T] | Iterator[T] | None = None
+        self._assembler = Assembler(name, format=format, strict=strict, limits=limits)
+        self._on_disconnect = on_disconnect
+        self._drain_timeout = drain_timeout
+        self._idle = limits.idle_timeout
+        self._deadline = limits.deadline
+        self._end_by: float | None = None
+        #: when reading the rest must be over (``"finish"``), once the downstream left.
+        self._drain_by: float | None = None
+        #: reads are shielded from the caller's cancellation (``"finish"``, async source).
+        self._shield_reads = on_disconnect == "finish" and isinstance(source, AsyncIterable)
+        self._number = 0
+        #: ``"open"``, ``"interrupted"`` (cancelled inside a read of the source), or ``"ended"``.
+        self._state = "open"
+        #: the results of the completions that ended so far, in order.
+        self.results: list[Result] = []
+        #: whether the downstream stopped before the source ended.
+        self.disconnected = False
+
+    @property
+    def name(self) -> str:
+        """The source's name."""
+        return self._assembler.name
+
+    @property
+    def errors(self) -> list[StreamError]:
+        """Problems that belong to no completion (bad input before the first chunk, a source
+        with no completion at all)."""
+        return self._assembler.errors
+
+    @property
+    def ended(self) -> bool:
+        """Whether the tee is done: the source ended, failed, or :meth:`aclose` ran."""
+        return self._state == "ended"
+
+    async def __aenter__(self) -> Tee[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Tee[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._state != "open":
+            raise StopAsyncIteration
+        if self._shield_reads:
+            return await self._step_shielded()
+        return await self._step()
+
+    async def _step(self) -> T:
+        """Read the next item, assemble it and return it; record how the source ended."""
+        try:
+            raw = await self._next()
+        except StopAsyncIteration:
+            await self._end(self._assembler.close())
+            raise
+        except _TooSlow as slow:
+            error: StreamError = slow.error(self.name, self._number)
+            await self._end(self._assembler.fail(error))
+            raise error from None
+        except Exception as exc:
+            await self._end(self._assembler.fail(source_error(exc, self.name, self._number)))
+            raise
+        except BaseException:
+            self._state = "interrupted"  # cancelled mid-read: the source cannot go on
+            raise
+        self._take(raw)
+        return raw
+
+    async def _step_shielded(self) -> T:
+        """:meth:`_step` for ``"finish"``: the caller's cancellation must not cut a read of the
+        source short, since an async generator cancelled mid-read cannot go on and the rest is to
+        be read anyway. The read is shielded, and the cancellation takes effect once it returns
+        (the item assembled, then :meth:`aclose` reads the rest). When the caller has a deadline,
+        the read may outlast it by ``drain_timeout`` at most."""
+        import anyio.lowlevel  # imported here: `import aggregator` stays light
+
+        await anyio.lowlevel.checkpoint_if_cancelled()  # between two reads: aclose drains
+        deadline = anyio.current_effective_deadline()
+        with anyio.CancelScope(shield=True) as shield:
+            if deadline != math.inf:
+                shield.deadline = deadline + self._drain_timeout
+            try:
+                return await self._step()
+            finally:
+                if anyio.current_time() >= deadline:  # the caller's time ran out meanwhile
+                    self.disconnected = True
+                    if self._drain_by is None:
+                        self._drain_by = deadline + self._drain_timeout
+        # the source did not answer within drain_timeout of the caller's deadline
+        await self._end(self._assembler.fail(self._drain_error()))
+        await anyio.lowlevel.checkpoint()  # raises the caller's cancellation
+        raise StopAsyncIteration  # pragma: no cover - the caller's deadline has passed
+
+    async def aclose(self) -> list[Result]:
+        """End the tee: the source is closed, and every completion still open ends as
+        ``on_disconnect`` says. Returns :attr:`results`. Safe to call more than once."""
+        if self._state == "ended":
+            return self.results
+        import anyio  # imported here: `import aggregator` stays light
+
+        self.disconnected = True
+        with anyio.CancelScope(shield=True):
+            if self._on_disconnect == "finish" and self._state == "open":
+                await self._drain()
+            else:
+                self.results += self._assembler.close(cancelled=True)
+            await self._end([])
+        return self.results
+
+    def _drain_deadline(self) -> float:
+        """When reading the rest must be over: ``drain_timeout`` after the downstream left."""
+        import anyio  # imported here: `import aggregator` stays light
+
+        if self._drain_by is None:
+            self._drain_by = anyio.current_time() + self._drain_timeout
+        return self._drain_by
+
+    def _drain_error(self) -> LimitError:
+        return LimitError(
+            f"the source did not end within {self._drain_timeout:g} s of the downstream "
+            "leaving (drain_timeout)",
+            stream=self.name,
+            where=f"after item {self._number}",
+            limit="drain_timeout",
+        )
+
+    async def _drain(self) -> None:
+        import anyio  # imported here: `import aggregator` stays light
+
+        with anyio.CancelScope(deadline=self._drain_deadline()):
+            while not self._assembler.stopped:
+                try:
+                    raw = await self._next()
+                except StopAsyncIteration:
+                    self.results += self._assembler.close()
+                    return
+                except _TooSlow as slow:
+                    self.results += self._assembler.fail(slow.error(self.name, self._number))
+                    return
+                except Exception as exc:  # noqa: BLE001 - recorded in the results
+                    self.results += self._assembler.fail(source_error(exc, self.name, self._number))
+                    return
+                self._take(raw)
+            return
+        self.results += self._assembler.fail(self._drain_error())
+
+    async def _next(self) -> T:
+        iterator = self._iterator
+        if iterator is None:
+            import anyio  # imported here: `import aggregator` stays light
+
+            source = self._source
+            iterator = self._iterator = (
+                aiter(source) if isinstance(source, AsyncIterable) else iter(source)
+            )
+            if self._deadline is not None:
+                self._end_by = anyio.current_time() + self._deadline
+        if not isinstance(iterator, AsyncIterator):
+            try:
+                return next(iterator)
+            except StopIteration:
+                raise StopAsyncIteration from None
+        if self._idle is None and self._end_by is None:
+            return await anext(iterator)
+        item: T = await _next_in_time(iterator, self._idle, self._end_by)
+        return item
+
+    def _take(self, raw: Any) -> None:
+        self._number += 1
+        self.results += self._assembler.feed_raw(raw, self._number)
+
+    async def _end(self, results: list[Result]) -> None:
+        self.results += results
+        self._state = "ended"
+        iterator = self._iterator
+        if isinstance(iterator, AsyncIterator):
+            await _close(iterator)
+        elif iterator is not None:
+            close = getattr(iterator, "close", None)  # a generator, a file
+            if close is not None:
+                close()

@@ -1,0 +1,214 @@
+"""Sources: where streams come from, as the iterables :func:`~aggregator.fan_in`,
+:func:`~aggregator.results`, :func:`~aggregator.assemble` and :func:`~aggregator.tee` read.
+
+Each adapter is thin: it turns what a client library hands out into bytes or parsed payloads,
+and imports that library only when called, so the core install stays small. The adapters for
+``httpx`` responses need the ``[httpx]`` extra (or any client with the same response interface);
+those for the OpenAI SDK's streams need the ``[openai]`` extra.
+
+A failed HTTP response (status 400 and up) is not a stream: its adapter raises
+:class:`~aggregator.UpstreamError` with the error object the server sent, which ends the source
+with that error, named and placed like any other.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, final, overload
+
+import orjson
+
+from ._errors import UpstreamError
+from ._run import Source
+
+if TYPE_CHECKING:
+    import os
+
+    import httpx
+    from openai import AsyncStream, Stream
+
+__all__ = ["from_file", "from_httpx", "from_openai", "from_stdin"]
+
+#: How many bytes each read of a file or of standard input asks for.
+READ_SIZE = 1 << 20
+#: How much of a failed HTTP response's body is read for its error message.
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+def from_file(path: str | os.PathLike[str], *, read_size: int = READ_SIZE) -> AsyncIterator[bytes]:
+    """The bytes of a file (SSE or JSON Lines), read in a worker thread, ``read_size`` at a time.
+
+    The file is opened at once, so a missing or unreadable file raises here, not when the source
+    is read; it is closed when the source ends or is closed (``aclose``).
+
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    return _FileSource(open(path, "rb"), read_size)
+
+
+@final
+class _FileSource:
+    __slots__ = ("_file", "_size")
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self._file = file
+        self._size = size
+
+    def __aiter__(self) -> _FileSource:
+        return self
+
+    async def __anext__(self) -> bytes:
+        import anyio.to_thread  # imported here: `import aggregator` stays light
+
+        if self._file.closed:
+            raise StopAsyncIteration
+        data = await anyio.to_thread.run_sync(self._file.read, self._size)
+        if not data:
+            self._file.close()
+            raise StopAsyncIteration
+        return data
+
+    async def aclose(self) -> None:
+        self._file.close()
+
+
+async def from_stdin(*, read_size: int = READ_SIZE) -> AsyncIterator[bytes]:
+    """Standard input as it arrives: each read returns what the pipe holds (``read1``), not a
+    full buffer. A read that blocks is abandoned on cancellation, so time limits
+    (:class:`~aggregator.Limits`) apply to a live pipe."""
+    import anyio.to_thread  # imported here: `import aggregator` stays light
+
+    read1 = sys.stdin.buffer.read1  # type: ignore[union-attr]
+    while data := await anyio.to_thread.run_sync(read1, read_size, abandon_on_cancel=True):
+        yield data
+
+
+def from_httpx(response: httpx.Response, *, sync: bool | None = None) -> Source:
+    """The body of a streamed ``httpx`` response, decoded (gzip and such undone), as it arrives.
+
+    Open the response with ``client.stream(...)`` (or ``send(..., stream=True)``); the source
+    closes it when done. A response from an ``httpx.AsyncClient`` gives an async source, one from
+    an ``httpx.Client`` a sync one; ``sync`` forces the choice. Any response object with the same
+    interface works (``status_code``, ``aiter_bytes``/``iter_bytes``, ``aclose``/``close``).
+
+    A status of 400 or more raises :class:`~aggregator.UpstreamError` when the source is read,
+    with the error object of the body (``{"error": {...}}``) as its ``payload``.
+    """
+    if sync is None:
+        sync = not hasattr(response.stream, "__aiter__")
+    return _httpx_sync(response) if sync else _httpx_async(response)
+
+
+async def _httpx_async(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        if response.status_code >= 400:
+            body = bytearray()
+            async for data in response.aiter_bytes():
+                body += data
+                if len(body) >= ERROR_BODY_LIMIT:
+                    break
+            raise _http_error(response, bytes(body))
+        async for data in response.aiter_bytes():
+            yield data
+    finally:
+        await response.aclose()
+
+
+def _httpx_sync(response: httpx.Response) -> Iterator[bytes]:
+    try:
+        if response.status_code >= 400:
+            body = bytearray()
+            for data in response.iter_bytes():
+                body += data
+                if len(body) >= ERROR_BODY_LIMIT:
+                    break
+            raise _http_error(response, bytes(body))
+        yield from response.iter_bytes()
+    finally:
+        response.close()
+
+
+def _http_error(response: httpx.Response, body: bytes) -> UpstreamError:
+    """An :class:`UpstreamError` for a failed response: the server's error object when the body
+    holds one (``{"error": {...}}``), else the start of the body."""
+    status = f"HTTP {response.status_code}"
+    payload: Any = None
+    try:
+        parsed = orjson.loads(body[:ERROR_BODY_LIMIT])
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        payload = parsed.get("error", parsed)
+    message = payload.get("message") if isinstance(payload, dict) else None
+    if not isinstance(message, str) or not message:
+        text = body[:500].decode("utf-8", "replace").strip()
+        message = text or getattr(response, "reason_phrase", "") or "no body"
+    if len(message) > 500:
+        message = message[:497] + "..."
+    return UpstreamError(f"upstream error: {status}: {message}", payload=payload)
+
+
+@overload
+def from_openai(stream: AsyncStream[Any]) -> AsyncIterator[dict[str, Any]]: ...
+@overload
+def from_openai(  # type: ignore[overload-cannot-match]  # the SDK's types are skipped here
+    stream: Stream[Any],
+) -> Iterator[dict[str, Any]]: ...
+def from_openai(
+    stream: AsyncStream[Any] | Stream[Any],
+) -> AsyncIterator[dict[str, Any]] | Iterator[dict[str, Any]]:
+    """The chunks of an OpenAI SDK stream, as the JSON objects the server sent.
+
+    ``stream`` is what ``client.chat.completions.create(..., stream=True)`` or
+    ``client.completions.create(..., stream=True)`` returns, from ``AsyncOpenAI`` (an async
+    source) or ``OpenAI`` (a sync one). Each ``ChatCompletionChunk`` or ``Completion`` becomes
+    the object the server sent, the fields the SDK does not know included; the source closes the
+    stream when done. An error the SDK raises for an error event (``openai.APIError``) becomes an
+    :class:`~aggregator.UpstreamError` carrying the server's error object.
+
+    The SDK consumes ``data: [DONE]`` itself, so streams from it end as ``exhausted``: complete
+    when every choice has a ``finish_reason``.
+    """
+    if hasattr(stream, "__aiter__"):
+        return _openai_async(stream)
+    return _openai_sync(stream)
+
+
+async def _openai_async(stream: AsyncStream[Any]) -> AsyncIterator[dict[str, Any]]:
+    from openai import APIError
+
+    try:
+        try:
+            async for chunk in stream:
+                # as sent: a value the SDK types otherwise (Mistral's content parts) is no error
+                yield chunk.to_dict(mode="json", warnings=False)
+        except APIError as exc:
+            raise _openai_error(exc) from exc
+    finally:
+        await stream.close()
+
+
+def _openai_sync(stream: Stream[Any]) -> Iterator[dict[str, Any]]:
+    from openai import APIError
+
+    try:
+        try:
+            for chunk in stream:
+                # as sent: a value the SDK types otherwise (Mistral's content parts) is no error
+                yield chunk.to_dict(mode="json", warnings=False)
+        except APIError as exc:
+            raise _openai_error(exc) from exc
+    finally:
+        stream.close()
+
+
+def _openai_error(exc: Any) -> UpstreamError:
+    payload = exc.body if exc.body is not None else {"message": exc.message}
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        payload = payload["error"]
+    status = getattr(exc, "status_code", None)
+    prefix = f"HTTP {status}: " if status is not None else ""
+    message = payload.get("message") if isinstance(payload, dict) else None
+    return UpstreamError(f"upstream error: {prefix}{message or exc.message}", payload=payload)
