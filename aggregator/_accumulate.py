@@ -241,24 +241,30 @@ class _ChatChoice:
         for key, value in delta.items():
             if value is None:
                 continue
-            if key == "content":
-                if self.parts is not None:
-                    self._add_parts(value)
-                elif self.content is None:
-                    self.content = [value]
-                else:
-                    self.content.append(value)
-            elif key == "role":
+            if key == "role":
                 if self.role is None:
                     self.role = value
-            else:  # reasoning_content, reasoning, refusal
-                pieces = getattr(self, key)
-                if pieces is None:
-                    setattr(self, key, [value])
-                else:
-                    pieces.append(value)
+            else:
+                self.add_text(key, value)
         if finish_reason is not None:
             self.finish_reason = finish_reason
+
+    def add_text(self, field: str, value: str) -> None:
+        """Append ``value`` to ``content``, ``reasoning_content``, ``reasoning`` or
+        ``refusal``."""
+        if field == "content":
+            if self.parts is not None:
+                self._add_parts(value)
+            elif self.content is None:
+                self.content = [value]
+            else:
+                self.content.append(value)
+        else:
+            pieces = getattr(self, field)
+            if pieces is None:
+                setattr(self, field, [value])
+            else:
+                pieces.append(value)
 
     def _add_parts(self, content: Any) -> None:
         if self.parts is None:

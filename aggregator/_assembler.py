@@ -1,10 +1,11 @@
 """One source in, one :class:`Result` per completion out, with no event loop (sans-I/O).
 
-Theory of operation: the :class:`Assembler` is the synchronous driver of the two halves of a
-pipeline, a :class:`SourceDecoder` (where streams start and end) and a :class:`Merger` (what
-they hold), with nothing in between: the same code the async stages run, so both paths give the
-same results. Problems that belong to no completion (bad input before the first chunk, a source
-with no completion at all) are kept in :attr:`Assembler.errors` instead of a result.
+Theory of operation: the :class:`Assembler` is the synchronous driver of a ``FusedSource``: the
+decoder of one source and the default pipeline's stages (``dedupe | collect_usage |
+merge_deltas | assemble``), the same code :func:`~aggregator.results` and
+:func:`~aggregator.fan_in` run, so every path gives the same results. Problems that belong to
+no completion (bad input before the first chunk, a source with no completion at all) are kept
+in :attr:`Assembler.errors` instead of a result.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from typing import Any, final
 from ._decode import Format
 from ._errors import StreamError
 from ._events import ChatCompletionChunk, CompletionChunk
-from ._items import End, Item
+from ._fused import FusedSource
 from ._limits import DEFAULT_LIMITS, Limits
 from ._results import Result
-from ._streams import Merger, SourceDecoder, end_to_result
 
 __all__ = ["Assembler"]
 
@@ -39,7 +39,7 @@ class Assembler:
     ends the source and returns the rest.
     """
 
-    __slots__ = ("_merger", "_source", "errors")
+    __slots__ = ("_source", "errors")
 
     def __init__(
         self,
@@ -49,8 +49,7 @@ class Assembler:
         strict: bool = True,
         limits: Limits = DEFAULT_LIMITS,
     ):
-        self._source = SourceDecoder(name, format=format, strict=strict, limits=limits)
-        self._merger = Merger(limits)
+        self._source = FusedSource(name, format=format, strict=strict, limits=limits)
         #: problems that belong to no completion, in order.
         self.errors: list[StreamError] = []
 
@@ -83,6 +82,11 @@ class Assembler:
         """Take one chunk event."""
         return self._results(self._source.add(event, where=where))
 
+    def feed_raw(self, raw: Any, number: int) -> list[Result]:
+        """Take item ``number`` (from 1) as a source yielded it: bytes, a parsed payload, a chunk
+        event or a ``(dedupe_id, payload)`` pair. Bad data never raises: it becomes results."""
+        return self._results(self._source.feed_raw(raw, number))
+
     def close(self, *, cancelled: bool = False) -> list[Result]:
         """End the source; return the results of every completion still open.
 
@@ -95,18 +99,13 @@ class Assembler:
         """The source failed (it raised, say): end every open completion with ``error``."""
         return self._results(self._source.fail(error))
 
-    def _results(self, items: list[Item]) -> list[Result]:
-        out: list[Item] = []
-        merger = self._merger
-        for item in items:
-            merger.process(item, out)
+    def _results(self, items: list[Any]) -> list[Result]:
         results = []
-        for item in out:
-            if isinstance(item, End):
-                if item.key[1] == 0:
-                    if item.error is not None:
-                        self.errors.append(item.error)
-                    self.errors.extend(item.problems)
-                else:
-                    results.append(end_to_result(item))
+        for result in items:
+            if result.key[1] == 0:
+                if result.error is not None:
+                    self.errors.append(result.error)
+                self.errors.extend(result.problems)
+            else:
+                results.append(result)
         return results

@@ -15,14 +15,15 @@ set difference). Unstructuring writes ``extras`` back beside the named fields an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TypeVar, get_origin
+from functools import cache
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, get_origin
 
 import attrs
-import cattrs
-from cattrs.cols import list_structure_factory
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from . import _completions, _events
+
+if TYPE_CHECKING:
+    import cattrs
 from ._errors import StructureError
 
 __all__ = ["structure_chunk", "to_dict"]
@@ -132,6 +133,10 @@ def _is_list_type(type_: Any) -> bool:
 
 
 def _make_converter(*, detailed: bool) -> cattrs.Converter:
+    import cattrs
+    from cattrs.cols import list_structure_factory
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
     conv = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=False)
     conv.register_structure_hook(str, _str)
     conv.register_structure_hook(int, _int)
@@ -176,8 +181,11 @@ def _drop_none(base: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[st
     return unstructure
 
 
-_FAST = _make_converter(detailed=False)
-_DETAILED = _make_converter(detailed=True)
+@cache
+def _converter(detailed: bool) -> cattrs.Converter:
+    """The converter, made on first use: plain chunks never need one, so ``import aggregator``
+    does not pay for cattrs."""
+    return _make_converter(detailed=detailed)
 
 
 def chunk_class(
@@ -289,11 +297,11 @@ def structure_chunk(
         )
     cls = chunk_class(obj)
     try:
-        return _FAST.structure(obj, cls)
+        return _converter(False).structure(obj, cls)
     except Exception:  # noqa: BLE001 - any failure is re-run below to explain it
         pass
     try:
-        _DETAILED.structure(obj, cls)
+        _converter(True).structure(obj, cls)
     except Exception as exc:
         detail, field = _explain(exc)
         raise StructureError(detail, stream=stream, where=where, field=field) from exc
@@ -301,6 +309,8 @@ def structure_chunk(
 
 
 def _explain(exc: Exception) -> tuple[str, str]:
+    import cattrs
+
     messages = cattrs.transform_error(exc, path="$", format_exception=_format)
     first = messages[0] if messages else f"invalid chunk: {exc} @ $"
     detail, _, field = first.rpartition(" @ ")
@@ -323,5 +333,5 @@ def to_dict(obj: Any) -> dict[str, Any]:
     Unknown keys the server sent (``extras``) are written back beside the named fields;
     transport padding (``obfuscation``) is not part of assembled objects.
     """
-    out: dict[str, Any] = _FAST.unstructure(obj)
+    out: dict[str, Any] = _converter(False).unstructure(obj)
     return out

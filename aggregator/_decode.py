@@ -11,6 +11,7 @@ end marker ``[DONE]``, or an error that names the stream and the place. What to 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any, Literal, final
 
 import orjson
@@ -21,7 +22,7 @@ from ._events import ChatCompletionChunk, CompletionChunk
 from ._limits import MAX_DEPTH_CEILING, depth_exceeds
 from ._sse import JSONLinesReader, SSEDecoder
 
-__all__ = ["Format", "Item", "ItemKind", "PayloadDecoder", "payload_to_item"]
+__all__ = ["Format", "Item", "ItemKind", "Lane", "PayloadDecoder", "payload_to_item"]
 
 Format = Literal["auto", "sse", "jsonl"]
 
@@ -148,6 +149,13 @@ def upstream_error(payload: Any, stream: str, where: str) -> UpstreamError:
     return UpstreamError(f"upstream error: {message}", stream=stream, where=where, payload=payload)
 
 
+#: A fast lane for data payloads (see ``FusedSource``): called as ``lane(payload, line, items)``
+#: for each data payload, in order, with the items decoded before it and not yet taken; it
+#: either merges the payload itself (counting it with :meth:`PayloadDecoder.skip`) or appends
+#: its item (:meth:`PayloadDecoder.payload`) to ``items``.
+Lane = Callable[[bytes, int, list[Item]], None]
+
+
 @final
 class PayloadDecoder:
     """Bytes in, :class:`Item` s out, for one source.
@@ -187,8 +195,11 @@ class PayloadDecoder:
         """The number of lines read so far."""
         return self._jsonl.line if self._format == "jsonl" else self._sse.line
 
-    def feed(self, data: bytes) -> list[Item]:
-        """Decode the next bytes of the source."""
+    def feed(self, data: bytes, lane: Lane | None = None) -> list[Item]:
+        """Decode the next bytes of the source.
+
+        ``lane``, when given, takes each data payload instead (see :data:`Lane`).
+        """
         if self._format == "auto":
             data = self._head + data
             if len(data) < 3 and _BOM.startswith(data):  # maybe a BOM split across reads
@@ -201,13 +212,13 @@ class PayloadDecoder:
             self._head = b""
             # blank bytes only, and many: SSE, where blank lines are harmless (bounded memory)
             self._format = "jsonl" if stripped[:1] == b"{" else "sse"
-        return self._decode(data, final=False)
+        return self._decode(data, final=False, lane=lane)
 
-    def close(self) -> list[Item]:
+    def close(self, lane: Lane | None = None) -> list[Item]:
         """End of the source: decode what is left."""
-        return self._decode(b"", final=True)
+        return self._decode(b"", final=True, lane=lane)
 
-    def _decode(self, data: bytes, *, final: bool) -> list[Item]:
+    def _decode(self, data: bytes, *, final: bool, lane: Lane | None = None) -> list[Item]:
         items: list[Item] = []
         if self._format == "jsonl":
             for entry in self._jsonl.decode(data, final=final):
@@ -215,7 +226,10 @@ class PayloadDecoder:
                     items.append(self._decode_error(entry))
                 else:
                     line_no, line = entry  # type: ignore[misc]
-                    items.append(self._payload(line, line_no, None))
+                    if lane is None:
+                        items.append(self.payload(line, line_no, None))
+                    else:
+                        lane(line, line_no, items)
         else:
             for ev in self._sse.scan(data, final=final):
                 if ev.__class__ is DecodeError:
@@ -226,15 +240,22 @@ class PayloadDecoder:
                     items.append(Item(ItemKind.DONE, f"line {line}"))
                 elif event_type == "error":
                     items.append(self._error_event(payload, f"line {line}"))
+                elif lane is not None and not own_id:
+                    lane(payload, line, items)
                 else:
-                    items.append(self._payload(payload, line, sse_id if own_id else None))
+                    items.append(self.payload(payload, line, sse_id if own_id else None))
         return items
+
+    def skip(self) -> None:
+        """Count a data payload a lane merged without an item."""
+        self._events += 1
 
     def _decode_error(self, exc: DecodeError) -> Item:
         error = DecodeError(exc.detail, stream=self.name, where=exc.where)
         return Item(ItemKind.ERROR, exc.where, error=error)
 
-    def _payload(self, data: bytes, line: int, sse_id: str | None) -> Item:
+    def payload(self, data: bytes, line: int, sse_id: str | None = None) -> Item:
+        """The item of one data payload (SSE ``data`` or a JSON line) found at ``line``."""
         self._events += 1
         place = (line, self._events)
         try:

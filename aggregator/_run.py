@@ -17,17 +17,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
     import anyio.abc
 
 from ._decode import Format
-from ._errors import LimitError, UsageError
+from ._errors import AggregatorError, LimitError, UsageError
+from ._fused import FusedSource
 from ._items import Item
 from ._limits import DEFAULT_LIMITS, Limits
 from ._stages import Batch, Pipeline, Stage, default_pipeline
-from ._streams import SourceDecoder, SourceFailed, StreamBudget, feed_raw
+from ._streams import SourceDecoder, SourceFailed, StreamBudget
 
 __all__ = ["Source", "Sources", "fan_in", "results"]
 
@@ -56,7 +58,7 @@ async def _close(iterator: Any) -> None:
 
 async def _decoded(
     source: Source,
-    decoder: SourceDecoder,
+    decoder: SourceDecoder | FusedSource,
     *,
     fail_fast: bool = False,
     limits: Limits = DEFAULT_LIMITS,
@@ -87,10 +89,10 @@ async def _decoded(
                 except Exception as exc:
                     if fail_fast:
                         raise
-                    yield feed_raw(decoder, SourceFailed(exc, number), number)
+                    yield decoder.feed_raw(SourceFailed(exc, number), number)
                     return
                 number += 1
-                items = feed_raw(decoder, raw, number)
+                items = decoder.feed_raw(raw, number)
                 if items:
                     yield items
         finally:
@@ -99,22 +101,32 @@ async def _decoded(
         iterator_ = iter(source)
         try:
             batch: Batch = []
-            while not decoder.stopped:
+            feed = decoder.feed_raw
+            more = True
+            while more:
+                more = False
                 try:
-                    raw = next(iterator_)
-                except StopIteration:
+                    for raw in islice(iterator_, _SYNC_BATCH):
+                        more = True
+                        number += 1
+                        items = feed(raw, number)
+                        if items:
+                            batch += items
+                            if decoder.stopped:  # only what comes out can stop it
+                                raise _Stopped
+                except _Stopped:
                     break
-                except Exception as exc:
+                except AggregatorError:
+                    raise
+                except Exception as exc:  # the source raised (feed_raw never does but for us)
                     if fail_fast:
                         raise
-                    batch += feed_raw(decoder, SourceFailed(exc, number), number)
+                    batch += feed(SourceFailed(exc, number), number)
                     break
-                number += 1
-                batch += feed_raw(decoder, raw, number)
-                if len(batch) >= _SYNC_BATCH:
+                if batch:
                     yield batch
                     batch = []
-                    await anyio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()  # let the other tasks run
             if batch:
                 yield batch
         finally:
@@ -124,6 +136,10 @@ async def _decoded(
     items = decoder.close()
     if items:
         yield items
+
+
+class _Stopped(Exception):
+    """The decoder stopped (strict mode, bad input): read no more of the source."""
 
 
 class _TooSlow(Exception):
@@ -188,9 +204,15 @@ async def results(
     import anyio.lowlevel  # imported here: `import aggregator` stays light
 
     await anyio.lowlevel.checkpoint()
-    decoder = SourceDecoder(name, format=format, strict=strict, limits=limits)
+    decoder: SourceDecoder | FusedSource
+    if stages is None:  # the default pipeline runs fused, with the decoder
+        decoder = FusedSource(name, format=format, strict=strict, limits=limits)
+        pipeline = Pipeline()
+    else:
+        decoder = SourceDecoder(name, format=format, strict=strict, limits=limits)
+        pipeline = _as_pipeline(stages, limits)
     batches = _decoded(source, decoder, limits=limits)
-    out = _as_pipeline(stages, limits).run(batches)
+    out = pipeline.run(batches)
     try:
         async for batch in out:
             for item in batch:
@@ -265,7 +287,9 @@ async def fan_in(
 
     if max_sources < 1 or buffer < 0:
         raise UsageError("max_sources must be at least 1 and buffer at least 0")
-    pipeline = _as_pipeline(stages, limits)
+    # the default pipeline runs fused in each source's task: only results cross to the consumer
+    fused = stages is None
+    pipeline = Pipeline() if fused else _as_pipeline(stages, limits)
     budget = StreamBudget(limits.max_open_streams) if limits.max_open_streams else None
     send, receive = anyio.create_memory_object_stream[Batch](buffer)
     slots = anyio.Semaphore(max_sources)
@@ -274,9 +298,8 @@ async def fan_in(
     async def one(name: str, source: Source, send: Any) -> None:
         try:
             async with send:
-                decoder = SourceDecoder(
-                    name, format=format, strict=strict, limits=limits, budget=budget
-                )
+                kind = FusedSource if fused else SourceDecoder
+                decoder = kind(name, format=format, strict=strict, limits=limits, budget=budget)
                 batches = _decoded(source, decoder, fail_fast=fail_fast, limits=limits)
                 try:
                     async for batch in batches:

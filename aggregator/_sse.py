@@ -252,6 +252,11 @@ class SSEDecoder:
                 events.append(_too_long(splitter))
                 data = self._data = []
                 self._skipping = True
+            elif (
+                len(data) == 1 and not self._event and not self._own_id and self._retry is None
+            ):  # a blank line after one data line and nothing else: the common event
+                events.append((data[0], "message", self._id, None, self._start, False))
+                data = self._data = []
             else:  # a blank line dispatches the event
                 if data and not self._skipping:
                     events.append(self._event_tuple(data))

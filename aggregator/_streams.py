@@ -20,7 +20,7 @@ import attrs
 
 from ._accumulate import Accumulator
 from ._completions import ChatCompletion
-from ._decode import Format, ItemKind, PayloadDecoder, payload_to_item, upstream_error
+from ._decode import Format, ItemKind, Lane, PayloadDecoder, payload_to_item, upstream_error
 from ._decode import Item as DecodedItem
 from ._errors import (
     AggregatorError,
@@ -42,6 +42,7 @@ __all__ = [
     "StreamBudget",
     "end_to_result",
     "feed_raw",
+    "internal_error",
 ]
 
 _CHUNKS = (ChatCompletionChunk, CompletionChunk)
@@ -143,11 +144,11 @@ class SourceDecoder:
         """``sse`` or ``jsonl`` once known from the bytes, ``auto`` before."""
         return self._decoder.format
 
-    def feed(self, data: bytes) -> list[Item]:
-        """Take the next bytes of the source."""
+    def feed(self, data: bytes, lane: Lane | None = None) -> list[Item]:
+        """Take the next bytes of the source (``lane``: see ``FusedSource``)."""
         if self._stopped:
             return []
-        return self._decoded(self._decoder.feed(data))
+        return self._decoded(self._decoder.feed(data, lane))
 
     def add(self, item: Any, *, where: str = "", dedupe_id: str | None = None) -> list[Item]:
         """Take one parsed payload (a ``dict``) or chunk event."""
@@ -165,12 +166,20 @@ class SourceDecoder:
             )
         return self._decoded([decoded])
 
-    def close(self, *, cancelled: bool = False) -> list[Item]:
+    def feed_raw(self, raw: Any, number: int) -> list[Item]:
+        """Take item ``number`` as a source yielded it (see :func:`feed_raw`)."""
+        return feed_raw(self, raw, number)
+
+    def close(self, *, cancelled: bool = False, lane: Lane | None = None) -> list[Item]:
         """End the source: every open stream ends (``cut_off`` for SSE, which promises
-        ``[DONE]``; ``exhausted`` otherwise; ``cancelled`` if asked)."""
+        ``[DONE]``; ``exhausted`` otherwise; ``cancelled`` if asked).
+
+        At the end of the input, a last event or line without its terminator is decoded; when
+        cancelled, the reading stopped in the middle of the input, and such an unfinished tail
+        is dropped (it would be a truncated payload, not an error of the source's)."""
         if self._stopped:
             return []
-        out = self._decoded(self._decoder.close())
+        out = [] if cancelled else self._decoded(self._decoder.close(lane))
         if self._stopped:
             return out
         if cancelled:
@@ -333,10 +342,18 @@ class SourceFailed:
 
 
 def source_error(exc: BaseException, name: str, number: int) -> StreamError:
-    """The :class:`StreamError` for a source that raised ``exc``."""
-    err = StreamError(
-        f"the source raised {type(exc).__name__}: {exc}", stream=name, where=f"after item {number}"
-    )
+    """The :class:`StreamError` for a source that raised ``exc``.
+
+    An :class:`UpstreamError` an adapter raised (an HTTP error status, an SDK's error event) is
+    kept as what it is, named and placed.
+    """
+    where = f"after item {number}"
+    if isinstance(exc, UpstreamError):
+        err: StreamError = UpstreamError(exc.detail, stream=name, where=where, payload=exc.payload)
+    else:
+        err = StreamError(
+            f"the source raised {type(exc).__name__}: {exc}", stream=name, where=where
+        )
     err.__cause__ = exc
     return err
 
@@ -358,13 +375,18 @@ def feed_raw(source: SourceDecoder, raw: Any, number: int) -> list[Item]:
     except AggregatorError:
         raise
     except Exception as exc:  # noqa: BLE001 - one source's bug must not end the others
-        error = StreamError(
-            f"internal error (a bug: please report it): {type(exc).__name__}: {exc}",
-            stream=source.name,
-            where=f"item {number}",
-        )
-        error.__cause__ = exc
-        return source.fail(error)
+        return source.fail(internal_error(exc, source.name, number))
+
+
+def internal_error(exc: Exception, name: str, number: int) -> StreamError:
+    """The error that fails a source when a bug of ours raised ``exc`` on its item ``number``."""
+    error = StreamError(
+        f"internal error (a bug: please report it): {type(exc).__name__}: {exc}",
+        stream=name,
+        where=f"item {number}",
+    )
+    error.__cause__ = exc
+    return error
 
 
 def _feed_raw(source: SourceDecoder, raw: Any, number: int) -> list[Item]:

@@ -22,6 +22,7 @@ import random
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -264,6 +265,7 @@ def _events(chunks: Iterable[JSON]) -> list[bytes]:
 
 
 DONE = b"data: [DONE]\n\n"
+DATA = Path(__file__).parent / "data"
 
 
 def _sse(chunks: Iterable[JSON], *, done: bool = True) -> bytes:
@@ -935,6 +937,26 @@ async def test_cancelling_at_a_random_point_closes_every_source(seed: int) -> No
 # --- 6. backpressure --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("buffer", [0, 1, 4])
+async def test_with_the_default_pipeline_reads_stop_once_results_wait(buffer: int) -> None:
+    """The default pipeline runs in each source's task: what waits is finished results, and a
+    consumer that does not read stops the reads once ``buffer`` results wait, plus the one
+    each source is trying to send."""
+    probe = Probe()
+    one = (DATA / "openai" / "173417d55340.sse").read_bytes()  # a whole stream, with [DONE]
+    sources = {f"s{i}": probe.source(f"s{i}", [one] * 50, cleanup=True) for i in range(3)}
+    with anyio.fail_after(5):
+        async with aggregator.fan_in(sources, buffer=buffer) as items:
+            await anyio.wait_all_tasks_blocked()
+            assert sum(probe.yielded.values()) == buffer + len(sources)
+            await anyio.sleep(0.02)
+            await anyio.wait_all_tasks_blocked()
+            assert sum(probe.yielded.values()) == buffer + len(sources)
+            rest = await _collect(items)
+    assert len(rest) == 150 and all(r.complete for r in rest)
+    assert probe.cleaned == set(sources)
+
+
 def _long(number: int, pieces: int) -> tuple[JSON, list[JSON]]:
     """A completion of ``pieces`` content chunks, and those chunks."""
     head = {"id": f"chatcmpl-long{number}", "created": 1, "model": "m"}
@@ -965,7 +987,8 @@ async def test_a_consumer_that_does_not_read_stops_the_reads(buffer: int) -> Non
         name: probe.source(name, chunks, cleanup=True) for name, (_, chunks) in longs.items()
     }
     with anyio.fail_after(5):
-        async with aggregator.fan_in(sources, buffer=buffer) as items:
+        # a pipeline of the consumer's own: chunks cross to it, and wait in the buffer
+        async with aggregator.fan_in(sources, stages.default_pipeline(), buffer=buffer) as items:
             await anyio.wait_all_tasks_blocked()
             # one chunk (one batch) waits in the buffer per slot, and one more in the blocked
             # send of each source: nothing else was read
@@ -991,7 +1014,7 @@ async def test_leaving_a_source_blocked_by_backpressure_closes_it_from_its_yield
         "b": probe.source("b", more, cleanup=True),
     }
     with anyio.fail_after(5):
-        async with aggregator.fan_in(sources, buffer=1) as items:
+        async with aggregator.fan_in(sources, stages.default_pipeline(), buffer=1) as items:
             await anyio.wait_all_tasks_blocked()
             assert sum(probe.yielded.values()) == 3
             del items
@@ -1013,7 +1036,8 @@ async def test_a_sync_source_is_read_ahead_by_a_bounded_number_of_batches() -> N
             yield chunk
 
     with anyio.fail_after(5):
-        async with aggregator.fan_in({"sync": sync_source()}, buffer=1) as items:
+        pipeline = stages.default_pipeline()
+        async with aggregator.fan_in({"sync": sync_source()}, pipeline, buffer=1) as items:
             await anyio.wait_all_tasks_blocked()
             # a sync source is read in batches of 256 items between checkpoints
             assert read == 2 * 256
