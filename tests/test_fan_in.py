@@ -953,7 +953,8 @@ async def test_with_the_default_pipeline_reads_stop_once_results_wait(buffer: in
             await anyio.wait_all_tasks_blocked()
             assert sum(probe.yielded.values()) == buffer + len(sources)
             rest = await _collect(items)
-    assert len(rest) == 150 and all(r.complete for r in rest)
+    assert len(rest) == 150
+    assert all(r.complete for r in rest)
     assert probe.cleaned == set(sources)
 
 

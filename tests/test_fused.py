@@ -113,7 +113,11 @@ def chunk_dicts(draw: st.DrawFn) -> JSON:
             st.fixed_dictionaries({"refusal": TEXT}),
             st.fixed_dictionaries({"role": st.just("assistant"), "content": st.just("")}),
             st.fixed_dictionaries(
-                {"content": st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}))}
+                {
+                    "content": st.lists(
+                        st.fixed_dictionaries({"type": st.just("text"), "text": TEXT})
+                    )
+                }
             ),
             st.just({}),
         )
@@ -148,7 +152,8 @@ EXTRAS = [
     b'"choices":[{"index":0,"delta":{"content":"y"},"finish_reason":null}]}\n\n',
     b'data: {"id":"chatcmpl-a","object":"chat.completion.chunk","created":1,"model":"m",'
     b'"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\n',
-    b"id: 7\ndata: " + orjson.dumps(
+    b"id: 7\ndata: "
+    + orjson.dumps(
         {
             "id": "chatcmpl-a",
             "object": "chat.completion.chunk",
@@ -156,7 +161,8 @@ EXTRAS = [
             "model": "m",
             "choices": [{"index": 0, "delta": {"content": "z"}, "finish_reason": None}],
         }
-    ) + b"\n\n",
+    )
+    + b"\n\n",
 ]
 
 
@@ -216,7 +222,8 @@ def test_the_lane_merges_repeated_shapes_and_is_exact() -> None:
     for style in (0, 1, 2):
         data = b"".join(b"data: " + dumps(e, style) + b"\n\n" for e in events)
         (result,) = assert_same([data + b"data: [DONE]\n\n"])
-        assert result.complete and result.chunks == len(events)
+        assert result.complete
+        assert result.chunks == len(events)
         message = to_dict(result.completion)["choices"][0]["message"]
         assert message["content"] == "".join(texts)
         assert result.completion.system_fingerprint == "fp_a"
