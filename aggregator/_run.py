@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import anyio.abc
 
 from ._decode import Format
-from ._errors import AggregatorError, LimitError, UsageError
+from ._errors import LimitError, UsageError
 from ._fused import FusedSource
 from ._items import Item
 from ._limits import DEFAULT_LIMITS, Limits
@@ -116,9 +116,9 @@ async def _decoded(
                                 raise _Stopped
                 except _Stopped:
                     break
-                except AggregatorError:
+                except UsageError:  # feed_raw's one error by design: an item of a wrong type
                     raise
-                except Exception as exc:  # the source raised (feed_raw never does but for us)
+                except Exception as exc:  # the source raised (an adapter's UpstreamError too)
                     if fail_fast:
                         raise
                     batch += feed(SourceFailed(exc, number), number)

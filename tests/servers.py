@@ -40,11 +40,14 @@ def recording_bytes(name: str) -> bytes:
 
 
 class Upstream:
-    """The upstream's record of what it served: request bodies, and responses fully sent."""
+    """The upstream's record of what it served: request bodies, responses fully sent, and
+    responses given up."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.finished: list[str] = []
+        #: the responses given up before their end (the client went away).
+        self.abandoned: list[str] = []
 
     #: About how many pieces a long recording is cut into, at most: pieces of 1 to 160 bytes,
     #: or longer for a recording over 32 KB, so that the longest take no more time than needed.
@@ -54,12 +57,14 @@ class Upstream:
         rng = random.Random(name)
         most = max(160, 2 * len(data) // self.max_pieces)
         at = 0
-        while at < len(data):
-            size = rng.randint(1, most)
-            yield data[at : at + size]
-            at += size
-            await anyio.sleep(pace if pace else rng.choice((0.0, 0.0, 0.0, 0.001)))
-        self.finished.append(name)
+        try:
+            while at < len(data):
+                size = rng.randint(1, most)
+                yield data[at : at + size]
+                at += size
+                await anyio.sleep(pace if pace else rng.choice((0.0, 0.0, 0.0, 0.001)))
+        finally:
+            (self.finished if at >= len(data) else self.abandoned).append(name)
 
     async def complete(self, request: Request) -> Response:
         body = orjson.loads(await request.body())
