@@ -23,6 +23,7 @@ would pass them on unchanged (no SSE id for ``dedupe``, no usage for ``collect_u
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, final
 
 import orjson
@@ -35,7 +36,15 @@ from ._events import ChatCompletionChunk
 from ._items import Envelope
 from ._limits import DEFAULT_LIMITS, Limits
 from ._stages import assemble, collect_usage, dedupe, merge_deltas
-from ._streams import Merger, SourceDecoder, StreamBudget, _Open, feed_raw, internal_error
+from ._streams import (
+    Merger,
+    SourceDecoder,
+    SourceRaised,
+    StreamBudget,
+    _Open,
+    feed_raw,
+    internal_error,
+)
 
 __all__ = ["FusedSource"]
 
@@ -226,9 +235,9 @@ class FusedSource:
         stages = (dedupe(), collect_usage(), merge, assemble(limits=limits))
         self._steps = tuple(s.process_batch for s in stages)
         self._shapes: list[_Shape] = []
-        #: ``(id, stream, accumulator)`` of the stream the last event went to, while nothing
-        #: else happened since: the next event with that id goes straight to the accumulator.
-        self._hot: tuple[str, _Open, Accumulator] | None = None
+        #: ``(id, stream, its accumulator's add)`` of the stream the last event went to, while
+        #: nothing else happened since: the next event with that id goes straight to the add.
+        self._hot: tuple[str, _Open, Callable[[Any], None]] | None = None
         #: the stream the lane last found usable, while the stages have not run since.
         self._checked: _Open | None = None
 
@@ -267,11 +276,12 @@ class FusedSource:
             and raw.usage is None
             and raw.error is None
         ):  # the next event of the stream the last one went to
-            hot[1].seq += 1
+            stream = hot[1]
+            stream.seq += 1
             try:
-                hot[2].add(raw)
+                hot[2](raw)
             except (UsageError, LimitError) as exc:
-                self._refused(hot[1], raw, number, exc)
+                self._refused(stream, raw, number, exc)
             return []
         try:
             if cls is bytes:
@@ -283,6 +293,45 @@ class FusedSource:
         except Exception as exc:  # noqa: BLE001 - one source's bug must not end the others
             return self.fail(internal_error(exc, self.name, number))
         return self._run(feed_raw(self._decoder, raw, number))
+
+    def feed_all(self, raws: Iterable[Any], number: int, out: list[Any]) -> int:
+        """:meth:`feed_raw` for each item of ``raws``, numbered on from ``number``, with what
+        comes out appended to ``out``, until the source stops; returns the last number. The
+        next event of the stream the last one went to is merged in the loop itself.
+
+        Raises:
+            SourceRaised: ``raws`` raised (a sync source failing); what was fed is in ``out``.
+        """
+        iterator = iter(raws)
+        chunk = ChatCompletionChunk
+        while True:
+            try:
+                raw = next(iterator)
+            except StopIteration:
+                return number
+            except Exception as exc:
+                raise SourceRaised(exc, number) from exc
+            number += 1
+            hot = self._hot
+            if (
+                hot is not None
+                and raw.__class__ is chunk
+                and raw.id == hot[0]
+                and raw.usage is None
+                and raw.error is None
+            ):  # as in feed_raw
+                stream = hot[1]
+                stream.seq += 1
+                try:
+                    hot[2](raw)
+                except (UsageError, LimitError) as exc:
+                    self._refused(stream, raw, number, exc)
+                continue
+            items = self.feed_raw(raw, number)
+            if items:
+                out += items
+                if self._decoder._stopped:
+                    return number
 
     def add(self, obj: Any, *, where: str = "") -> list[Any]:
         """Take one parsed payload or chunk event found at ``where``."""
@@ -398,7 +447,7 @@ class FusedSource:
                 acc.add_plain(raw)
             else:
                 acc.add(raw)
-                self._hot = (id_, stream, acc)
+                self._hot = (id_, stream, acc.add)
         except (UsageError, LimitError) as exc:
             self._refused(stream, raw, number, exc)
         return True

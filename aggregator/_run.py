@@ -30,6 +30,7 @@ from ._items import Item
 from ._limits import DEFAULT_LIMITS, Limits
 from ._stages import Batch, Pipeline, Stage, default_pipeline
 from ._streams import SourceDecoder, SourceFailed, StreamBudget
+from ._streams import SourceRaised as _SourceRaised
 
 __all__ = ["Source", "Sources", "fan_in", "results"]
 
@@ -43,7 +44,8 @@ Sources = Union[
     Mapping[str, Source], Iterable[tuple[str, Source]], AsyncIterable[tuple[str, Source]]
 ]
 
-_SYNC_BATCH = 256
+#: How many items of a sync source are read between two checkpoints.
+_SYNC_BATCH = 1024
 
 
 async def _close(iterator: Any) -> None:
@@ -101,27 +103,17 @@ async def _decoded(
         iterator_ = iter(source)
         try:
             batch: Batch = []
-            feed = decoder.feed_raw
-            more = True
-            while more:
-                more = False
-                try:
-                    for raw in islice(iterator_, _SYNC_BATCH):
-                        more = True
-                        number += 1
-                        items = feed(raw, number)
-                        if items:
-                            batch += items
-                            if decoder.stopped:  # only what comes out can stop it
-                                raise _Stopped
-                except _Stopped:
-                    break
-                except UsageError:  # feed_raw's one error by design: an item of a wrong type
-                    raise
-                except Exception as exc:  # the source raised (an adapter's UpstreamError too)
+            while True:
+                before = number
+                try:  # a batch of items, read and fed in one loop
+                    number = decoder.feed_all(islice(iterator_, _SYNC_BATCH), number, batch)
+                except _SourceRaised as raised:
                     if fail_fast:
-                        raise
-                    batch += feed(SourceFailed(exc, number), number)
+                        raise raised.exception from None
+                    number = raised.number
+                    batch += decoder.feed_raw(SourceFailed(raised.exception, number), number)
+                    break
+                if decoder.stopped or number - before < _SYNC_BATCH:
                     break
                 if batch:
                     yield batch
@@ -136,10 +128,6 @@ async def _decoded(
     items = decoder.close()
     if items:
         yield items
-
-
-class _Stopped(Exception):
-    """The decoder stopped (strict mode, bad input): read no more of the source."""
 
 
 class _TooSlow(Exception):

@@ -14,6 +14,7 @@ an ``End`` for the key ``(name, 0)``: a source is never lost silently.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, final
 
 import attrs
@@ -39,6 +40,7 @@ __all__ = [
     "Merger",
     "SourceDecoder",
     "SourceFailed",
+    "SourceRaised",
     "StreamBudget",
     "end_to_result",
     "feed_raw",
@@ -169,6 +171,28 @@ class SourceDecoder:
     def feed_raw(self, raw: Any, number: int) -> list[Item]:
         """Take item ``number`` as a source yielded it (see :func:`feed_raw`)."""
         return feed_raw(self, raw, number)
+
+    def feed_all(self, raws: Iterable[Any], number: int, out: list[Any]) -> int:
+        """:meth:`feed_raw` for each item of ``raws``, numbered on from ``number``, with what
+        comes out appended to ``out``, until the source stops; returns the last number.
+
+        Raises:
+            SourceRaised: ``raws`` raised (a sync source failing); what was fed is in ``out``.
+        """
+        iterator = iter(raws)
+        while True:
+            try:
+                raw = next(iterator)
+            except StopIteration:
+                return number
+            except Exception as exc:
+                raise SourceRaised(exc, number) from exc
+            number += 1
+            items = feed_raw(self, raw, number)
+            if items:
+                out += items
+                if self._stopped:
+                    return number
 
     def close(self, *, cancelled: bool = False, lane: Lane | None = None) -> list[Item]:
         """End the source: every open stream ends (``cut_off`` for SSE, which promises
@@ -330,6 +354,16 @@ class SourceDecoder:
         self._open = {}
         self._by_id = {}
         self._current = None
+
+
+@final
+class SourceRaised(Exception):
+    """A sync source raised ``exception`` after ``number`` items (see ``feed_all``)."""
+
+    def __init__(self, exception: Exception, number: int) -> None:
+        super().__init__(exception, number)
+        self.exception = exception
+        self.number = number
 
 
 @final

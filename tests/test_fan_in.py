@@ -1040,8 +1040,8 @@ async def test_a_sync_source_is_read_ahead_by_a_bounded_number_of_batches() -> N
         pipeline = stages.default_pipeline()
         async with aggregator.fan_in({"sync": sync_source()}, pipeline, buffer=1) as items:
             await anyio.wait_all_tasks_blocked()
-            # a sync source is read in batches of 256 items between checkpoints
-            assert read == 2 * 256
+            # a sync source is read in batches of 1,024 items between checkpoints
+            assert read == 2 * 1024
             (result,) = await _collect(items)
     assert read == 5000
     assert to_dict(result.completion) == final
