@@ -14,6 +14,7 @@ from typing import Any, final
 import attrs
 
 from ._events import EMPTY, ChoiceLogprobs, TextLogprobs, Usage
+from ._repr import attrs_repr
 
 __all__ = [
     "ChatChoice",
@@ -31,9 +32,11 @@ def _extras() -> Any:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class FunctionCall:
     """A function call: its name and the JSON text of its arguments."""
+
+    __repr__ = attrs_repr
 
     name: str = ""
     arguments: str = ""
@@ -41,9 +44,11 @@ class FunctionCall:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ToolCall:
     """One assembled tool call of a chat message."""
+
+    __repr__ = attrs_repr
 
     id: str = ""
     type: str = "function"
@@ -52,9 +57,11 @@ class ToolCall:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ChatMessage:
     """The assembled message of a chat choice."""
+
+    __repr__ = attrs_repr
 
     role: str = "assistant"
     content: str | list[dict[str, Any]] | None = None
@@ -67,9 +74,11 @@ class ChatMessage:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ChatChoice:
     """One assembled chat choice."""
+
+    __repr__ = attrs_repr
 
     index: int
     message: ChatMessage = attrs.field(factory=ChatMessage)
@@ -79,9 +88,11 @@ class ChatChoice:
 
 
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class ChatCompletion:
     """An assembled ``chat.completion``."""
+
+    __repr__ = attrs_repr
 
     id: str
     object: str = "chat.completion"
@@ -95,9 +106,11 @@ class ChatCompletion:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class CompletionChoice:
     """One assembled text-completion choice."""
+
+    __repr__ = attrs_repr
 
     index: int
     text: str = ""
@@ -107,9 +120,11 @@ class CompletionChoice:
 
 
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class Completion:
     """An assembled text completion; ``object`` mirrors the stream's convention."""
+
+    __repr__ = attrs_repr
 
     id: str
     object: str = "text_completion"

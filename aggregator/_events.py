@@ -16,6 +16,8 @@ from typing import Any, Final, Union, final
 
 import attrs
 
+from ._repr import attrs_repr
+
 __all__ = [
     "EMPTY",
     "ChatChunkChoice",
@@ -47,9 +49,11 @@ def _extras() -> Any:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class PromptTokensDetails:
     """``usage.prompt_tokens_details``."""
+
+    __repr__ = attrs_repr
 
     cached_tokens: int | None = None
     audio_tokens: int | None = None
@@ -57,9 +61,11 @@ class PromptTokensDetails:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class CompletionTokensDetails:
     """``usage.completion_tokens_details``."""
+
+    __repr__ = attrs_repr
 
     reasoning_tokens: int | None = None
     audio_tokens: int | None = None
@@ -69,9 +75,11 @@ class CompletionTokensDetails:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Usage:
     """A usage report. Every field is optional: servers send partial and running reports."""
+
+    __repr__ = attrs_repr
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -82,9 +90,11 @@ class Usage:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class TopLogprob:
     """One alternative token in ``top_logprobs``."""
+
+    __repr__ = attrs_repr
 
     token: str
     logprob: float
@@ -93,9 +103,11 @@ class TopLogprob:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class TokenLogprob:
     """The log probability of one sampled token (chat ``logprobs.content[i]``)."""
+
+    __repr__ = attrs_repr
 
     token: str
     logprob: float
@@ -105,9 +117,11 @@ class TokenLogprob:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ChoiceLogprobs:
     """Chat ``logprobs``: token entries for the content and for the refusal."""
+
+    __repr__ = attrs_repr
 
     content: list[TokenLogprob] | None = None
     refusal: list[TokenLogprob] | None = None
@@ -115,9 +129,11 @@ class ChoiceLogprobs:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class FunctionDelta:
     """A fragment of ``tool_calls[i].function`` or of the legacy ``function_call``."""
+
+    __repr__ = attrs_repr
 
     name: str | None = None
     arguments: str | None = None
@@ -125,9 +141,11 @@ class FunctionDelta:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ToolCallDelta:
     """A fragment of one tool call, keyed by ``index``."""
+
+    __repr__ = attrs_repr
 
     index: int | None = None
     id: str | None = None
@@ -137,9 +155,11 @@ class ToolCallDelta:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ChoiceDelta:
     """What one chunk adds to a chat choice's message."""
+
+    __repr__ = attrs_repr
 
     role: str | None = None
     content: ContentDelta = None
@@ -152,9 +172,11 @@ class ChoiceDelta:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ChatChunkChoice:
     """One choice of a chat chunk."""
+
+    __repr__ = attrs_repr
 
     index: int
     delta: ChoiceDelta = attrs.field(factory=ChoiceDelta)
@@ -164,13 +186,15 @@ class ChatChunkChoice:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ChatCompletionChunk:
     """One ``chat.completion.chunk`` event.
 
     ``error`` is set when a server puts an error object beside the choices (OpenRouter does);
     ``obfuscation`` is transport padding and never reaches an assembled object.
     """
+
+    __repr__ = attrs_repr
 
     id: str
     object: str
@@ -186,9 +210,11 @@ class ChatCompletionChunk:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class TextLogprobs:
     """Text-completion ``logprobs``: parallel lists, one entry per token."""
+
+    __repr__ = attrs_repr
 
     tokens: list[str] | None = None
     token_logprobs: list[float | None] | None = None
@@ -198,9 +224,11 @@ class TextLogprobs:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class TextChunkChoice:
     """One choice of a text-completion chunk."""
+
+    __repr__ = attrs_repr
 
     index: int
     text: str = ""
@@ -210,9 +238,11 @@ class TextChunkChoice:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class CompletionChunk:
     """One text-completion chunk (``object`` is ``text_completion`` or ``completion``)."""
+
+    __repr__ = attrs_repr
 
     id: str
     object: str

@@ -24,6 +24,7 @@ from ._converter import structure_chunk
 from ._decode import where_text
 from ._errors import StreamError
 from ._events import EMPTY, ChatCompletionChunk, CompletionChunk, Usage
+from ._repr import attrs_repr
 from ._results import EndReason, Result
 
 __all__ = [
@@ -117,29 +118,35 @@ class Envelope:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Failure:
     """A bad payload that was skipped (lenient mode); reported with its stream's result.
 
     ``key`` is the stream in progress when it came, or ``(source name, 0)`` if there was none.
     """
 
+    __repr__ = attrs_repr
+
     key: StreamKey
     error: StreamError
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class SnapshotRequest:
     """A marker asking ``merge_deltas`` for the current partial completion of ``key``."""
+
+    __repr__ = attrs_repr
 
     key: StreamKey
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Snapshot:
     """The partial completion of a stream in progress, after ``chunks`` chunks."""
+
+    __repr__ = attrs_repr
 
     key: StreamKey
     completion: ChatCompletion | Completion
@@ -147,7 +154,7 @@ class Snapshot:
 
 
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class End:
     """The end of one stream, and what the stages learnt about it on the way.
 
@@ -162,6 +169,8 @@ class End:
         problems: payloads skipped in lenient mode.
         counters: named counts (``chunks``, ``duplicates``...).
     """
+
+    __repr__ = attrs_repr
 
     key: StreamKey
     reason: EndReason

@@ -14,6 +14,8 @@ from typing import Any, final
 
 import attrs
 
+from ._repr import attrs_repr
+
 __all__ = ["DEFAULT_LIMITS", "MAX_DEPTH_CEILING", "Limits", "depth_exceeds"]
 
 #: The deepest nesting ever accepted, whatever ``max_depth`` says: merging and writing JSON
@@ -33,7 +35,7 @@ def _depth(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class Limits:
     """Every limit, each configurable; ``None`` turns a limit off.
 
@@ -50,6 +52,8 @@ class Limits:
         idle_timeout: seconds a source may go without delivering anything.
         deadline: seconds a source may take in all.
     """
+
+    __repr__ = attrs_repr
 
     max_line: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
     max_choices: int | None = attrs.field(default=1024, validator=_positive)

@@ -10,6 +10,7 @@ import attrs
 from ._completions import ChatCompletion, Completion
 from ._errors import StreamError
 from ._events import Usage
+from ._repr import attrs_repr
 
 __all__ = ["EndReason", "Result"]
 
@@ -32,7 +33,7 @@ class EndReason(str, enum.Enum):
 
 
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class Result:
     """The outcome of one stream: never lost, even when the stream was not.
 
@@ -51,6 +52,8 @@ class Result:
         duplicates: the number of replayed chunks dropped by ``dedupe``.
         usage: the stream's usage by the usage policy (also in ``completion.usage``).
     """
+
+    __repr__ = attrs_repr
 
     stream: str
     key: tuple[str, int] = ("", 0)

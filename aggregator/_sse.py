@@ -21,6 +21,7 @@ from typing import Any, final
 import attrs
 
 from ._errors import DecodeError
+from ._repr import attrs_repr
 
 __all__ = ["JSONLinesReader", "SSEDecoder", "ServerSentEvent"]
 
@@ -28,7 +29,7 @@ _BOM = b"\xef\xbb\xbf"
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ServerSentEvent:
     """One dispatched Server-Sent Event.
 
@@ -43,6 +44,8 @@ class ServerSentEvent:
         retry: the reconnection time in milliseconds, if this event set one.
         line: the line number (from 1) of the event's first ``data`` line.
     """
+
+    __repr__ = attrs_repr
 
     data: bytes
     event: str = "message"

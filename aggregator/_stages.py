@@ -29,6 +29,7 @@ from ._events import Usage
 from ._items import End, Envelope, SnapshotRequest, StreamKey
 from ._limits import DEFAULT_LIMITS, Limits
 from ._merge import merge_usage
+from ._repr import attrs_repr
 from ._results import Result
 from ._streams import Merger, SourceDecoder, end_to_result, feed_raw
 
@@ -358,9 +359,11 @@ class collect_usage(Stage):
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class UsageTotals:
     """Usage summed across streams, by model (emitted by :class:`total_usage` at the end)."""
+
+    __repr__ = attrs_repr
 
     by_model: dict[str, Usage]
     streams: int

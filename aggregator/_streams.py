@@ -34,6 +34,7 @@ from ._errors import (
 from ._events import ChatCompletionChunk, CompletionChunk
 from ._items import End, Envelope, Failure, Item, Snapshot, SnapshotRequest, StreamKey
 from ._limits import DEFAULT_LIMITS, Limits
+from ._repr import attrs_repr
 from ._results import EndReason, Result
 
 __all__ = [
@@ -367,9 +368,11 @@ class SourceRaised(Exception):
 
 
 @final
-@attrs.frozen
+@attrs.frozen(repr=False)
 class SourceFailed:
     """A raw item standing for an exception the source raised after ``number`` items."""
+
+    __repr__ = attrs_repr
 
     exception: BaseException
     number: int

@@ -6,6 +6,7 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aggregator
 
@@ -61,3 +62,44 @@ def test_import_loads_no_event_loop_library() -> None:
     code = "import sys, aggregator; print(sorted({'anyio', 'trio', 'asyncio'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True)
     assert out.stdout.strip() == "[]"  # anyio comes in on the first async call
+
+
+def test_every_model_repr_is_the_one_attrs_would_write() -> None:
+    """The package's classes share one ``__repr__`` (attrs' per-class ones cost import time);
+    it must write exactly what attrs writes, fields with ``repr=False`` left out."""
+    import attrs
+
+    samples: list[Any] = [
+        aggregator.Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3),
+        aggregator.ChatCompletion(
+            id="x", created=1, model="m", choices=[], extras={"hidden": "from the repr"}
+        ),
+        aggregator.Limits(idle_timeout=1.5),
+        aggregator.ServerSentEvent(data=b"{}", event="message", id="7"),
+        aggregator.Result(
+            stream="s",
+            completion=aggregator.ChatCompletion(id="", created=0, model="", choices=[]),
+            reason=aggregator.EndReason.DONE,
+        ),
+        aggregator.End(key=("s", 1), reason=aggregator.EndReason.CUT_OFF, where="line 3"),
+    ]
+    classes = [
+        value
+        for name in aggregator.__all__
+        if attrs.has(value := getattr(aggregator, name)) and isinstance(value, type)
+    ]
+    assert len(classes) >= 25
+    shared: Any = aggregator.Usage.__repr__
+    assert all(cls.__repr__ is shared for cls in classes)
+    for sample in samples:
+        cls: Any = type(sample)
+        twin = attrs.make_class(
+            cls.__name__,
+            {f.name: attrs.field(default=None, repr=f.repr) for f in attrs.fields(cls)},
+            frozen=True,
+        )
+        written_by_attrs = repr(
+            twin(**{f.name: getattr(sample, f.name) for f in attrs.fields(cls)})
+        )
+        assert repr(sample) == written_by_attrs
+    assert "hidden" not in repr(samples[1])
