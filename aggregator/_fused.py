@@ -18,7 +18,9 @@ value changed, and the string between is checked to be exactly one JSON string (
 of it gives a ``str``). Anything else (another shape, a string that does not parse, a stream that
 ended, failed or is not the current one) takes the full path. The lane also merges chunk events
 and parsed payloads of the current stream straight into its accumulator when the stages between
-would pass them on unchanged (no SSE id for ``dedupe``, no usage for ``collect_usage``).
+would pass them on unchanged (no SSE id for ``dedupe``, no usage for ``collect_usage``). What
+the lane merges gets no envelope, so it takes no envelope number (``seq``): no stage of the
+default pipeline reads one.
 """
 
 from __future__ import annotations
@@ -121,7 +123,6 @@ class _Shape:
 
     def merge(self, value: str) -> None:
         """Merge a chunk of this shape whose string is ``value`` (as ``add_plain`` would)."""
-        self.stream.seq += 1
         acc = self.acc
         acc.chunks += 1
         if self.fingerprint is not None:
@@ -206,6 +207,10 @@ def _shape_of(
     )
 
 
+def _nothing(raw: Any) -> None:
+    """The add of no stream (never called: no event's id is ``None``)."""
+
+
 @final
 class FusedSource:
     """Decode one source and run the default pipeline over it, with a fast lane (sans-I/O).
@@ -276,12 +281,10 @@ class FusedSource:
             and raw.usage is None
             and raw.error is None
         ):  # the next event of the stream the last one went to
-            stream = hot[1]
-            stream.seq += 1
             try:
                 hot[2](raw)
             except (UsageError, LimitError) as exc:
-                self._refused(stream, raw, number, exc)
+                self._refused(hot[1], raw, number, exc)
             return []
         try:
             if cls is bytes:
@@ -302,36 +305,40 @@ class FusedSource:
         Raises:
             SourceRaised: ``raws`` raised (a sync source failing); what was fed is in ``out``.
         """
-        iterator = iter(raws)
         chunk = ChatCompletionChunk
-        while True:
-            try:
-                raw = next(iterator)
-            except StopIteration:
-                return number
-            except Exception as exc:
-                raise SourceRaised(exc, number) from exc
-            number += 1
-            hot = self._hot
-            if (
-                hot is not None
-                and raw.__class__ is chunk
-                and raw.id == hot[0]
-                and raw.usage is None
-                and raw.error is None
-            ):  # as in feed_raw
-                stream = hot[1]
-                stream.seq += 1
-                try:
-                    hot[2](raw)
-                except (UsageError, LimitError) as exc:
-                    self._refused(stream, raw, number, exc)
-                continue
-            items = self.feed_raw(raw, number)
-            if items:
-                out += items
-                if self._decoder._stopped:
-                    return number
+        hot_id, hot_add = self._hot_pair()
+        try:
+            for raw in raws:
+                number += 1
+                if (
+                    raw.__class__ is chunk
+                    and raw.id == hot_id
+                    and raw.usage is None
+                    and raw.error is None
+                ):  # as in feed_raw
+                    try:
+                        hot_add(raw)
+                    except (UsageError, LimitError) as exc:
+                        assert self._hot is not None
+                        self._refused(self._hot[1], raw, number, exc)
+                        hot_id, hot_add = self._hot_pair()
+                    continue
+                items = self.feed_raw(raw, number)
+                hot_id, hot_add = self._hot_pair()
+                if items:
+                    out += items
+                    if self._decoder._stopped:
+                        return number
+        except AggregatorError:
+            raise
+        except Exception as exc:  # the source raised: feed_raw never does, but for a bug of ours
+            raise SourceRaised(exc, number) from exc
+        return number
+
+    def _hot_pair(self) -> tuple[str | None, Callable[[Any], None]]:
+        """The hot stream's id and add, or an id no event has (``None``) when there is none."""
+        hot = self._hot
+        return (None, _nothing) if hot is None else (hot[0], hot[2])
 
     def add(self, obj: Any, *, where: str = "") -> list[Any]:
         """Take one parsed payload or chunk event found at ``where``."""
@@ -441,7 +448,6 @@ class FusedSource:
         if acc is None or key in merger._failed:
             return False
         decoder._done = False
-        stream.seq += 1
         try:
             if raw.__class__ is dict:
                 acc.add_plain(raw)

@@ -18,7 +18,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator import Result, stages, to_dict
+from aggregator import Result, stages, structure_chunk, to_dict
 from aggregator._fused import FusedSource
 
 from .conftest import DATA
@@ -97,7 +97,7 @@ def chunk_dicts(draw: st.DrawFn) -> JSON:
         "id": draw(st.sampled_from(["chatcmpl-a", "chatcmpl-a", "chatcmpl-a", "chatcmpl-b", ""])),
         "object": "chat.completion.chunk",
         "created": 1700000000,
-        "model": "m",
+        "model": draw(st.sampled_from(["m", "m", "m", "m", "other", ""])),
     }
     if draw(st.booleans()):
         chunk["system_fingerprint"] = draw(st.sampled_from(["fp_a", "fp_a", "fp_b", None]))
@@ -199,6 +199,22 @@ def test_fused_json_lines_equal_the_stages_one_by_one(
 def test_fused_parsed_payloads_equal_the_stages_one_by_one(chunks: list[JSON]) -> None:
     got = fused(chunks)  # type: ignore[arg-type]
     assert summary(got) == summary(unfused(chunks))  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(chunk_dicts(), max_size=25), usage_at=st.sets(st.integers(0, 24)))
+def test_fused_chunk_events_equal_the_stages_one_by_one(
+    chunks: list[JSON], usage_at: set[int]
+) -> None:
+    for i in usage_at:  # events with usage take the full path; the others may not
+        if i < len(chunks):
+            chunks[i]["usage"] = {"prompt_tokens": i, "completion_tokens": 1, "total_tokens": i}
+    events: Any = [structure_chunk(c) for c in chunks]
+    assert summary(fused(events)) == summary(unfused(events))
+    source = FusedSource("s")  # and fed in one loop, as a sync source is
+    out: list[Any] = []
+    assert source.feed_all(iter(events), 0, out) == len(events)
+    assert summary(out + source.close()) == summary(unfused(events))
 
 
 def test_the_lane_merges_repeated_shapes_and_is_exact() -> None:
