@@ -329,9 +329,9 @@ class FusedSource:
                     out += items
                     if self._decoder._stopped:
                         return number
-        except AggregatorError:
+        except UsageError:  # feed_raw's one error by design: an item of a wrong type
             raise
-        except Exception as exc:  # the source raised: feed_raw never does, but for a bug of ours
+        except Exception as exc:  # the source raised (an adapter's UpstreamError too)
             raise SourceRaised(exc, number) from exc
         return number
 
