@@ -64,6 +64,11 @@ class Assembler:
         return self._source.line
 
     @property
+    def done(self) -> bool:
+        """Whether the input so far ends with ``[DONE]``: no completion is open."""
+        return self._source.done
+
+    @property
     def stopped(self) -> bool:
         """Whether the source is finished with (closed, or broken in strict mode)."""
         return self._source.stopped

@@ -257,6 +257,11 @@ class FusedSource:
         return self._decoder.name
 
     @property
+    def done(self) -> bool:
+        """Whether the input so far ends with ``[DONE]``."""
+        return self._decoder._done
+
+    @property
     def line(self) -> int:
         """The number of lines of bytes read so far."""
         return self._decoder.line

@@ -96,7 +96,8 @@ class Tee(Generic[T]):
         self._state = "open"
         #: the results of the completions that ended so far, in order.
         self.results: list[Result] = []
-        #: whether the downstream stopped before the source ended.
+        #: whether the downstream stopped before the source ended, with a completion open or
+        #: more to come (leaving right after ``[DONE]``, as the OpenAI SDK does, cuts nothing).
         self.disconnected = False
 
     @property
@@ -188,7 +189,8 @@ class Tee(Generic[T]):
             return self.results
         import anyio  # imported here: `import aggregator` stays light
 
-        self.disconnected = True
+        if not self._assembler.done:
+            self.disconnected = True
         with anyio.CancelScope(shield=True):
             if self._on_disconnect == "finish" and self._state == "open":
                 await self._drain()

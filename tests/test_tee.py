@@ -15,7 +15,7 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.lowlevel
@@ -241,6 +241,23 @@ def _json(line: bytes) -> dict[str, Any]:
 
 
 # --- the downstream leaves early --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["finish", "stop"])
+async def test_leaving_right_after_done_is_no_disconnect(mode: Literal["finish", "stop"]) -> None:
+    """The OpenAI SDK closes the response as soon as it reads ``[DONE]``, often before the
+    server's end of body: nothing was cut, so the tee does not call it a disconnect."""
+    whole = N3_USAGE.read_bytes().rstrip(b"\n") + b"\n\n"  # up to [DONE], dispatched
+    pieces = [whole, b"\n"]  # then the end of the body, still to come
+    source = Source(pieces)
+    async with Tee(source, name="sdk", on_disconnect=mode) as tee:
+        async for data in tee:
+            assert data is whole
+            break
+    (result,) = tee.results
+    assert (result.reason, result.complete) == (EndReason.DONE, True)
+    assert not tee.disconnected
+    assert source.closes == 1
 
 
 @pytest.mark.parametrize("path", EARLY, ids=_id)
