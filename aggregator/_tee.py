@@ -97,7 +97,8 @@ class Tee(Generic[T]):
         #: the results of the completions that ended so far, in order.
         self.results: list[Result] = []
         #: whether the downstream stopped before the source ended, with a completion open or
-        #: more to come (leaving right after ``[DONE]``, as the OpenAI SDK does, cuts nothing).
+        #: more to come (leaving right after ``[DONE]`` or an error that ended the source, as
+        #: the OpenAI SDK does, cuts nothing).
         self.disconnected = False
 
     @property
@@ -189,8 +190,8 @@ class Tee(Generic[T]):
             return self.results
         import anyio  # imported here: `import aggregator` stays light
 
-        if not self._assembler.done:
-            self.disconnected = True
+        if not (self._assembler.done or self._assembler.stopped):
+            self.disconnected = True  # (after [DONE] or a fatal error, leaving cuts nothing)
         with anyio.CancelScope(shield=True):
             if self._on_disconnect == "finish" and self._state == "open":
                 await self._drain()

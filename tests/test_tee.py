@@ -45,6 +45,8 @@ RECORDINGS = sorted((DATA / "openai").glob("*.sse")) + sorted(
 )
 #: OpenAI's n=3 stream with a final usage report: what a gateway bills from.
 N3_USAGE = DATA / "providers" / "openai_gpt4omini_n3_interleaved_usage.sse"
+#: Groq's stream that ends with an ``event: error``.
+GROQ_ERROR = DATA / "providers" / "groq_gptoss_event_error_tool_use_failed.sse"
 #: Recordings of both framings, with and without usage, for the tests of leaving early.
 EARLY = [
     N3_USAGE,
@@ -258,6 +260,23 @@ async def test_leaving_right_after_done_is_no_disconnect(mode: Literal["finish",
     assert (result.reason, result.complete) == (EndReason.DONE, True)
     assert not tee.disconnected
     assert source.closes == 1
+
+
+@pytest.mark.parametrize("mode", ["finish", "stop"])
+async def test_leaving_right_after_an_error_event_is_no_disconnect(
+    mode: Literal["finish", "stop"],
+) -> None:
+    """The SDK raises (and closes) at an ``event: error``, which ends the stream: nothing
+    was cut."""
+    whole = GROQ_ERROR.read_bytes().rstrip(b"\n") + b"\n\n"
+    source = Source([whole, b"\n"])
+    async with Tee(source, name="sdk", on_disconnect=mode) as tee:
+        async for _ in tee:
+            break
+    (result,) = tee.results
+    assert result.reason is EndReason.ERROR
+    assert isinstance(result.error, aggregator.UpstreamError)
+    assert not tee.disconnected
 
 
 @pytest.mark.parametrize("path", EARLY, ids=_id)
