@@ -139,13 +139,23 @@ def payload_to_item(
     return Item(ItemKind.CHUNK, place, event=event, sse_id=sse_id)
 
 
-def upstream_error(payload: Any, stream: str, where: str) -> UpstreamError:
-    """The :class:`UpstreamError` for an error object a server sent."""
+def upstream_error(
+    payload: Any,
+    stream: str = "<stream>",
+    where: str = "",
+    *,
+    status: int | None = None,
+    fallback: str = "",
+) -> UpstreamError:
+    """The :class:`UpstreamError` for an error object a server sent (in the stream, or as the
+    body of an HTTP ``status``); ``fallback`` is the message when the object has none."""
     message = payload.get("message") if isinstance(payload, dict) else payload
     if not isinstance(message, str) or not message:
-        message = orjson.dumps(payload, default=repr).decode()
+        message = fallback or orjson.dumps(payload, default=repr).decode()
     if len(message) > 500:
         message = message[:497] + "..."
+    if status is not None:
+        message = f"HTTP {status}: {message}"
     return UpstreamError(f"upstream error: {message}", stream=stream, where=where, payload=payload)
 
 

@@ -28,7 +28,7 @@ from ._errors import LimitError, UsageError
 from ._fused import FusedSource
 from ._items import Item
 from ._limits import DEFAULT_LIMITS, Limits
-from ._stages import Batch, Pipeline, Stage, default_pipeline
+from ._stages import Batch, Pipeline, Stage
 from ._streams import SourceDecoder, SourceFailed, StreamBudget
 from ._streams import SourceRaised as _SourceRaised
 
@@ -164,9 +164,7 @@ async def _next_in_time(iterator: Any, idle: float | None, end_by: float | None)
     raise _TooSlow(limit, seconds)
 
 
-def _as_pipeline(stages: Stage | Pipeline | None, limits: Limits) -> Pipeline:
-    if stages is None:
-        return default_pipeline(limits)
+def _as_pipeline(stages: Stage | Pipeline) -> Pipeline:
     if isinstance(stages, (Stage, Pipeline)):
         return Pipeline(stages)
     raise UsageError(f"not a stage or pipeline: {stages!r}")
@@ -198,7 +196,7 @@ async def results(
         pipeline = Pipeline()
     else:
         decoder = SourceDecoder(name, format=format, strict=strict, limits=limits)
-        pipeline = _as_pipeline(stages, limits)
+        pipeline = _as_pipeline(stages)
     batches = _decoded(source, decoder, limits=limits)
     out = pipeline.run(batches)
     try:
@@ -277,7 +275,7 @@ async def fan_in(
         raise UsageError("max_sources must be at least 1 and buffer at least 0")
     # the default pipeline runs fused in each source's task: only results cross to the consumer
     fused = stages is None
-    pipeline = Pipeline() if fused else _as_pipeline(stages, limits)
+    pipeline = Pipeline() if stages is None else _as_pipeline(stages)
     budget = StreamBudget(limits.max_open_streams) if limits.max_open_streams else None
     send, receive = anyio.create_memory_object_stream[Batch](buffer)
     slots = anyio.Semaphore(max_sources)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, final, overload
 
 import orjson
 
+from ._decode import upstream_error
 from ._errors import UpstreamError
 from ._run import Source
 
@@ -133,7 +134,6 @@ def _httpx_sync(response: httpx.Response) -> Iterator[bytes]:
 def _http_error(response: httpx.Response, body: bytes) -> UpstreamError:
     """An :class:`UpstreamError` for a failed response: the server's error object when the body
     holds one (``{"error": {...}}``), else the start of the body."""
-    status = f"HTTP {response.status_code}"
     payload: Any = None
     try:
         parsed = orjson.loads(body[:ERROR_BODY_LIMIT])
@@ -141,13 +141,9 @@ def _http_error(response: httpx.Response, body: bytes) -> UpstreamError:
         parsed = None
     if isinstance(parsed, dict):
         payload = parsed.get("error", parsed)
-    message = payload.get("message") if isinstance(payload, dict) else None
-    if not isinstance(message, str) or not message:
-        text = body[:500].decode("utf-8", "replace").strip()
-        message = text or getattr(response, "reason_phrase", "") or "no body"
-    if len(message) > 500:
-        message = message[:497] + "..."
-    return UpstreamError(f"upstream error: {status}: {message}", payload=payload)
+    text = body[:500].decode("utf-8", "replace").strip()
+    fallback = text or getattr(response, "reason_phrase", "") or "no body"
+    return upstream_error(payload, status=response.status_code, fallback=fallback)
 
 
 @overload
@@ -209,6 +205,4 @@ def _openai_error(exc: Any) -> UpstreamError:
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         payload = payload["error"]
     status = getattr(exc, "status_code", None)
-    prefix = f"HTTP {status}: " if status is not None else ""
-    message = payload.get("message") if isinstance(payload, dict) else None
-    return UpstreamError(f"upstream error: {prefix}{message or exc.message}", payload=payload)
+    return upstream_error(payload, status=status, fallback=str(exc.message))
