@@ -1,27 +1,27 @@
-"""Turn OpenAI-compatible streamed completions back into whole responses.
+"""Turn streamed LLM responses back into whole responses.
 
-The public surface is this module; everything else is private. See README.md and docs/.
+General layout (each module opens with its own theory of operation):
+
+- ``aggregator._core``: the sans-I/O core, plain synchronous code with no event loop. Framing
+  (SSE and JSON Lines), the protocol seam and the protocols behind it (``_chat``: Chat
+  Completions and text completions), the engine that owns every rule of routing and merging,
+  the accumulators, the models and their one converter, limits, errors, results.
+- The async shell on top (anyio: asyncio and trio): the one source reader (``_reading``),
+  :func:`results` and :func:`fan_in` (``_run``), :class:`Tee`, the stages, the sources, the CLI.
+
+The public names are these; models are in :mod:`aggregator.models`, stage authoring in
+:mod:`aggregator.stages`, building blocks in :mod:`aggregator.lowlevel`. See README.md and docs/.
 """
 
 from __future__ import annotations
 
-from . import sources, stages
-from ._accumulate import Accumulator
+from . import lowlevel, models, sources, stages
 from ._api import assemble, assemble_all
-from ._assembler import Assembler
-from ._completions import (
-    ChatChoice,
-    ChatCompletion,
-    ChatMessage,
-    Completion,
-    CompletionChoice,
-    FunctionCall,
-    ToolCall,
-)
-from ._converter import structure_chunk, to_dict
-from ._decode import Format
-from ._errors import (
+from ._core._assembler import Assembler, assemble_sync
+from ._core._converter import to_dict
+from ._core._errors import (
     AggregatorError,
+    ConflictError,
     DecodeError,
     IncompleteStreamError,
     LimitError,
@@ -30,93 +30,42 @@ from ._errors import (
     UpstreamError,
     UsageError,
 )
-from ._events import (
-    ChatChunkChoice,
-    ChatCompletionChunk,
-    ChoiceDelta,
-    ChoiceLogprobs,
-    CompletionChunk,
-    CompletionTokensDetails,
-    FunctionDelta,
-    PromptTokensDetails,
-    TextChunkChoice,
-    TextLogprobs,
-    TokenLogprob,
-    ToolCallDelta,
-    TopLogprob,
-    Usage,
-)
-from ._items import End, Envelope, Failure, Item, Snapshot, SnapshotRequest, StreamKey
-from ._limits import DEFAULT_LIMITS, Limits
-from ._results import EndReason, Result
-from ._run import Source, Sources, fan_in, results
-from ._sse import JSONLinesReader, ServerSentEvent, SSEDecoder
-from ._stages import AsyncStage, Pipeline, Stage, UsageTotals, pipeline
+from ._core._framing import Format
+from ._core._limits import Limits
+from ._core._results import EndReason, Result, SourceReport
+from ._reading import Source, Sources
+from ._run import fan_in, results
 from ._tee import Tee
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "DEFAULT_LIMITS",
-    "Accumulator",
     "AggregatorError",
     "Assembler",
-    "AsyncStage",
-    "ChatChoice",
-    "ChatChunkChoice",
-    "ChatCompletion",
-    "ChatCompletionChunk",
-    "ChatMessage",
-    "ChoiceDelta",
-    "ChoiceLogprobs",
-    "Completion",
-    "CompletionChoice",
-    "CompletionChunk",
-    "CompletionTokensDetails",
+    "ConflictError",
     "DecodeError",
-    "End",
     "EndReason",
-    "Envelope",
-    "Failure",
     "Format",
-    "FunctionCall",
-    "FunctionDelta",
     "IncompleteStreamError",
-    "Item",
-    "JSONLinesReader",
     "LimitError",
     "Limits",
-    "Pipeline",
-    "PromptTokensDetails",
     "Result",
-    "SSEDecoder",
-    "ServerSentEvent",
-    "Snapshot",
-    "SnapshotRequest",
     "Source",
+    "SourceReport",
     "Sources",
-    "Stage",
     "StreamError",
-    "StreamKey",
     "StructureError",
     "Tee",
-    "TextChunkChoice",
-    "TextLogprobs",
-    "TokenLogprob",
-    "ToolCall",
-    "ToolCallDelta",
-    "TopLogprob",
     "UpstreamError",
-    "Usage",
     "UsageError",
-    "UsageTotals",
     "assemble",
     "assemble_all",
+    "assemble_sync",
     "fan_in",
-    "pipeline",
+    "lowlevel",
+    "models",
     "results",
     "sources",
     "stages",
-    "structure_chunk",
     "to_dict",
 ]

@@ -7,18 +7,19 @@ are cancelled.
 
 from __future__ import annotations
 
-from contextlib import aclosing
+from typing import Any, TypeVar, overload
 
-import attrs
-
-from ._completions import ChatCompletion, Completion
-from ._decode import Format
-from ._errors import IncompleteStreamError, StreamError
-from ._limits import DEFAULT_LIMITS, Limits
-from ._results import Result
-from ._run import Source, results
+from ._core._assembler import one_completion
+from ._core._chat._completions import ChatCompletion, Completion
+from ._core._framing import Format
+from ._core._limits import DEFAULT_LIMITS, Limits
+from ._core._results import Result, SourceReport
+from ._reading import Source
+from ._run import results
 
 __all__ = ["assemble", "assemble_all"]
+
+T = TypeVar("T")
 
 
 async def assemble_all(
@@ -28,46 +29,82 @@ async def assemble_all(
     format: Format = "auto",
     strict: bool = True,
     limits: Limits = DEFAULT_LIMITS,
-) -> list[Result]:
+    interleaved: bool = False,
+) -> tuple[list[Result], SourceReport]:
     """Assemble every completion of one source; never raises for bad upstream data.
+
+    Example:
+        ``found, report = await aggregator.assemble_all(response.aiter_bytes())``
 
     Args:
         source: an async or sync iterable of bytes (an httpx ``response.aiter_bytes()``), of
-            parsed chunk dicts, of chunk events, or of ``(dedupe_id, payload)`` pairs.
+            parsed chunk dicts, of chunk events or an SDK's chunk objects (an ``openai``
+            stream as it is), or of ``(dedupe_id, payload)`` pairs.
         name: the source's name, used in results and error messages.
         format: ``"sse"``, ``"jsonl"`` or ``"auto"`` for byte sources.
         strict: end the stream at the first malformed payload (``True``), or skip it and report
             it in :attr:`Result.problems` (``False``).
         limits: the limits (:class:`~aggregator.Limits`) the source must keep to.
+        interleaved: the source carries several completions side by side, told apart by id.
 
     Returns:
-        One :class:`Result` per completion, in the order they ended, and one for the key
-        ``(name, 0)`` (no completion) when the source held none or had bad input outside any
-        completion.
+        One :class:`Result` per completion, in the order they ended, and the source's
+        :class:`SourceReport` (how it ended; its trouble outside any completion).
 
     Raises:
         UsageError: the source yields something it should not.
     """
-    items_ = results(source, name=name, format=format, strict=strict, limits=limits)
-    async with aclosing(items_) as items:
-        return [item async for item in items if isinstance(item, Result)]
+    found: list[Result] = []
+    report: SourceReport | None = None
+    async with results(
+        source, name=name, format=format, strict=strict, limits=limits, interleaved=interleaved
+    ) as items:
+        async for item in items:
+            if isinstance(item, Result):
+                found.append(item)
+            else:
+                report = item
+    assert report is not None  # a source always ends with its report
+    return found, report
 
 
+@overload
 async def assemble(
     source: Source,
+    expect: None = None,
+    *,
+    name: str = ...,
+    format: Format = ...,
+    strict: bool = ...,
+    limits: Limits = ...,
+) -> ChatCompletion | Completion: ...
+@overload
+async def assemble(
+    source: Source,
+    expect: type[T],
+    *,
+    name: str = ...,
+    format: Format = ...,
+    strict: bool = ...,
+    limits: Limits = ...,
+) -> T: ...
+async def assemble(
+    source: Source,
+    expect: type[Any] | None = None,
     *,
     name: str = "<stream>",
     format: Format = "auto",
     strict: bool = True,
     limits: Limits = DEFAULT_LIMITS,
-) -> ChatCompletion | Completion:
+) -> Any:
     """Assemble the one completion a source carries, as the non-streaming API returns it.
 
     Example:
-        ``completion = await aggregator.assemble(response.aiter_bytes())``
+        ``completion = await aggregator.assemble(response.aiter_bytes(), ChatCompletion)``
 
     Args:
         source: as for :func:`assemble_all`.
+        expect: the class the completion must be (``ChatCompletion``, say): the return type.
         name: the source's name, used in error messages.
         format: ``"sse"``, ``"jsonl"`` or ``"auto"`` for byte sources.
         strict: as for :func:`assemble_all`.
@@ -76,29 +113,10 @@ async def assemble(
     Raises:
         IncompleteStreamError: the stream did not end properly (cut off before ``[DONE]``, an
             error payload, malformed input); its ``result`` holds the partial completion.
-        StreamError: the source held no completion, or more than one.
+        StreamError: the source held no completion, more than one, or not one of ``expect``.
         UsageError: the source yields something it should not.
     """
-    every = await assemble_all(source, name=name, format=format, strict=strict, limits=limits)
-    found = [r for r in every if r.key[1] != 0]
-    trouble = [r for r in every if r.key[1] == 0]
-    if not found:
-        for r in trouble:
-            if r.error is not None:
-                raise r.error
-        raise StreamError("no completion in the stream", stream=name)
-    if len(found) > 1:
-        raise StreamError(
-            f"{len(found)} completions in one stream; use assemble_all()", stream=name
-        )
-    result = found[0]
-    if trouble:
-        result = _with_problems(result, trouble)
-    if not result.complete:
-        raise IncompleteStreamError(result)
-    return result.completion
-
-
-def _with_problems(result: Result, trouble: list[Result]) -> Result:
-    extra = tuple(p for r in trouble for p in (*((r.error,) if r.error else ()), *r.problems))
-    return attrs.evolve(result, problems=result.problems + extra)
+    found, report = await assemble_all(
+        source, name=name, format=format, strict=strict, limits=limits
+    )
+    return one_completion([*found, report], name, expect)

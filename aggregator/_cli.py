@@ -1,15 +1,15 @@
 """The command line: ``aggregator assemble PATH...`` (and ``python -m aggregator``).
 
-Theory of operation: each input is read in its own task, in pieces, and fed to an
-:class:`Assembler`; each completion is printed on stdout the moment it ends, one line of JSON.
+Theory of operation: the inputs are read by :func:`fan_in` (each in its own task, fed to its own
+engine); each completion is printed on stdout the moment it ends, one line of JSON.
 Problems go to stderr, one line each, naming the file and the place. The exit status is 0 when
 every input held at least one completion and every completion ended properly, 1 otherwise, 2
 for a usage error. Whatever the input, no traceback is printed.
 
 On a terminal, a progress bar on stderr counts the inputs read to their end (each source's bytes
 are wrapped to tell when they run out or are closed), the chunks and the problems; it is wiped
-before any other line goes to that terminal. ``--stats`` adds ``total_usage()`` to the pipeline
-and prints the counts and the usage by model at the end.
+before any other line goes to that terminal. ``--stats`` prints the counts and the usage by
+model at the end, summed from each result as it comes (the default pipeline runs either way).
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from typing import IO, Any
 import anyio
 import orjson
 
-from ._converter import to_dict
+from ._core._converter import to_dict
+from ._core._limits import Limits
+from ._core._merge import add_usage
+from ._core._results import EndReason, Result, SourceReport
+from ._run import fan_in
+from .sources import from_file, from_stdin
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio brings on 3.10
     from exceptiongroup import BaseExceptionGroup
-from ._limits import Limits
-from ._results import EndReason, Result
-from ._run import fan_in
-from ._stages import Pipeline, UsageTotals, default_pipeline, total_usage
-from .sources import from_file, from_stdin
 
 __all__ = ["main"]
 
@@ -113,7 +113,7 @@ class _Run:
         self.inputs = len(args.paths)
         self.inputs_done = self.streams = self.chunks = self.duplicates = 0
         self.incomplete = self.problems = 0
-        self.usage: UsageTotals | None = None
+        self.usage: dict[str, Any] = {}
         show = args.progress
         if show is None:
             show = self.inputs >= 2 and _isatty(err)
@@ -122,23 +122,28 @@ class _Run:
         self.bar_on_out = self.bar is not None and _isatty(out)
 
     def emit(self, result: Result) -> None:
-        if result.key[1] != 0:
-            if self.bar_on_out and self.bar is not None:
-                self.bar.clear()
-            self.out.write(orjson.dumps(to_dict(result.completion), option=self.option) + b"\n")
-            self.out.flush()
+        if self.bar_on_out and self.bar is not None:
+            self.bar.clear()
+        self.out.write(orjson.dumps(to_dict(result.completion), option=self.option) + b"\n")
+        self.out.flush()
         for problem in result.problems:
             self.problem(str(problem))
         if result.complete:
             return
-        place = f"{result.stream}, {result.where}" if result.where else result.stream
+        place = f"{result.source}, {result.where}" if result.where else result.source
         ident = f" (completion {result.completion.id})" if result.completion.id else ""
         if result.error is not None:
             self.problem(str(result.error))
-        elif result.reason is EndReason.CUT_OFF and result.key[1] != 0:
+        elif result.reason is EndReason.CUT_OFF:
             self.problem(f"{place}: stream ended without [DONE]{ident}")
-        elif not result.problems and result.key[1] != 0:
+        elif not result.problems:
             self.problem(f"{place}: input ended before every choice had a finish_reason{ident}")
+
+    def reported(self, report: SourceReport) -> None:
+        for problem in report.problems:
+            self.problem(str(problem))
+        if report.error is not None:
+            self.problem(str(report.error))
 
     def problem(self, line: str) -> None:
         self.failed = True
@@ -151,9 +156,11 @@ class _Run:
     def count(self, result: Result) -> None:
         self.chunks += result.chunks
         self.duplicates += result.duplicates
-        if result.key[1] != 0:
-            self.streams += 1
-            self.incomplete += not result.complete
+        self.streams += 1
+        self.incomplete += not result.complete
+        if self.args.stats and result.usage is not None:
+            model = result.completion.model
+            self.usage[model] = add_usage(self.usage.get(model), result.usage)
         self.progress()
 
     def input_done(self) -> None:
@@ -174,9 +181,8 @@ class _Run:
             f"problems: {self.problems:,}",
             file=self.err,
         )
-        by_model = self.usage.by_model if self.usage is not None else {}
-        for model in sorted(by_model):
-            usage = by_model[model]
+        for model in sorted(self.usage):
+            usage = self.usage[model]
             print(
                 f"usage {model or '(no model)'}: prompt {_tokens(usage.prompt_tokens)}, "
                 f"completion {_tokens(usage.completion_tokens)}, "
@@ -221,9 +227,6 @@ class _Run:
 
     async def all(self) -> None:
         limits = Limits(idle_timeout=self.args.idle_timeout, deadline=self.args.deadline)
-        stages: Pipeline | None = None
-        if self.args.stats:  # the usage by model comes out as one UsageTotals at the end
-            stages = default_pipeline(limits) | total_usage()
         sources = self.sources()
         if self.bar is not None:
             sources = self.watched(sources)
@@ -231,7 +234,6 @@ class _Run:
             self.progress()
             async with fan_in(
                 sources,
-                stages,
                 format=self.args.format,
                 strict=not self.args.lenient,
                 max_sources=_MAX_OPEN_FILES,
@@ -241,8 +243,8 @@ class _Run:
                     if isinstance(item, Result):
                         self.emit(item)
                         self.count(item)
-                    elif isinstance(item, UsageTotals):
-                        self.usage = item
+                    else:
+                        self.reported(item)
         finally:
             if self.bar is not None:
                 self.bar.clear()

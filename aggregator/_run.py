@@ -1,13 +1,14 @@
-"""Running pipelines: over one source in the caller's task, or over many sources at once.
+"""Running sources: one in the caller's task (:func:`results`), or many at once (:func:`fan_in`).
 
-Theory of operation: :func:`results` reads one source in the caller's task and runs the pipeline
-over what it decodes: no task and no channel. :func:`fan_in` is the one place where concurrency
-starts: an async context manager that opens a task group, runs one task per source (at most
-``max_sources`` at a time) that reads and decodes its source and sends batches of items into one
-bounded memory object stream, and runs the pipeline in the consumer's task over what comes out.
-A slow consumer fills the buffer and so blocks the sources' ``send``, which stops their reads:
-memory stays bounded. Leaving the ``async with`` block cancels every source task; each source
-iterator is closed (``aclose``) on the way out, whatever happened.
+Theory of operation: each source is read by a :class:`SourceReader` and fed to its own
+:class:`Engine` in one task, the chunk stages (if any) running inside the engine; only what
+ended (results, the source's report, snapshots) leaves that task. :func:`results` does that in
+the caller's task: no task, no channel. :func:`fan_in` is the one place where concurrency starts:
+an async context manager that opens a task group, runs one task per source (at most
+``max_sources`` at a time), and sends what ends into one bounded memory object stream; the
+result stages run in the consumer's task over what comes out. A slow consumer fills the buffer
+and so blocks the sources' ``send``, which stops their reads: memory stays bounded. Leaving the
+``async with`` block cancels every source task; each source is closed on the way out.
 
 A source that raises becomes an ``error`` end for its open streams, with what they held, and the
 others go on; with ``fail_fast=True`` the exception cancels everything and propagates instead.
@@ -15,161 +16,109 @@ others go on; with ``fail_fast=True`` the exception cancels everything and propa
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     import anyio.abc
 
-from ._decode import Format
-from ._errors import LimitError, UsageError
-from ._fused import FusedSource
-from ._items import Item
-from ._limits import DEFAULT_LIMITS, Limits
-from ._stages import Batch, Pipeline, Stage
-from ._streams import SourceDecoder, SourceFailed, StreamBudget
-from ._streams import SourceRaised as _SourceRaised
+from ._core._engine import Engine, SourceRaised, StreamBudget, source_error
+from ._core._errors import LimitError, UsageError
+from ._core._framing import Format
+from ._core._limits import DEFAULT_LIMITS, Limits
+from ._core._results import Result, SourceReport
+from ._reading import Source, SourceReader, Sources, close_async
+from ._stages import Batch, Pipeline, Plan, Stage, plan
 
-__all__ = ["Source", "Sources", "fan_in", "results"]
-
-#: What a source yields: bytes (SSE or JSON Lines), parsed payloads, chunk events, or
-#: ``(dedupe_id, payload)`` pairs; sync or async.
-Source = Union[AsyncIterable[Any], Iterable[Any]]
-
-#: Many named sources: a mapping, or (name, source) pairs, sync or async (sources that arrive
-#: over time, as a gateway's requests do).
-Sources = Union[
-    Mapping[str, Source], Iterable[tuple[str, Source]], AsyncIterable[tuple[str, Source]]
-]
+__all__ = ["fan_in", "results"]
 
 #: How many items of a sync source are read between two checkpoints.
 _SYNC_BATCH = 1024
 
 
-async def _close(iterator: Any) -> None:
-    """Close an async iterator that can be closed, even inside a cancelled scope."""
-    import anyio.lowlevel  # imported here: `import aggregator` stays light
-
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        with anyio.CancelScope(shield=True):
-            await aclose()
-
-
-async def _decoded(
-    source: Source,
-    decoder: SourceDecoder | FusedSource,
-    *,
-    fail_fast: bool = False,
-    limits: Limits = DEFAULT_LIMITS,
+async def drive(
+    source: Source, engine: Engine, *, limits: Limits, fail_fast: bool = False
 ) -> AsyncGenerator[Batch, None]:
-    """Read ``source`` in this task; yield batches of decoded items. Closes the source.
-
-    ``limits.idle_timeout`` and ``limits.deadline`` bound the waits on an async source.
-    """
+    """Read ``source`` in this task and feed ``engine``; yield what ends, in batches. Closes the
+    source, whatever happens."""
     import anyio.lowlevel  # imported here: `import aggregator` stays light
 
-    number = 0
-    idle, deadline = limits.idle_timeout, limits.deadline
-    end_by = anyio.current_time() + deadline if deadline is not None else None
-    if isinstance(source, AsyncIterable):
-        iterator = aiter(source)
-        try:
-            while not decoder.stopped:
+    reader = SourceReader(source, limits)
+    try:
+        if reader.is_async:
+            feed_item = engine.feed_item
+            while not engine.stopped:
                 try:
-                    if idle is None and end_by is None:
-                        raw = await anext(iterator)
-                    else:
-                        raw = await _next_in_time(iterator, idle, end_by)
+                    raw = await reader.next()
                 except StopAsyncIteration:
                     break
-                except _TooSlow as slow:
-                    yield decoder.fail(slow.error(decoder.name, number))
+                except LimitError as exc:  # a time limit
+                    yield engine.fail(source_error(exc, engine.name, engine.items))
                     return
                 except Exception as exc:
                     if fail_fast:
                         raise
-                    yield decoder.feed_raw(SourceFailed(exc, number), number)
+                    yield engine.fail(source_error(exc, engine.name, engine.items))
                     return
-                number += 1
-                items = decoder.feed_raw(raw, number)
-                if items:
-                    yield items
-        finally:
-            await _close(iterator)
-    else:
-        iterator_ = iter(source)
-        try:
-            batch: Batch = []
+                ended = feed_item(raw)
+                if ended:
+                    yield ended
+        else:
+            iterator = reader.sync_iterator()
             while True:
-                before = number
+                batch: Batch = []
+                before = engine.items
                 try:  # a batch of items, read and fed in one loop
-                    number = decoder.feed_all(islice(iterator_, _SYNC_BATCH), number, batch)
-                except _SourceRaised as raised:
+                    engine.feed_items(islice(iterator, _SYNC_BATCH), batch)
+                except SourceRaised as raised:
                     if fail_fast:
                         raise raised.exception from None
-                    number = raised.number
-                    batch += decoder.feed_raw(SourceFailed(raised.exception, number), number)
-                    break
-                if decoder.stopped or number - before < _SYNC_BATCH:
-                    break
+                    batch += engine.fail(source_error(raised.exception, engine.name, raised.number))
                 if batch:
                     yield batch
-                    batch = []
+                if engine.stopped or engine.items - before < _SYNC_BATCH:
+                    break
                 await anyio.lowlevel.checkpoint()  # let the other tasks run
-            if batch:
-                yield batch
-        finally:
-            close = getattr(iterator_, "close", None)
-            if close is not None:
-                close()
-    items = decoder.close()
-    if items:
-        yield items
+        ended = engine.close()
+        if ended:
+            yield ended
+    finally:
+        await reader.aclose()
 
 
-class _TooSlow(Exception):
-    def __init__(self, limit: str, seconds: float) -> None:
-        self.limit = limit
-        self.seconds = seconds
-
-    def error(self, name: str, number: int) -> LimitError:
-        if self.limit == "idle_timeout":
-            what = f"nothing received for {self.seconds:g} s"
-        else:
-            what = "the deadline passed"
-        return LimitError(
-            f"{what} ({self.limit})",
-            stream=name,
-            where=f"after item {number}",
-            limit=self.limit,
-        )
+async def _flatten(batches: AsyncIterator[Batch]) -> AsyncGenerator[Any, None]:
+    async for batch in batches:
+        for item in batch:
+            yield item
 
 
-async def _next_in_time(iterator: Any, idle: float | None, end_by: float | None) -> Any:
-    """``anext(iterator)``, failing with :class:`_TooSlow` past the idle timeout or deadline."""
-    import anyio.lowlevel  # imported here: `import aggregator` stays light
-
-    limit, wait, seconds = "idle_timeout", float("inf"), 0.0
-    if idle is not None:
-        wait = seconds = idle
-    if end_by is not None:
-        left = max(end_by - anyio.current_time(), 0.0)
-        if left < wait:
-            limit, wait, seconds = "deadline", left, -1.0
-    with anyio.move_on_after(wait):
-        return await anext(iterator)
-    raise _TooSlow(limit, seconds)
-
-
-def _as_pipeline(stages: Stage | Pipeline) -> Pipeline:
-    if isinstance(stages, (Stage, Pipeline)):
-        return Pipeline(stages)
-    raise UsageError(f"not a stage or pipeline: {stages!r}")
-
-
+@overload
+def results(
+    source: Source,
+    stages: None = None,
+    *,
+    name: str = ...,
+    format: Format = ...,
+    strict: bool = ...,
+    limits: Limits = ...,
+    interleaved: bool = ...,
+) -> AbstractAsyncContextManager[AsyncIterator[Result | SourceReport]]: ...
+@overload
+def results(
+    source: Source,
+    stages: Stage | Pipeline,
+    *,
+    name: str = ...,
+    format: Format = ...,
+    strict: bool = ...,
+    limits: Limits = ...,
+    interleaved: bool = ...,
+) -> AbstractAsyncContextManager[AsyncIterator[Any]]: ...
+@asynccontextmanager
 async def results(
     source: Source,
     stages: Stage | Pipeline | None = None,
@@ -178,32 +127,29 @@ async def results(
     format: Format = "auto",
     strict: bool = True,
     limits: Limits = DEFAULT_LIMITS,
-) -> AsyncGenerator[Item, None]:
-    """Run one source through a pipeline in the caller's task; yield what comes out.
+    interleaved: bool = False,
+) -> AsyncIterator[AsyncIterator[Any]]:
+    """Read one source in the caller's task, through a pipeline; iterate what comes out.
 
-    With the default pipeline (``dedupe() | collect_usage() | merge_deltas() | assemble()``)
-    that is one :class:`~aggregator.Result` per stream, as soon as it ends, plus one for the key
-    ``(name, 0)`` when the source held no completion or had bad input outside any stream.
+    Example:
+        ``async with aggregator.results(response.aiter_bytes()) as items:``
+        ``    async for item in items: ...``
 
-    Use it as ``async with contextlib.aclosing(results(...)) as items: async for ...``.
+    With the default pipeline, that is one :class:`~aggregator.Result` per completion, as soon
+    as it ends, and the source's :class:`~aggregator.SourceReport` last. The arguments are those
+    of :func:`fan_in` (``name`` names the source).
     """
-    import anyio.lowlevel  # imported here: `import aggregator` stays light
-
-    await anyio.lowlevel.checkpoint()
-    decoder: SourceDecoder | FusedSource
-    if stages is None:  # the default pipeline runs fused, with the decoder
-        decoder = FusedSource(name, format=format, strict=strict, limits=limits)
-        pipeline = Pipeline()
-    else:
-        decoder = SourceDecoder(name, format=format, strict=strict, limits=limits)
-        pipeline = _as_pipeline(stages)
-    batches = _decoded(source, decoder, limits=limits)
-    out = pipeline.run(batches)
+    steps = plan(stages)
+    engine = steps.engine(
+        name, format=format, strict=strict, limits=limits, interleaved=interleaved
+    )
+    batches = drive(source, engine, limits=limits)
+    out = steps.result_stages.run(batches)
+    items = _flatten(out)
     try:
-        async for batch in out:
-            for item in batch:
-                yield item
+        yield items
     finally:
+        await items.aclose()
         await out.aclose()
         await batches.aclose()
 
@@ -219,18 +165,51 @@ async def _pairs(sources: Sources) -> AsyncGenerator[tuple[str, Source], None]:
             async for pair in iterator:
                 yield pair
         finally:
-            await _close(iterator)
+            await close_async(iterator)
     else:
         for pair in sources:
             yield pair
 
 
-async def _flatten(batches: AsyncIterator[Batch]) -> AsyncGenerator[Item, None]:
-    async for batch in batches:
-        for item in batch:
-            yield item
+async def _one(
+    name: str, source: Source, send: Any, engine: Engine, limits: Limits, fail_fast: bool
+) -> None:
+    """Read one source of a fan-in and send what ends."""
+    async with send:
+        batches = drive(source, engine, limits=limits, fail_fast=fail_fast)
+        try:
+            async for batch in batches:
+                await send.send(batch)
+        finally:
+            await batches.aclose()
 
 
+@overload
+def fan_in(
+    sources: Sources,
+    stages: None = None,
+    *,
+    format: Format = ...,
+    strict: bool = ...,
+    max_sources: int = ...,
+    buffer: int = ...,
+    fail_fast: bool = ...,
+    limits: Limits = ...,
+    interleaved: bool = ...,
+) -> AbstractAsyncContextManager[AsyncIterator[Result | SourceReport]]: ...
+@overload
+def fan_in(
+    sources: Sources,
+    stages: Stage | Pipeline,
+    *,
+    format: Format = ...,
+    strict: bool = ...,
+    max_sources: int = ...,
+    buffer: int = ...,
+    fail_fast: bool = ...,
+    limits: Limits = ...,
+    interleaved: bool = ...,
+) -> AbstractAsyncContextManager[AsyncIterator[Any]]: ...
 @asynccontextmanager
 async def fan_in(
     sources: Sources,
@@ -242,40 +221,41 @@ async def fan_in(
     buffer: int = 16,
     fail_fast: bool = False,
     limits: Limits = DEFAULT_LIMITS,
-) -> AsyncIterator[AsyncIterator[Item]]:
-    """Read many sources at once and run what they hold through one pipeline.
+    interleaved: bool = False,
+) -> AsyncIterator[AsyncIterator[Any]]:
+    """Read many sources at once; iterate what they hold, each completion as soon as it ends.
 
     Example:
         ``async with aggregator.fan_in({"a": body_a, "b": body_b}) as items:``
-        ``    async for result in items: ...``
+        ``    async for item in items: ...``
 
     Args:
         sources: named sources (a mapping, or ``(name, source)`` pairs, sync or async). Each
             name must be unique: it is the first half of the keys of its streams.
-        stages: the pipeline run over the decoded items (default: ``dedupe() |
-            collect_usage() | merge_deltas() | assemble()``).
+        stages: the pipeline (default: ``dedupe() | collect_usage() | merge_deltas() |
+            assemble()``). Stages before ``merge_deltas()`` see chunks, in each source's task;
+            stages after it see results, in the consumer's.
         format: the framing of byte sources (``"auto"``, ``"sse"``, ``"jsonl"``).
         strict: end a source's streams at its first malformed payload (``True``), or skip and
-            report it (``False``).
+            record it (``False``).
         max_sources: how many sources are read at the same time.
-        buffer: how many batches may wait between the sources and the pipeline.
+        buffer: how many batches may wait between the sources and the consumer.
         fail_fast: let a source's exception cancel everything and propagate, instead of ending
             that source's streams with an error.
-        limits: the limits (see :class:`~aggregator.Limits`): line size, choices, tool calls,
-            nesting, streams per source and open streams in all, idle timeout and deadline per
-            source.
+        limits: the limits (see :class:`~aggregator.Limits`).
+        interleaved: each source carries several completions side by side, told apart by id
+            (a multiplexed log), instead of one after the other.
 
     Yields:
-        an async iterator of the pipeline's output: with the default pipeline, one
-        :class:`~aggregator.Result` per stream, as soon as that stream ends.
+        an async iterator of what comes out: with the default pipeline, one
+        :class:`~aggregator.Result` per completion, as soon as it ends, and one
+        :class:`~aggregator.SourceReport` per source, when it ends.
     """
-    import anyio.lowlevel  # imported here: `import aggregator` stays light
+    import anyio
 
     if max_sources < 1 or buffer < 0:
         raise UsageError("max_sources must be at least 1 and buffer at least 0")
-    # the default pipeline runs fused in each source's task: only results cross to the consumer
-    fused = stages is None
-    pipeline = Pipeline() if stages is None else _as_pipeline(stages)
+    steps: Plan = plan(stages)
     budget = StreamBudget(limits.max_open_streams) if limits.max_open_streams else None
     send, receive = anyio.create_memory_object_stream[Batch](buffer)
     slots = anyio.Semaphore(max_sources)
@@ -283,15 +263,15 @@ async def fan_in(
 
     async def one(name: str, source: Source, send: Any) -> None:
         try:
-            async with send:
-                kind = FusedSource if fused else SourceDecoder
-                decoder = kind(name, format=format, strict=strict, limits=limits, budget=budget)
-                batches = _decoded(source, decoder, fail_fast=fail_fast, limits=limits)
-                try:
-                    async for batch in batches:
-                        await send.send(batch)
-                finally:
-                    await batches.aclose()
+            engine = steps.engine(
+                name,
+                format=format,
+                strict=strict,
+                limits=limits,
+                interleaved=interleaved,
+                budget=budget,
+            )
+            await _one(name, source, send, engine, limits, fail_fast)
         finally:
             active.discard(name)
             slots.release()
@@ -307,7 +287,7 @@ async def fan_in(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(start_all, tg)
-        output = pipeline.run(receive)
+        output = steps.result_stages.run(receive)
         items = _flatten(output)
         try:
             yield items

@@ -1,52 +1,53 @@
-"""Stages and their composition with ``|``.
+"""Stages and their composition with ``|``, and how a pipeline runs.
 
-Theory of operation: a stage is a small object with ``process(item, out)`` (append what to pass
-on) and ``finish(out)`` (the input is over). Items travel in batches (a network read or a
-channel receive gives many), and a :class:`Pipeline` runs every run of consecutive such stages
-as one loop over the batch, in the caller's task: no task, no channel and no ``await`` per stage
-per item. A stage that must await (a user's database write, say) is an :class:`AsyncStage`, an
-async generator over items; the pipeline adapts batches to items around it. The stages the
-product promises are defined here once each, on top of the sans-I/O ``Merger`` and friends.
+Theory of operation: a pipeline has two sections, split at ``merge_deltas()`` (or
+``assemble()``, where chunks become results):
+
+- *Before* it, stages see chunks: each source's engine runs them in the source's own task, as
+  plain calls, on each chunk's :class:`Envelope` and each stream's :class:`End` (see
+  ``_core/_engine``). ``dedupe()`` and ``collect_usage()`` are the engine's own steps there:
+  dedupe drops a replayed chunk before anything sees it, and usage is the accumulator's, kept
+  once, so no order of ours can count a replay or disagree with the completion.
+- *After* it, stages see results (:class:`Result`, :class:`SourceReport`, :class:`Snapshot`):
+  they run in the consumer's task, over batches, and may await (:class:`AsyncStage`).
+
+A pipeline that cannot give a right answer is refused when it is planned, with an error that
+says why: ``dedupe()`` after the merge (it would see no chunk), an :class:`AsyncStage` before it
+(a chunk stage runs inside the engine, which does not await), no merge at all.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Callable,
-    Mapping,
-)
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from typing import Any, final
 
 import attrs
 
-from ._decode import Format
-from ._errors import UsageError
-from ._events import Usage
-from ._items import End, Envelope, SnapshotRequest, StreamKey
-from ._limits import DEFAULT_LIMITS, Limits
-from ._merge import merge_usage
-from ._repr import attrs_repr
-from ._results import Result
-from ._streams import Merger, SourceDecoder, end_to_result, feed_raw
+from ._core._engine import Engine, StreamBudget
+from ._core._errors import UsageError
+from ._core._framing import Format
+from ._core._items import End, Envelope, SnapshotRequest, StreamKey
+from ._core._limits import Limits
+from ._core._merge import add_usage
+from ._core._repr import attrs_repr
+from ._core._results import Result
 
 __all__ = [
     "AsyncStage",
     "Pipeline",
+    "Plan",
     "Stage",
     "UsageTotals",
     "assemble",
     "collect_usage",
-    "decode",
     "dedupe",
     "default_pipeline",
     "filter_items",
     "map_items",
     "merge_deltas",
     "pipeline",
+    "plan",
     "snapshots",
     "stage",
     "tap",
@@ -68,7 +69,7 @@ class Stage:
         out.append(item)
 
     def finish(self, out: list[Any]) -> None:
-        """The input is over: append to ``out`` anything still held back."""
+        """The input is over (a chunk stage: this source's): append what is still held."""
 
     def process_batch(self, batch: list[Any]) -> list[Any]:
         """Take a batch of items; return the batch to pass on (it may be ``batch`` itself).
@@ -87,7 +88,8 @@ class Stage:
 
 
 class AsyncStage(Stage):
-    """A step that awaits: override :meth:`run`, an async generator over items."""
+    """A step that awaits: override :meth:`run`, an async generator over items. It sees
+    results, so it goes after ``merge_deltas()``."""
 
     def run(self, items: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
         """Turn the items coming in into the items going out."""
@@ -131,13 +133,13 @@ class Pipeline:
         for s in self.stages:
             if isinstance(s, AsyncStage):
                 if group:
-                    stream = _fused(tuple(group), stream)
+                    stream = _in_one_loop(tuple(group), stream)
                     group = []
                 stream = _async_stage(s, stream)
             else:
                 group.append(s)
         if group or not self.stages:
-            stream = _fused(tuple(group), stream)
+            stream = _in_one_loop(tuple(group), stream)
         return stream  # type: ignore[return-value]
 
 
@@ -146,7 +148,7 @@ def pipeline(*stages: Stage | Pipeline) -> Pipeline:
     return Pipeline(*stages)
 
 
-async def _fused(
+async def _in_one_loop(
     stages: tuple[Stage, ...], batches: AsyncIterable[Batch]
 ) -> AsyncGenerator[Batch, None]:
     steps = [s.process_batch for s in stages]
@@ -199,33 +201,6 @@ def stage(fn: Callable[[AsyncIterator[Any]], AsyncGenerator[Any, None]]) -> Asyn
 
 
 @final
-class decode(Stage):
-    """Bytes (SSE or JSON Lines), parsed payloads or chunk events of one source, to items.
-
-    Use it at the head of a pipeline run over one raw source; ``aggregator.results`` and
-    ``aggregator.fan_in`` decode their sources themselves.
-    """
-
-    def __init__(
-        self,
-        name: str = "<stream>",
-        *,
-        format: Format = "auto",
-        strict: bool = True,
-        limits: Limits = DEFAULT_LIMITS,
-    ):
-        self._source = SourceDecoder(name, format=format, strict=strict, limits=limits)
-        self._number = 0
-
-    def process(self, item: Any, out: list[Any]) -> None:
-        self._number += 1
-        out.extend(feed_raw(self._source, item, self._number))
-
-    def finish(self, out: list[Any]) -> None:
-        out.extend(self._source.close())
-
-
-@final
 class map_items(Stage):
     """Replace every item by ``fn(item)``."""
 
@@ -260,191 +235,53 @@ class tap(Stage):
         out.append(item)
 
 
-@final
-class dedupe(Stage):
-    """Drop an envelope whose ``(stream, dedupe_id)`` was already seen, and count it.
+class _EngineStep(Stage):
+    """A step the engine itself does; in a pipeline it says where, and with what settings."""
 
-    The ``dedupe_id`` is the SSE ``id:`` (a client that reconnects with Last-Event-ID gets a
-    replay) or the sequence a source assigned. Envelopes without one are never duplicates:
-    the same token twice in a row is legitimate. The state of a stream is freed at its end, and
-    at most ``max_ids`` ids are remembered per stream (the oldest are forgotten first).
+
+@final
+class dedupe(_EngineStep):
+    """Drop a chunk whose ``(stream, dedupe_id)`` was already seen, and count it in
+    :attr:`Result.duplicates`.
+
+    The ``dedupe_id`` is the SSE ``id:`` an event carried (a client that reconnects with
+    Last-Event-ID gets a replay) or the id a source gave with a payload (``(id, payload)``
+    pairs). Chunks without one are never duplicates: the same token twice in a row is
+    legitimate. At most ``max_ids`` ids are remembered per stream (the oldest are forgotten
+    first); they are freed when the stream ends. Without ``dedupe()`` in a pipeline, nothing is
+    dropped.
     """
 
     def __init__(self, *, max_ids: int = 65_536) -> None:
         if max_ids < 1:
             raise UsageError("max_ids must be at least 1")
-        self._max_ids = max_ids
-        self._seen: dict[StreamKey, dict[str, None]] = {}
-        self._dropped: dict[StreamKey, int] = {}
-
-    def process_batch(self, batch: list[Any]) -> list[Any]:
-        for item in batch:  # the common batch: envelopes with no id to check, no end
-            if item.__class__ is not Envelope or item.dedupe_id is not None:
-                return super().process_batch(batch)
-        return batch
-
-    def process(self, item: Any, out: list[Any]) -> None:
-        cls = item.__class__
-        if cls is Envelope:
-            dedupe_id = item.dedupe_id
-            if dedupe_id is not None:
-                seen = self._seen.get(item.key)
-                if seen is None:
-                    seen = self._seen[item.key] = {}
-                elif dedupe_id in seen:
-                    self._dropped[item.key] = self._dropped.get(item.key, 0) + 1
-                    return
-                seen[dedupe_id] = None
-                if len(seen) > self._max_ids:
-                    del seen[next(iter(seen))]
-        elif cls is End:
-            self._seen.pop(item.key, None)
-            item = item.counted(duplicates=self._dropped.pop(item.key, 0))
-        out.append(item)
+        self.max_ids = max_ids
 
 
 @final
-class merge_deltas(Stage):
-    """Fold each stream's envelopes into its completion, put on the stream's :class:`End`.
-
-    Envelopes are consumed (no chunk is kept once merged); :class:`SnapshotRequest` s are
-    answered with :class:`Snapshot` s; everything else passes on.
-    """
-
-    def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
-        self._merger = Merger(limits)
-
-    @property
-    def open_streams(self) -> int:
-        """The number of streams being merged now."""
-        return self._merger.open_streams
-
-    def process(self, item: Any, out: list[Any]) -> None:
-        self._merger.process(item, out)
-
-    def process_batch(self, batch: list[Any]) -> list[Any]:
-        return self._merger.process_batch(batch)
+class collect_usage(_EngineStep):
+    """Each stream's usage by the usage policy, on :attr:`Result.usage` (which is
+    ``completion.usage``): the report that arrives last wins, with the fields it lacks filled
+    from earlier reports; never summed within a stream. The accumulator keeps it as it merges,
+    so this stage only says so; it is kept for pipelines that name every step."""
 
 
 @final
-class collect_usage(Stage):
-    """Keep each stream's usage by the usage policy and put it on the stream's :class:`End`.
-
-    The report that arrives last wins, with the fields it lacks filled from earlier reports;
-    never summed within a stream. Envelopes pass on unchanged.
-    """
-
-    def __init__(self) -> None:
-        self._usage: dict[StreamKey, Usage] = {}
-
-    def process_batch(self, batch: list[Any]) -> list[Any]:
-        for item in batch:  # the common batch: plain payloads (which carry no usage), no end
-            if item.__class__ is not Envelope or item._event is not None:
-                return super().process_batch(batch)
-        return batch
-
-    def process(self, item: Any, out: list[Any]) -> None:
-        cls = item.__class__
-        if cls is Envelope:
-            event = item._event  # None for a plain payload, which has no usage
-            usage = event.usage if event is not None else None
-            if usage is not None:
-                key = item.key
-                self._usage[key] = merge_usage(self._usage.get(key), usage)
-        elif cls is End:
-            usage = self._usage.pop(item.key, None)
-            if usage is not None:
-                item = attrs.evolve(item, usage=usage)
-        out.append(item)
+class merge_deltas(_EngineStep):
+    """Fold each stream's chunks into its completion: where chunks become results. The stages
+    before it see chunks, the stages after it see results."""
 
 
 @final
-@attrs.frozen(repr=False)
-class UsageTotals:
-    """Usage summed across streams, by model (emitted by :class:`total_usage` at the end)."""
-
-    __repr__ = attrs_repr
-
-    by_model: dict[str, Usage]
-    streams: int
-
-
-def _add(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    if isinstance(a, bool) or isinstance(b, bool):
-        return b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a + b
-    if attrs.has(type(a)) and type(a) is type(b):
-        changes = {
-            f.name: _add(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a))
-        }
-        return type(a)(**changes)
-    if isinstance(a, Mapping) and isinstance(b, Mapping):  # extras: a dict, or the empty proxy
-        return {k: _add(a.get(k), b.get(k)) for k in {**a, **b}}
-    return b
-
-
-@final
-class total_usage(Stage):
-    """Total the usage of every stream that ends, by model, for billing and quotas.
-
-    Reads the usage of each :class:`End` (from ``collect_usage``) or :class:`Result`; numeric
-    fields and numeric provider extras (``cost``) are summed. :attr:`totals` is current at any
-    time; a :class:`UsageTotals` item is emitted when the input is over.
-    """
-
-    def __init__(self) -> None:
-        self.totals: dict[str, Usage] = {}
-        self.streams = 0
-
-    def process(self, item: Any, out: list[Any]) -> None:
-        cls = item.__class__
-        usage = None
-        if cls is End or cls is Result:
-            usage = item.usage
-            if usage is None and item.completion is not None:
-                usage = item.completion.usage
-            if usage is not None:
-                model = item.completion.model if item.completion is not None else ""
-                self.totals[model] = _add(self.totals.get(model), usage)
-                self.streams += 1
-        out.append(item)
-
-    def finish(self, out: list[Any]) -> None:
-        out.append(UsageTotals(dict(self.totals), self.streams))
-
-
-@final
-class assemble(Stage):
-    """Turn each stream's :class:`End` into its :class:`Result` (merging it first if no
-    ``merge_deltas`` came before). Envelopes are consumed; other items pass on."""
-
-    def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
-        self._merger = Merger(limits)
-
-    def process(self, item: Any, out: list[Any]) -> None:
-        cls = item.__class__
-        if cls is End:
-            if item.completion is None:
-                item = self._merger.end(item)
-            out.append(end_to_result(item))
-        elif cls is Envelope:
-            self._merger.process(item, out)
-        else:
-            out.append(item)
+class assemble(_EngineStep):
+    """Where chunks become results, like ``merge_deltas()``; after it, a no-op."""
 
 
 @final
 class snapshots(Stage):
-    """Ask for the partial completion of a stream every ``every`` envelopes, or when
-    ``interval`` seconds have passed since its last snapshot (checked as envelopes arrive).
-
-    Put it before ``merge_deltas``, which answers with :class:`Snapshot` items.
-    """
+    """Ask for the partial completion of a stream every ``every`` chunks, or when ``interval``
+    seconds have passed since its last snapshot (checked as chunks arrive). A chunk stage: put
+    it before ``merge_deltas()``; the :class:`Snapshot` s come out with the results."""
 
     def __init__(self, *, every: int | None = None, interval: float | None = None) -> None:
         if every is None and interval is None:
@@ -480,6 +317,119 @@ class snapshots(Stage):
             self._last.pop(item.key, None)
 
 
-def default_pipeline(limits: Limits = DEFAULT_LIMITS) -> Pipeline:
+@final
+@attrs.frozen(repr=False)
+class UsageTotals:
+    """Usage summed across streams, by model (emitted by :class:`total_usage` at the end)."""
+
+    __repr__ = attrs_repr
+
+    by_model: dict[str, Any]
+    streams: int
+
+
+@final
+class total_usage(Stage):
+    """Total the usage of every result, by model, for billing and quotas. A result stage.
+
+    Numeric fields and numeric provider extras (``cost``) are summed. :attr:`totals` is current
+    at any time; a :class:`UsageTotals` item is emitted when the input is over.
+    """
+
+    def __init__(self) -> None:
+        self.totals: dict[str, Any] = {}
+        self.streams = 0
+
+    def process(self, item: Any, out: list[Any]) -> None:
+        if item.__class__ is Result and item.usage is not None:
+            model = item.completion.model
+            self.totals[model] = add_usage(self.totals.get(model), item.usage)
+            self.streams += 1
+        out.append(item)
+
+    def finish(self, out: list[Any]) -> None:
+        out.append(UsageTotals(dict(self.totals), self.streams))
+
+
+def default_pipeline() -> Pipeline:
     """``dedupe() | collect_usage() | merge_deltas() | assemble()``."""
-    return dedupe() | collect_usage() | merge_deltas(limits=limits) | assemble(limits=limits)
+    return dedupe() | collect_usage() | merge_deltas() | assemble()
+
+
+@final
+@attrs.frozen
+class Plan:
+    """A pipeline split where chunks become results: the engine's settings and chunk stages,
+    and the stages run over results."""
+
+    dedupe_ids: int | None = 65_536
+    chunk_stages: tuple[Stage, ...] = ()
+    result_stages: Pipeline = attrs.field(factory=Pipeline)
+
+    def engine(
+        self,
+        name: str,
+        *,
+        format: Format,
+        strict: bool,
+        limits: Limits,
+        interleaved: bool = False,
+        budget: StreamBudget | None = None,
+    ) -> Engine:
+        """The engine of one source for this pipeline."""
+        return Engine(
+            name,
+            format=format,
+            strict=strict,
+            limits=limits,
+            interleaved=interleaved,
+            dedupe_ids=self.dedupe_ids,
+            stages=self.chunk_stages,
+            budget=budget,
+        )
+
+
+_DEFAULT = Plan()
+
+
+def plan(stages: Stage | Pipeline | None) -> Plan:
+    """Split ``stages`` where chunks become results; refuse what cannot give a right answer.
+
+    Raises:
+        UsageError: the pipeline has no ``merge_deltas()``/``assemble()``; an engine step or
+            ``snapshots()`` after it; an :class:`AsyncStage` or ``total_usage()`` before it.
+    """
+    if stages is None:
+        return _DEFAULT
+    if not isinstance(stages, (Stage, Pipeline)):
+        raise UsageError(f"not a stage or pipeline: {stages!r}")
+    steps = Pipeline(stages).stages
+    at = next((i for i, s in enumerate(steps) if isinstance(s, (merge_deltas, assemble))), None)
+    if at is None:
+        raise UsageError(
+            f"the pipeline {Pipeline(stages)!r} has no merge_deltas() or assemble(): say where "
+            "chunks become results (the stages before it see chunks, those after it results)"
+        )
+    before, after = steps[:at], list(steps[at + 1 :])
+    if isinstance(steps[at], merge_deltas) and after and isinstance(after[0], assemble):
+        del after[0]
+    for s in after:
+        if isinstance(s, (_EngineStep, snapshots)):
+            raise UsageError(
+                f"{type(s).__name__}() after {type(steps[at]).__name__}() would see no chunk: "
+                "put it before"
+            )
+    for s in before:
+        if isinstance(s, AsyncStage):
+            raise UsageError(
+                f"{s!r} awaits, and chunk stages run inside the engine, which does not: put it "
+                f"after {type(steps[at]).__name__}(), where it sees results"
+            )
+        if isinstance(s, total_usage):
+            raise UsageError("total_usage() reads results: put it after merge_deltas()")
+    found = [s for s in before if isinstance(s, dedupe)]
+    return Plan(
+        dedupe_ids=found[-1].max_ids if found else None,
+        chunk_stages=tuple(s for s in before if not isinstance(s, _EngineStep)),
+        result_stages=Pipeline(*after),
+    )

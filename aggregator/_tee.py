@@ -1,30 +1,29 @@
 """A tee: pass a stream on unchanged while assembling it, as a proxy does.
 
-Theory of operation: :class:`Tee` is an async iterator over its source that hands every item on
-as it came (the same ``bytes`` object, byte for byte) after feeding it to a sans-I/O
-:class:`~aggregator.Assembler`. Nothing is buffered: the downstream reads at its own pace, and the
-upstream is read no faster. When the downstream stops early (its client went away, it raised, it
-was cancelled), :meth:`Tee.aclose` decides what becomes of the completions still open: with
-``on_disconnect="finish"`` it reads the rest of the source (shielded from cancellation, within
-``drain_timeout``) so the result is whole, usage included; with ``"stop"`` it closes the source
-and ends them as ``cancelled``, partial. Either way :attr:`Tee.results` holds one
-:class:`~aggregator.Result` per completion and nothing is lost.
-"""
+Theory of operation: :class:`Tee` is an async iterator over its source that hands every item on as
+it came (the same ``bytes`` object, byte for byte) after feeding it to the sans-I/O engine (the one
+every entry point runs), read through the shared ``SourceReader``. Nothing is buffered: the
+downstream reads at its own pace, and the upstream is read no faster. When the downstream stops
+early (its client went away, it raised, it was cancelled), :meth:`Tee.aclose` decides what becomes
+of the completions still open: with ``on_disconnect="finish"`` it reads the rest of the source
+(shielded from cancellation, within ``drain_timeout``) so the result is whole, usage included; with
+``"stop"`` it closes the source and ends them as ``cancelled``, partial. Either way
+:attr:`Tee.results` holds one :class:`~aggregator.Result` per completion, :attr:`Tee.report` the
+source's own outcome, and nothing is lost."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, final
 
-from ._assembler import Assembler
-from ._decode import Format
-from ._errors import LimitError, StreamError, UsageError
-from ._limits import DEFAULT_LIMITS, Limits
-from ._results import Result
-from ._run import _close, _next_in_time, _TooSlow
-from ._streams import source_error
+from ._core._engine import Engine, source_error
+from ._core._errors import LimitError, UsageError
+from ._core._framing import Format
+from ._core._limits import DEFAULT_LIMITS, Limits
+from ._core._results import Result, SourceReport
+from ._reading import SourceReader
 
 __all__ = ["Tee"]
 
@@ -52,6 +51,7 @@ class Tee(Generic[T]):
             ``drain_timeout`` after the downstream's own deadline, when it has one.
         format: ``"sse"``, ``"jsonl"`` or ``"auto"``.
         strict: as for :class:`~aggregator.Assembler`.
+        interleaved: as for :func:`~aggregator.fan_in`.
         limits: the limits; ``idle_timeout`` and ``deadline`` bound the waits on the source.
 
     Use it as an async context manager and iterate it::
@@ -76,22 +76,20 @@ class Tee(Generic[T]):
         format: Format = "auto",
         strict: bool = True,
         limits: Limits = DEFAULT_LIMITS,
+        interleaved: bool = False,
     ) -> None:
         if on_disconnect not in ("finish", "stop"):
             raise UsageError(f"on_disconnect is 'finish' or 'stop', not {on_disconnect!r}")
-        self._source = source
-        self._iterator: AsyncIterator[T] | Iterator[T] | None = None
-        self._assembler = Assembler(name, format=format, strict=strict, limits=limits)
+        self._reader = SourceReader(source, limits)
+        self._engine = Engine(
+            name, format=format, strict=strict, limits=limits, interleaved=interleaved
+        )
         self._on_disconnect = on_disconnect
         self._drain_timeout = drain_timeout
-        self._idle = limits.idle_timeout
-        self._deadline = limits.deadline
-        self._end_by: float | None = None
         #: when reading the rest must be over (``"finish"``), once the downstream left.
         self._drain_by: float | None = None
         #: reads are shielded from the caller's cancellation (``"finish"``, async source).
-        self._shield_reads = on_disconnect == "finish" and isinstance(source, AsyncIterable)
-        self._number = 0
+        self._shield_reads = on_disconnect == "finish" and self._reader.is_async
         #: ``"open"``, ``"interrupted"`` (cancelled inside a read of the source), or ``"ended"``.
         self._state = "open"
         #: the results of the completions that ended so far, in order.
@@ -104,13 +102,13 @@ class Tee(Generic[T]):
     @property
     def name(self) -> str:
         """The source's name."""
-        return self._assembler.name
+        return self._engine.name
 
     @property
-    def errors(self) -> list[StreamError]:
-        """Problems that belong to no completion (bad input before the first chunk, a source
-        with no completion at all)."""
-        return self._assembler.errors
+    def report(self) -> SourceReport | None:
+        """The source's own outcome (how it ended, its trouble outside any completion), once
+        the tee has ended."""
+        return self._engine.report
 
     @property
     def ended(self) -> bool:
@@ -140,23 +138,25 @@ class Tee(Generic[T]):
 
     async def _step(self) -> T:
         """Read the next item, assemble it and return it; record how the source ended."""
+        engine = self._engine
         try:
-            raw = await self._next()
+            raw = await self._reader.next()
         except StopAsyncIteration:
-            await self._end(self._assembler.close())
+            await self._end(engine.close())
             raise
-        except _TooSlow as slow:
-            error: StreamError = slow.error(self.name, self._number)
-            await self._end(self._assembler.fail(error))
+        except LimitError as exc:  # a time limit
+            error = source_error(exc, self.name, engine.items)
+            await self._end(engine.fail(error))
             raise error from None
         except Exception as exc:
-            await self._end(self._assembler.fail(source_error(exc, self.name, self._number)))
+            await self._end(engine.fail(source_error(exc, self.name, engine.items)))
             raise
         except BaseException:
             self._state = "interrupted"  # cancelled mid-read: the source cannot go on
             raise
         self._take(raw)
-        return raw
+        item: T = raw
+        return item
 
     async def _step_shielded(self) -> T:
         """:meth:`_step` for ``"finish"``: the caller's cancellation must not cut a read of the
@@ -179,7 +179,7 @@ class Tee(Generic[T]):
                     if self._drain_by is None:
                         self._drain_by = deadline + self._drain_timeout
         # the source did not answer within drain_timeout of the caller's deadline
-        await self._end(self._assembler.fail(self._drain_error()))
+        await self._end(self._engine.fail(self._drain_error()))
         await anyio.lowlevel.checkpoint()  # raises the caller's cancellation
         raise StopAsyncIteration  # pragma: no cover - the caller's deadline has passed
 
@@ -190,13 +190,14 @@ class Tee(Generic[T]):
             return self.results
         import anyio  # imported here: `import aggregator` stays light
 
-        if not (self._assembler.done or self._assembler.stopped):
+        engine = self._engine
+        if not (engine.done or engine.stopped):
             self.disconnected = True  # (after [DONE] or a fatal error, leaving cuts nothing)
         with anyio.CancelScope(shield=True):
             if self._on_disconnect == "finish" and self._state == "open":
                 await self._drain()
             else:
-                self.results += self._assembler.close(cancelled=True)
+                self._keep(engine.close(cancelled=True))
             await self._end([])
         return self.results
 
@@ -212,63 +213,36 @@ class Tee(Generic[T]):
         return LimitError(
             f"the source did not end within {self._drain_timeout:g} s of the downstream "
             "leaving (drain_timeout)",
-            stream=self.name,
-            where=f"after item {self._number}",
+            source=self.name,
+            where=f"after item {self._engine.items}",
             limit="drain_timeout",
         )
 
     async def _drain(self) -> None:
         import anyio  # imported here: `import aggregator` stays light
 
+        engine = self._engine
         with anyio.CancelScope(deadline=self._drain_deadline()):
-            while not self._assembler.stopped:
+            while not engine.stopped:
                 try:
-                    raw = await self._next()
+                    raw = await self._reader.next()
                 except StopAsyncIteration:
-                    self.results += self._assembler.close()
-                    return
-                except _TooSlow as slow:
-                    self.results += self._assembler.fail(slow.error(self.name, self._number))
+                    self._keep(engine.close())
                     return
                 except Exception as exc:  # noqa: BLE001 - recorded in the results
-                    self.results += self._assembler.fail(source_error(exc, self.name, self._number))
+                    self._keep(engine.fail(source_error(exc, self.name, engine.items)))
                     return
                 self._take(raw)
             return
-        self.results += self._assembler.fail(self._drain_error())
-
-    async def _next(self) -> T:
-        iterator = self._iterator
-        if iterator is None:
-            import anyio  # imported here: `import aggregator` stays light
-
-            source = self._source
-            iterator = self._iterator = (
-                aiter(source) if isinstance(source, AsyncIterable) else iter(source)
-            )
-            if self._deadline is not None:
-                self._end_by = anyio.current_time() + self._deadline
-        if not isinstance(iterator, AsyncIterator):
-            try:
-                return next(iterator)
-            except StopIteration:
-                raise StopAsyncIteration from None
-        if self._idle is None and self._end_by is None:
-            return await anext(iterator)
-        item: T = await _next_in_time(iterator, self._idle, self._end_by)
-        return item
+        self._keep(engine.fail(self._drain_error()))
 
     def _take(self, raw: Any) -> None:
-        self._number += 1
-        self.results += self._assembler.feed_raw(raw, self._number)
+        self._keep(self._engine.feed_item(raw))
 
-    async def _end(self, results: list[Result]) -> None:
-        self.results += results
+    def _keep(self, ended: list[Any]) -> None:
+        self.results += [r for r in ended if r.__class__ is Result]
+
+    async def _end(self, ended: list[Any]) -> None:
+        self._keep(ended)
         self._state = "ended"
-        iterator = self._iterator
-        if isinstance(iterator, AsyncIterator):
-            await _close(iterator)
-        elif iterator is not None:
-            close = getattr(iterator, "close", None)  # a generator, a file
-            if close is not None:
-                close()
+        await self._reader.aclose()

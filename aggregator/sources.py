@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, final, overload
 
 import orjson
 
-from ._decode import upstream_error
-from ._errors import UpstreamError
-from ._run import Source
+from ._core._errors import UpstreamError, upstream_error
+from ._reading import Source
 
 if TYPE_CHECKING:
     import os

@@ -1,10 +1,11 @@
 """The accumulator: folds the chunks of one completion into the assembled object (sans-I/O).
 
-Theory of operation: every merge rule of docs/merge-rules.md lives in this module and in
-``_merge``. An :class:`Accumulator` keeps, per choice index, small mutable states that hold
-strings as lists of pieces (joined once, so the cost is linear in the number of chunks) and
-tool calls keyed by index. No chunk is kept after it is merged. :meth:`Accumulator.result` can
-be called at any time (for snapshots); it joins the pieces and leaves the state usable.
+Theory of operation: every merge rule of docs/merge-rules.md for Chat Completions and text
+completions lives in this module and in ``_merge``. An :class:`Accumulator` keeps, per choice index,
+small mutable states that hold strings as lists of pieces (joined once, so the cost is linear in the
+number of chunks) and tool calls keyed by index. No chunk is kept after it is merged.
+:meth:`Accumulator.result` can be called at any time (for snapshots); it joins the pieces and leaves
+the state usable.
 
 Choices and tool calls are keyed by the server's index in dicts, so an index of 1,000,000,000
 costs the same as an index of 1, and the result lists them in index order without gaps.
@@ -14,6 +15,10 @@ from __future__ import annotations
 
 from typing import Any, final
 
+from .._converter import structure
+from .._errors import ConflictError, LimitError, StructureError, UsageError
+from .._limits import DEFAULT_LIMITS, Limits
+from .._merge import materialize, merge_delta, merge_snapshot, merge_usage
 from ._completions import (
     ChatChoice,
     ChatCompletion,
@@ -23,7 +28,6 @@ from ._completions import (
     FunctionCall,
     ToolCall,
 )
-from ._errors import LimitError, UsageError
 from ._events import (
     ChatChunkChoice,
     ChatCompletionChunk,
@@ -35,8 +39,6 @@ from ._events import (
     ToolCallDelta,
     Usage,
 )
-from ._limits import DEFAULT_LIMITS, Limits
-from ._merge import materialize, merge_delta, merge_snapshot, merge_usage
 
 __all__ = ["Accumulator"]
 
@@ -432,9 +434,11 @@ class Accumulator:
     """
 
     __slots__ = (
+        "_check_ids",
         "_choices",
         "_extras",
         "_limits",
+        "_side_usage",
         "_text_object",
         "chunks",
         "created",
@@ -452,17 +456,17 @@ class Accumulator:
         self.created = 0
         self.system_fingerprint: str | None = None
         self.service_tier: str | None = None
+        #: the usage by the usage policy, from the chunks' ``usage``.
         self.usage: Usage | None = None
         #: the number of chunks added so far.
         self.chunks = 0
+        self._check_ids = True
         self._text_object: str | None = None
-        self._choices: dict[int, Any] = {}
+        self._choices: dict[int, _ChatChoice | _TextChoice] = {}
         self._extras: dict[str, Any] = {}
-
-    @property
-    def is_text(self) -> bool:
-        """Whether this is a text completion (decided by the chunks seen so far)."""
-        return self._text_object is not None
+        #: usage reported beside the chunk's own (Groq's ``x_groq.usage``), used when the
+        #: stream reported none at the top level.
+        self._side_usage: Usage | None = None
 
     @property
     def finished(self) -> bool:
@@ -470,24 +474,30 @@ class Accumulator:
         choices = self._choices
         return bool(choices) and all(c.finish_reason is not None for c in choices.values())
 
+    def absorb_ids(self) -> None:
+        """From now on, take chunks whatever their ``id``: the server changes it mid-stream
+        (one response body is one completion); the first id is kept."""
+        self._check_ids = False
+
     def add(self, chunk: ChatCompletionChunk | CompletionChunk) -> None:
         """Merge one chunk.
 
         Raises:
-            UsageError: ``chunk`` is not a chunk event, text and chat chunks were mixed, or its
-                non-empty ``id`` or ``model`` differs from the stream's (nothing is merged).
+            UsageError: ``chunk`` is not a chunk event.
+            ConflictError: text and chat chunks were mixed, or the chunk's non-empty ``id`` or
+                ``model`` differs from the stream's (nothing is merged).
             LimitError: a limit on choices or tool calls was passed (the chunk may be merged in
                 part; the accumulator keeps what it holds).
         """
         cls = chunk.__class__
         if cls is ChatCompletionChunk:
             if self._text_object is not None and chunk.choices:
-                raise UsageError("a chat chunk in a text-completion stream")
+                raise ConflictError("a chat chunk in a text-completion stream")
             state_cls: Any = _ChatChoice
         elif cls is CompletionChunk:
             if self._text_object is None:
                 if any(c.__class__ is _ChatChoice for c in self._choices.values()):
-                    raise UsageError("a text-completion chunk in a chat stream")
+                    raise ConflictError("a text-completion chunk in a chat stream")
                 self._text_object = chunk.object or "text_completion"
             state_cls = _TextChoice
         else:
@@ -502,12 +512,22 @@ class Accumulator:
             self.usage = merge_usage(self.usage, chunk.usage)
         if chunk.extras:
             merge_snapshot(self._extras, chunk.extras)
+            side = chunk.extras.get("x_groq")
+            if isinstance(side, dict) and isinstance(side.get("usage"), dict):
+                self._side(side["usage"])
         choices = self._choices
         for choice in chunk.choices:
             state = choices.get(choice.index)
             if state is None:
                 state = choices[choice.index] = state_cls(self._check(choice.index), self._limits)
-            state.add(choice)
+            state.add(choice)  # type: ignore[arg-type]
+
+    def _side(self, usage: dict[str, Any]) -> None:
+        try:
+            report = structure(usage, Usage)
+        except StructureError:
+            return  # not a usage report after all: it stays in the extras, where it was sent
+        self._side_usage = merge_usage(self._side_usage, report)
 
     def add_plain(self, payload: dict[str, Any]) -> None:
         """Merge a chat chunk payload that ``is_plain_chat`` accepted, with no event built.
@@ -515,11 +535,11 @@ class Accumulator:
         The result is the same as ``add(structure_chunk(payload))``, at a fraction of the cost.
 
         Raises:
-            UsageError: text and chat chunks were mixed.
+            ConflictError: as for :meth:`add`.
         """
         choices_in = payload["choices"]
         if self._text_object is not None and choices_in:
-            raise UsageError("a chat chunk in a text-completion stream")
+            raise ConflictError("a chat chunk in a text-completion stream")
         self._check_identity(payload["id"], payload["model"])
         self.chunks += 1
         if not (self.id and self.model and self.created):
@@ -536,7 +556,14 @@ class Accumulator:
             state = choices.get(index)
             if state is None:
                 state = choices[index] = _ChatChoice(self._check(index), self._limits)
-            state.add_plain(choice["delta"], choice.get("finish_reason"))
+            state.add_plain(choice["delta"], choice.get("finish_reason"))  # type: ignore[union-attr]
+
+    def append_text(self, index: int, field: str, text: str) -> None:
+        """Merge a chunk whose only news is ``text`` for the ``field`` (``content``,
+        ``reasoning_content``, ``reasoning`` or ``refusal``) of the chat choice ``index``,
+        which exists: what ``add_plain`` does with such a chunk, for the byte-shape lane."""
+        self.chunks += 1
+        self._choices[index].add_text(field, text)  # type: ignore[union-attr]
 
     def _check(self, index: int) -> int:
         limits = self._limits
@@ -551,10 +578,10 @@ class Accumulator:
 
     def _check_identity(self, id_: str, model: str) -> None:
         """A chunk whose id or model conflicts with its stream's is refused, not merged."""
-        if id_ and self.id and id_ != self.id:
-            raise UsageError(f"a chunk of completion {id_!r} in the stream of {self.id!r}")
+        if id_ and self.id and id_ != self.id and self._check_ids:
+            raise ConflictError(f"a chunk of completion {id_!r} in the stream of {self.id!r}")
         if model and self.model and model != self.model:
-            raise UsageError(f"a chunk of model {model!r} in a stream of model {self.model!r}")
+            raise ConflictError(f"a chunk of model {model!r} in a stream of model {self.model!r}")
 
     def _top(self, id_: str, model: str, created: int, fingerprint: str | None) -> None:
         if id_ and not self.id:
@@ -569,24 +596,25 @@ class Accumulator:
     def result(self) -> ChatCompletion | Completion:
         """The assembled object as of now; the accumulator stays usable."""
         ordered = [self._choices[i].result() for i in sorted(self._choices)]
+        usage = self.usage if self.usage is not None else self._side_usage
         if self._text_object is not None:
             return Completion(
                 id=self.id,
                 object=self._text_object,
                 created=self.created,
                 model=self.model,
-                choices=ordered,
+                choices=ordered,  # type: ignore[arg-type]
                 system_fingerprint=self.system_fingerprint,
-                usage=self.usage,
+                usage=usage,
                 extras=dict(self._extras),
             )
         return ChatCompletion(
             id=self.id,
             created=self.created,
             model=self.model,
-            choices=ordered,
+            choices=ordered,  # type: ignore[arg-type]
             system_fingerprint=self.system_fingerprint,
             service_tier=self.service_tier,
-            usage=self.usage,
+            usage=usage,
             extras=dict(self._extras),
         )

@@ -13,8 +13,8 @@ from typing import Any, final
 
 import attrs
 
+from .._repr import attrs_repr
 from ._events import EMPTY, ChoiceLogprobs, TextLogprobs, Usage
-from ._repr import attrs_repr
 
 __all__ = [
     "ChatChoice",

@@ -16,7 +16,7 @@ from typing import Any, Final, Union, final
 
 import attrs
 
-from ._repr import attrs_repr
+from .._repr import attrs_repr
 
 __all__ = [
     "EMPTY",

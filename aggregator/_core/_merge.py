@@ -8,6 +8,12 @@ fragments: strings concatenate, lists append (entries with an ``index`` merge by
 merge recursively, label keys are replaced. Concatenated strings are kept as :class:`_Text`
 pieces and joined once in :func:`materialize`, so long fragments stay linear.
 
+Two refinements, each forced by a real server (docs/merge-rules.md): a list entry merges into an
+earlier one only when both their ``index`` and their ``type`` agree (OpenRouter and Vercel's
+gateway send a ``reasoning.summary`` and a ``reasoning.encrypted`` entry under one index); and
+the entries of a *whole-entry* list (:data:`WHOLE_ENTRY_KEYS`, Groq's ``executed_tools``) are
+sent whole each time, so a repeated entry is merged by the snapshot rule, never concatenated.
+
 The accumulator owns every container it stores: values from the server are copied on first
 store, never mutated, so an event a user keeps is never changed behind their back.
 """
@@ -19,10 +25,14 @@ from typing import Any
 
 import attrs
 
-__all__ = ["materialize", "merge_delta", "merge_snapshot", "merge_usage"]
+__all__ = ["add_usage", "materialize", "merge_delta", "merge_snapshot", "merge_usage"]
 
 #: Delta keys that name or label a fragment: the last value wins, never concatenated.
 LABEL_KEYS = frozenset({"type", "index", "id", "channel", "name", "format"})
+#: Delta lists whose entries a server repeats whole (with more fields the second time): Groq's
+#: ``executed_tools`` sends each tool's ``arguments`` once at its start and again with its
+#: ``output``. Entries with the same ``index`` merge by the snapshot rule.
+WHOLE_ENTRY_KEYS = frozenset({"executed_tools"})
 
 
 class _Text(list[str]):
@@ -74,18 +84,29 @@ def merge_delta(acc: dict[str, Any], new: Mapping[str, Any]) -> None:
         elif cls is dict and old.__class__ is dict:
             merge_delta(old, value)
         elif cls is list and old.__class__ is list:
-            _extend(old, value)
+            _extend(old, value, key in WHOLE_ENTRY_KEYS)
         else:
             acc[key] = _own(value)
 
 
-def _extend(acc: list[Any], new: list[Any]) -> None:
+def _extend(acc: list[Any], new: list[Any], whole: bool = False) -> None:
     for entry in new:
         if entry.__class__ is dict and "index" in entry:
             index = entry["index"]
-            for kept in reversed(acc):
-                if kept.__class__ is dict and kept.get("index") == index:
-                    merge_delta(kept, entry)
+            kind = entry.get("type")
+            for at in range(len(acc) - 1, -1, -1):
+                kept = acc[at]
+                if (
+                    kept.__class__ is dict
+                    and kept.get("index") == index
+                    and (kind is None or kept.get("type") in (None, kind))
+                ):
+                    if whole:
+                        merged = materialize(kept)
+                        merge_snapshot(merged, entry)
+                        acc[at] = merged
+                    else:
+                        merge_delta(kept, entry)
                     break
             else:
                 acc.append(_own(entry))
@@ -129,3 +150,27 @@ def merge_usage(old: Any, new: Any) -> Any:
         elif kept is not None and attrs.has(type(value)):
             changes[name] = merge_usage(kept, value)
     return attrs.evolve(new, **changes) if changes else new
+
+
+def add_usage(a: Any, b: Any) -> Any:
+    """The sum of two usage reports of different streams (for totals across streams).
+
+    Numeric fields are summed, recursively, and so are numeric provider extras (``cost``);
+    anything else is taken from ``b``.
+    """
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, bool) or isinstance(b, bool):
+        return b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a + b
+    if attrs.has(type(a)) and type(a) is type(b):
+        changes = {
+            f.name: add_usage(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a))
+        }
+        return type(a)(**changes)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):  # extras: a dict, or the empty proxy
+        return {k: add_usage(a.get(k), b.get(k)) for k in {**a, **b}}
+    return b

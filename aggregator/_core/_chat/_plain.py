@@ -1,0 +1,283 @@
+"""The common chat chunk, and the byte-shape lane that merges it without parsing it whole.
+
+Theory of operation: most chunks of a chat stream are of one plain shape (:func:`is_plain_chat`):
+a delta of strings, no tool calls, no logprobs, no usage. Such a payload is merged from the
+parsed dict (``Accumulator.add_plain``), with no event built.
+
+Most of them are also the same bytes but for a short piece of text: the same id, model, choice
+index, the same ``"logprobs":null,"finish_reason":null``, perhaps a random ``obfuscation`` string at
+the end. The :class:`Lane` learns that shape, as a byte prefix and suffix around the text, from a
+chunk that took the full path (parsed, checked, merged), and then merges a payload with the same
+prefix and suffix by parsing only the string between and appending it (``Accumulator.append_text``):
+no dict, no shape check. This is exact: a JSON text in which one string value is replaced by another
+JSON string is the same object with that one value changed, and the bytes between are checked to be
+exactly one JSON string (``orjson.loads`` of them gives a ``str``). A key spelled twice in one
+object would break that argument (which of the two a JSON parser keeps is its choice), so a shape is
+learnt only from bytes in which the field's key appears once and no escape stands outside the string
+(``"con\\u0074ent"`` is ``"content"``). Anything else (another shape, a string that does not parse)
+takes the full path.
+
+The lane is a branch of the one path, switched in one place (the engine's ``fast_lane``): it is
+asked first, and says no unless it is sure. It knows nothing of streams: the engine clears it
+whenever the stream its shapes merge into stops being the current one, ends or fails.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, final
+
+import orjson
+
+if TYPE_CHECKING:
+    from ._accumulate import Accumulator
+
+__all__ = ["Lane", "is_plain_chat"]
+
+_PLAIN_TOP = frozenset(
+    {"id", "object", "created", "model", "choices", "system_fingerprint", "service_tier"}
+    | {"obfuscation", "usage"}
+)
+_PLAIN_CHOICE = frozenset({"index", "delta", "logprobs", "finish_reason"})
+_PLAIN_DELTA = frozenset({"role", "content", "reasoning_content", "reasoning", "refusal"})
+_STR = str
+_STR_OR_NONE = frozenset({str, type(None)})
+
+
+def is_plain_chat(obj: Any) -> bool:
+    """Whether ``obj`` is a chat chunk of the common shape, with every field of the right type.
+
+    The common shape: only the named top-level keys, ``usage`` null or absent, and choices
+    whose delta holds only ``role``, ``content``, ``reasoning_content``, ``reasoning`` and
+    ``refusal`` strings (or nulls), with null ``logprobs``. Such a payload needs no event to be
+    merged (see ``Accumulator.add_plain``); anything else takes the converter's full path,
+    which also explains what is wrong.
+    """
+    if obj.__class__ is not dict or not obj.keys() <= _PLAIN_TOP:
+        return False
+    try:  # subscripts, not .get(): no method call on the hot path
+        if (
+            obj["object"] != "chat.completion.chunk"
+            or obj["id"].__class__ is not _STR
+            or obj["created"].__class__ is not int
+            or obj["model"].__class__ is not _STR
+        ):
+            return False
+        choices = obj["choices"]
+    except KeyError:
+        return False
+    if choices.__class__ is not list:
+        return False
+    if len(obj) > 5:  # some of the optional keys are there
+        get = obj.get
+        if (
+            get("usage") is not None
+            or get("system_fingerprint").__class__ not in _STR_OR_NONE
+            or get("service_tier").__class__ not in _STR_OR_NONE
+            or get("obfuscation").__class__ not in _STR_OR_NONE
+        ):
+            return False
+    for choice in choices:
+        if choice.__class__ is not dict or not choice.keys() <= _PLAIN_CHOICE:
+            return False
+        try:
+            delta = choice["delta"]
+            if choice["index"].__class__ is not int:
+                return False
+        except KeyError:
+            return False
+        if (
+            delta.__class__ is not dict
+            or not delta.keys() <= _PLAIN_DELTA
+            or (
+                len(choice) > 2
+                and (
+                    choice.get("logprobs") is not None
+                    or choice.get("finish_reason").__class__ not in _STR_OR_NONE
+                )
+            )
+        ):
+            return False
+        for value in delta.values():
+            if value.__class__ not in _STR_OR_NONE:
+                return False
+    return True
+
+
+_OBFUSCATION = b',"obfuscation":"'
+#: How many shapes are remembered (one per choice of an ``n > 1`` stream).
+_MAX_SHAPES = 4
+#: The delta fields a shape may carry, with their keys as they appear in the bytes.
+_FIELDS = {
+    name: b'"' + name.encode() + b'":'
+    for name in ("content", "reasoning_content", "reasoning", "refusal")
+}
+
+
+@final
+class _Shape:
+    """The bytes around the one string of one choice's chunks, and where that string goes."""
+
+    __slots__ = (
+        "acc",
+        "cut",
+        "field",
+        "fingerprint",
+        "index",
+        "obfuscated",
+        "prefix",
+        "start",
+        "suffix",
+        "tier",
+    )
+
+    def __init__(
+        self,
+        acc: Accumulator,
+        index: int,
+        field: str,
+        prefix: bytes,
+        suffix: bytes,
+        obfuscated: bool,
+        fingerprint: str | None,
+        tier: str | None,
+    ) -> None:
+        self.acc = acc
+        self.index = index
+        self.field = field
+        self.prefix = prefix
+        self.suffix = suffix
+        self.start = len(prefix)
+        self.cut = len(suffix)
+        self.obfuscated = obfuscated
+        self.fingerprint = fingerprint
+        self.tier = tier
+
+    def text(self, payload: bytes) -> str | None:
+        """The string of ``payload`` if it has this shape, else ``None``."""
+        if self.obfuscated:
+            end = payload.rfind(_OBFUSCATION)
+            if end < 0 or not _bare_string_end(payload[end + len(_OBFUSCATION) :]):
+                return None
+        else:
+            end = len(payload)
+        if not payload.endswith(self.suffix, 0, end):
+            return None
+        middle = payload[self.start : end - self.cut]
+        if not middle:
+            return None
+        try:
+            value = orjson.loads(middle)
+        except orjson.JSONDecodeError:
+            return None
+        return value if value.__class__ is str else None
+
+    def merge(self, value: str) -> None:
+        """Merge a chunk of this shape whose string is ``value`` (as ``add_plain`` would)."""
+        acc = self.acc
+        acc.append_text(self.index, self.field, value)
+        if self.fingerprint is not None:
+            acc.system_fingerprint = self.fingerprint
+        if self.tier is not None:
+            acc.service_tier = self.tier
+
+
+def _bare_string_end(tail: bytes) -> bool:
+    """Whether ``tail`` is the rest of a string with no escapes, then the closing brace."""
+    return tail.endswith(b'"}') and b'"' not in tail[:-2] and b"\\" not in tail[:-2]
+
+
+def _one_piece(obj: dict[str, Any]) -> tuple[int, str] | None:
+    """``(choice index, field)`` if the plain chunk ``obj`` has one choice whose delta carries
+    one string (others null), with no finish reason or logprobs; else ``None``."""
+    choices = obj["choices"]
+    if len(choices) != 1:
+        return None
+    choice = choices[0]
+    if choice.get("finish_reason") is not None or choice.get("logprobs") is not None:
+        return None
+    field = None
+    for key, value in choice["delta"].items():
+        if value is not None:
+            if field is not None or key not in _FIELDS:
+                return None
+            field = key
+    return None if field is None else (choice["index"], field)
+
+
+def _string_end(payload: bytes, start: int) -> int:
+    """The index of the quote that closes the JSON string opening at ``start``, or -1."""
+    end = start + 1
+    while True:  # the first quote not escaped by a backslash
+        end = payload.find(b'"', end)
+        if end < 0:
+            return -1
+        slashes = 0
+        while payload[end - 1 - slashes] == 0x5C:  # a backslash
+            slashes += 1
+        if slashes % 2 == 0:
+            return end
+        end += 1
+
+
+@final
+class Lane:
+    """The byte shapes learnt from one source's plain chunks (see the module's docstring)."""
+
+    __slots__ = ("shapes",)
+
+    def __init__(self) -> None:
+        self.shapes: list[_Shape] = []
+
+    def try_merge(self, payload: bytes) -> bool:
+        """Merge ``payload`` if it has a shape learnt; whether it did."""
+        for shape in self.shapes:
+            if payload.startswith(shape.prefix):
+                value = shape.text(payload)
+                if value is not None:
+                    shape.merge(value)
+                    return True
+        return False
+
+    def learn(self, payload: bytes, obj: dict[str, Any], acc: Accumulator) -> None:
+        """Learn the shape of the plain chunk ``obj``, parsed from ``payload`` and just merged
+        into ``acc`` (the current stream's), if it carries one string of one choice."""
+        piece = _one_piece(obj)
+        if piece is None:
+            return
+        index, field = piece
+        key = _FIELDS[field]
+        at = payload.find(key)
+        if at < 0 or payload.find(key, at + 1) >= 0:
+            return  # the key twice (perhaps spelled another way too): not a shape to cut
+        start = at + len(key)
+        if payload[start : start + 1] != b'"':
+            return
+        end = _string_end(payload, start)
+        if end < 0:
+            return
+        suffix = payload[end + 1 :]
+        obfuscated = False
+        if obj.get("obfuscation") is not None:
+            cut = suffix.rfind(_OBFUSCATION)
+            if cut < 0 or not _bare_string_end(suffix[cut + len(_OBFUSCATION) :]):
+                return
+            suffix, obfuscated = suffix[:cut], True
+        prefix = payload[:start]
+        if b"\\" in prefix or b"\\" in suffix:
+            return  # an escape outside the string: a key may be spelled twice ("con\\u0074ent")
+        shape = _Shape(
+            acc,
+            index,
+            field,
+            prefix,
+            suffix,
+            obfuscated,
+            obj.get("system_fingerprint"),
+            obj.get("service_tier"),
+        )
+        self.shapes.insert(0, shape)
+        del self.shapes[_MAX_SHAPES:]
+
+    def clear(self) -> None:
+        """Forget every shape (their stream is no longer the current one)."""
+        self.shapes.clear()

@@ -1,0 +1,778 @@
+"""The engine: one source in, one :class:`Result` per completion and a :class:`SourceReport` out.
+
+Theory of operation: every rule about *where a stream starts and ends* and *what happens to a
+chunk* lives here, once, for every protocol and every way in (bytes, parsed payloads, events,
+``(id, payload)`` pairs); the async shell, ``Tee``, the CLI and the sync ``Assembler`` all run
+this one object. It is plain synchronous code (sans-I/O): it is fed, and it returns what ended.
+
+A chunk's trip, in order:
+
+1. *Framing* (``_framing``) cuts bytes into payload records; each record is, in order: the
+   byte-shape *lane* when one is learnt (``fast_lane``; it merges the payload without parsing it
+   whole, or says no), ``[DONE]`` (every open stream ends ``done``), an SSE ``event: error``, or
+   JSON to parse. Objects a source yields skip this step.
+2. *Recognition*: the first payload picks the protocol (``_protocols.PROTOCOLS``).
+3. *Parsing*: the protocol checks the payload and says what it means (``_protocol``'s actions).
+   A malformed payload ends the source's open streams with the error and stops the source
+   (``strict``), or is skipped and recorded as a problem of the stream in progress (lenient).
+4. *Routing* (:meth:`Engine._stream_for`): the stream the chunk belongs to. A source is by
+   default a sequence of response bodies: a new id opens a new stream only once the stream in
+   progress has ended (``[DONE]``) or finished (every choice has a ``finish_reason``); inside an
+   unfinished stream an id change is the server's quirk (Groq's ``compound`` gives every chunk a
+   new id), absorbed and recorded in :attr:`Result.notes`. An ``interleaved`` source instead
+   keeps one stream per id, open side by side. An empty id belongs to the stream in progress, and
+   the first id that follows names it (Azure's ``prompt_filter_results`` chunk). A stream over
+   ``max_streams`` or the fan-in's ``max_open_streams`` is refused, with a ``limit`` result.
+5. *Dedupe*: a chunk whose dedupe id (the SSE ``id:`` it carried, or the id of an ``(id,
+   payload)`` pair) its stream has seen is dropped and counted.
+6. *Chunk stages*, when a pipeline has its own before ``merge_deltas()``: the chunk becomes an
+   ``Envelope``, goes through them, and what comes out is merged. The lane is off then.
+7. *Merge*: the stream's accumulator folds it. A chunk that conflicts with its stream (another
+   model) is refused and recorded as a problem; a limit passed fails the stream, which takes
+   nothing more and ends with the ``LimitError``.
+
+Per-stream state (accumulator, dedupe ids, problems, notes, counters) is one ``_Stream`` each;
+it is freed when the stream ends. When the source ends, its :class:`SourceReport` comes last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, final
+
+import orjson
+
+from ._errors import (
+    AggregatorError,
+    ConflictError,
+    DecodeError,
+    LimitError,
+    StreamError,
+    UpstreamError,
+    UsageError,
+    Where,
+    upstream_error,
+    where_text,
+)
+from ._framing import Format, Framing
+from ._items import End, Envelope, Snapshot, SnapshotRequest, StreamKey
+from ._limits import DEFAULT_LIMITS, Limits
+from ._protocol import CHUNK, ERROR, LAST, LAST_ERROR, SKIP, START, Protocol, StreamAccumulator
+from ._protocols import PROTOCOLS
+from ._results import EndReason, Result, SourceReport
+
+__all__ = ["Engine", "SourceRaised", "StreamBudget", "internal_error", "source_error"]
+
+#: How many refused stream ids are remembered, so that their later chunks are dropped quietly.
+_MAX_REFUSED = 4096
+#: The event classes of every protocol: a source may yield them as they are.
+_EVENTS = frozenset(cls for p in PROTOCOLS for cls in p.events)
+
+
+@final
+class StreamBudget:
+    """How many more streams may open at once, shared by the sources of a fan-in."""
+
+    __slots__ = ("free",)
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+
+    def take(self) -> bool:
+        if self.free <= 0:
+            return False
+        self.free -= 1
+        return True
+
+    def give(self, n: int) -> None:
+        self.free += n
+
+
+@final
+class SourceRaised(Exception):
+    """A sync source raised ``exception`` after ``number`` items (see ``feed_items``)."""
+
+    def __init__(self, exception: Exception, number: int) -> None:
+        super().__init__(exception, number)
+        self.exception = exception
+        self.number = number
+
+
+def source_error(exc: BaseException, name: str, number: int) -> StreamError:
+    """The :class:`StreamError` for a source that raised ``exc`` after ``number`` items.
+
+    An :class:`AggregatorError` a source or an adapter raised (an HTTP error status, an SDK's
+    error event, a time limit) is kept as what it is, named and placed.
+    """
+    where = f"after item {number}"
+    if isinstance(exc, StreamError):
+        err = exc.placed(name, where)
+    else:
+        err = StreamError(
+            f"the source raised {type(exc).__name__}: {exc}", source=name, where=where
+        )
+    err.__cause__ = exc
+    return err
+
+
+def internal_error(exc: Exception, name: str, number: int) -> StreamError:
+    """The error that fails a source when a bug of ours raised ``exc`` on its item ``number``."""
+    error = StreamError(
+        f"internal error (a bug: please report it): {type(exc).__name__}: {exc}",
+        source=name,
+        where=f"item {number}",
+    )
+    error.__cause__ = exc
+    return error
+
+
+@final
+class _Stream:
+    """Everything the engine holds for one open stream."""
+
+    __slots__ = ("acc", "changes", "duplicates", "failed", "id", "key", "notes", "problems", "seen")
+
+    def __init__(self, key: StreamKey, id_: str, acc: StreamAccumulator | None) -> None:
+        self.key = key
+        #: the id the stream is known by (``""`` until one arrives).
+        self.id = id_
+        self.acc = acc
+        self.seen: dict[str, None] | None = None
+        self.duplicates = 0
+        self.problems: list[StreamError] = []
+        self.notes: list[str] = []
+        #: how many times the server changed the id mid-stream.
+        self.changes = 0
+        #: the limit this stream passed (it takes nothing more), or, refused, why.
+        self.failed: LimitError | None = None
+
+
+_SDK_HINT = (
+    " (an SDK's stream of chunk objects works as it is; any other object must be passed "
+    "through an adapter of aggregator.sources)"
+)
+
+
+@final
+class Engine:
+    """Assemble every completion of one source (see the module's docstring).
+
+    Args:
+        name: the source's name (first half of every stream key; used in messages).
+        format: ``"sse"``, ``"jsonl"`` or ``"auto"``, for bytes.
+        strict: on malformed input, end the open streams with the error and stop (``True``),
+            or skip the payload and record it (``False``).
+        limits: the limits; time limits are the shell's.
+        interleaved: the source carries several completions side by side, told apart by id.
+        dedupe_ids: how many dedupe ids each stream remembers (``None``: no dedupe).
+        fast_lane: use the protocol's byte-shape lane (off when ``stages`` are given).
+        stages: chunk stages (objects with ``process_batch`` and ``finish``), run on each
+            chunk's :class:`Envelope` and each stream's :class:`End`.
+        budget: the open streams a fan-in allows, shared by its sources.
+    """
+
+    __slots__ = (
+        "_budget",
+        "_by_id",
+        "_current",
+        "_dedupe_ids",
+        "_error",
+        "_events",
+        "_framing",
+        "_interleaved",
+        "_lane",
+        "_lane_wanted",
+        "_limits",
+        "_open",
+        "_ordinal",
+        "_problems",
+        "_protocol",
+        "_refused",
+        "_results",
+        "_stages",
+        "done",
+        "items",
+        "name",
+        "report",
+        "stopped",
+        "strict",
+    )
+
+    def __init__(
+        self,
+        name: str = "<stream>",
+        *,
+        format: Format = "auto",
+        strict: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+        interleaved: bool = False,
+        dedupe_ids: int | None = 65_536,
+        fast_lane: bool = True,
+        stages: Sequence[Any] = (),
+        budget: StreamBudget | None = None,
+    ) -> None:
+        if dedupe_ids is not None and dedupe_ids < 1:
+            raise UsageError("dedupe_ids must be at least 1, or None")
+        self.name = name
+        self.strict = strict
+        self._limits = limits
+        self._interleaved = interleaved
+        self._dedupe_ids = dedupe_ids
+        self._stages = tuple(stages)
+        self._lane_wanted = fast_lane and not stages
+        self._budget = budget
+        self._framing = Framing(format, max_line=limits.max_line)
+        self._protocol: Protocol | None = None
+        self._lane: Any = None
+        self._open: dict[StreamKey, _Stream] = {}
+        self._by_id: dict[str, _Stream] = {}
+        self._refused: dict[str, None] = {}
+        self._current: _Stream | None = None
+        self._ordinal = 0
+        self._results = 0
+        self._events = 0
+        self._problems: list[StreamError] = []
+        self._error: StreamError | None = None
+        #: the number of items the source yielded so far (bytes, objects).
+        self.items = 0
+        #: whether the input so far ends with ``[DONE]`` (no stream is open).
+        self.done = False
+        #: whether the source is finished with (closed, failed, or broken in strict mode).
+        self.stopped = False
+        #: the source's report, once it is finished with.
+        self.report: SourceReport | None = None
+
+    @property
+    def line(self) -> int:
+        """The number of lines of bytes read so far."""
+        return self._framing.line
+
+    @property
+    def protocol(self) -> str | None:
+        """The name of the source's protocol, once its first payload told it."""
+        return None if self._protocol is None else self._protocol.name
+
+    # -- the ways in -------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list[Any]:
+        """Take the next bytes of the source; return what ended (results, the report)."""
+        out: list[Any] = []
+        if not self.stopped:
+            self._records(self._framing.feed(data), out)
+        return out
+
+    def add(self, obj: Any, *, where: Where = "", dedupe_id: str | None = None) -> list[Any]:
+        """Take one parsed payload (a ``dict``) or event found at ``where``."""
+        out: list[Any] = []
+        if not self.stopped:
+            self._take(obj, "message", dedupe_id, where, None, out)
+        return out
+
+    def feed_item(self, raw: Any) -> list[Any]:
+        """Take the next item a source yielded: bytes, a parsed payload, an event, an SDK's chunk
+        object, or a ``(dedupe_id, payload)`` pair. Bad data never raises: it becomes results.
+        Should a bug of ours raise, the source fails with an error saying so.
+
+        Raises:
+            UsageError: ``raw`` is none of these.
+        """
+        out: list[Any] = []
+        self._item(raw, out)
+        return out
+
+    def _item(self, raw: Any, out: list[Any]) -> None:
+        self.items += 1
+        number = self.items
+        if self.stopped:
+            return
+        try:
+            cls = raw.__class__
+            if cls is bytes:
+                self._records(self._framing.feed(raw), out)
+            elif cls is dict or cls in _EVENTS:
+                self._take(raw, "message", None, number, None, out)
+            elif cls is tuple and len(raw) == 2:
+                self._take(raw[1], "message", str(raw[0]), number, None, out)
+            elif cls is bytearray or cls is memoryview:
+                self._records(self._framing.feed(bytes(raw)), out)
+            else:
+                self._take(_sdk_payload(raw, number), "message", None, number, None, out)
+        except AggregatorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one source's bug must not end the others
+            out += self.fail(internal_error(exc, self.name, number))
+
+    def feed_items(self, raws: Iterable[Any], out: list[Any]) -> None:
+        """:meth:`feed_item` for each item of ``raws``, with what ends appended to ``out``,
+        until ``raws`` runs out or the source stops.
+
+        An event that continues the current stream as a plain chunk (what the protocol's
+        ``chunk_id`` says of it: no error on it; no dedupe id, no chunk stage, a stream not
+        refused) goes straight to :meth:`_merge`: that is what :meth:`_take` would do with it,
+        without the dispatch (``tests/test_engine.py`` checks the two agree).
+
+        Raises:
+            SourceRaised: ``raws`` raised (a sync source failing); what was fed is in ``out``.
+            UsageError: an item of a wrong type.
+        """
+        item = self._item
+        merge = self._merge
+        hot_cls: Any = None
+        chunk_id: Any = None
+        try:
+            for raw in raws:
+                current = self._current
+                if (
+                    raw.__class__ is hot_cls
+                    and current is not None
+                    and current.acc is not None
+                    and current.id
+                    and chunk_id(raw) == current.id
+                ):  # the next plain chunk of the current stream
+                    self.items += 1
+                    self.done = False
+                    merge(current, raw, self.items, None)
+                    continue
+                item(raw, out)
+                if self.stopped:
+                    return
+                if hot_cls is None and self._protocol is not None and not self._stages:
+                    hot_cls, chunk_id = self._protocol.hot_event()
+        except UsageError:
+            raise
+        except Exception as exc:  # the iterable raised: _item catches our own bugs
+            raise SourceRaised(exc, self.items) from exc
+
+    def close(self, *, cancelled: bool = False) -> list[Any]:
+        """End the source: every open stream ends, then the source's report.
+
+        Open streams end ``cut_off`` when the source was SSE (which promises ``[DONE]``),
+        ``exhausted`` otherwise, or ``cancelled``. In lenient mode an SSE stream whose every
+        choice finished ends ``exhausted`` (a server that never sends ``[DONE]``, noted).
+        At the end of the input, a last event or line without its terminator is decoded; when
+        cancelled, the reading stopped mid-input, and such an unfinished tail is dropped.
+        """
+        out: list[Any] = []
+        if self.stopped:
+            return out
+        if not cancelled:
+            self._records(self._framing.close(), out)
+            if self.stopped:
+                return out
+        reason = EndReason.CANCELLED if cancelled else None
+        where = self._place()
+        for stream in list(self._open.values()):
+            self._end(stream, reason or self._run_out(stream), None, where, out)
+        self._stop(reason or self._run_out(None), where, out)
+        return out
+
+    def fail(self, error: StreamError) -> list[Any]:
+        """The source itself failed (it raised, say): its open streams end with ``error``."""
+        out: list[Any] = []
+        if not self.stopped:
+            self._fatal(error, out)
+        return out
+
+    # -- payloads ----------------------------------------------------------------------------
+
+    def _records(self, records: list[Any], out: list[Any]) -> None:
+        """Handle the payload records of the framing (see ``_framing``), in order."""
+        for record in records:
+            if self.stopped:
+                return
+            if record.__class__ is not tuple:
+                self._malformed(record.placed(self.name, record.where), out)
+                continue
+            data, event, sse_id, _, line, own_id = record
+            lane = self._lane
+            if (
+                lane is not None
+                and lane.shapes
+                and not own_id
+                and event != "error"
+                and lane.try_merge(data)
+            ):  # merged by its byte shape: a branch of this one path (see ``_plain``)
+                self._events += 1
+                self.done = False
+                continue
+            if data == b"[DONE]":
+                self._end_all(EndReason.DONE, None, f"line {line}", out)
+                self.done = True
+                continue
+            self._events += 1
+            where = (line, self._events)
+            if event == "error":
+                self._error_event(data, where_text(where), out)
+                continue
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                text = where_text(where)
+                self._malformed(
+                    DecodeError(f"invalid JSON: {exc}", source=self.name, where=text), out
+                )
+                continue
+            self._take(obj, event, sse_id if own_id else None, where, data, out)
+
+    def _error_event(self, data: bytes, where: str, out: list[Any]) -> None:
+        try:
+            obj: Any = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            obj = data.decode("utf-8", "replace")
+        if isinstance(obj, dict) and "error" in obj:
+            obj = obj["error"]
+        self._upstream(upstream_error(obj, self.name, where), out)
+
+    def _take(
+        self,
+        obj: Any,
+        event: str,
+        dedupe_id: str | None,
+        where: Where,
+        data: bytes | None,
+        out: list[Any],
+    ) -> None:
+        """Parse, route, dedupe and merge one payload (``data``: its bytes, when it had some)."""
+        protocol = self._protocol
+        if protocol is None:
+            protocol = self._recognise(obj, event)
+        try:
+            action, id_, value, error = protocol.parse(obj, where)
+        except StreamError as exc:
+            self._malformed(exc, out)
+            return
+        if action == CHUNK:
+            stream = self._stream_for(id_, where, out)
+        elif action == START:
+            for open_ in list(self._open.values()):
+                self._end(open_, self._run_out(open_), None, where_text(where), out)
+            stream = self._new(id_, where, out)
+        elif action == ERROR:
+            self._upstream(value, out)
+            return
+        elif action == SKIP:
+            return
+        else:  # LAST, LAST_ERROR
+            stream = self._stream_for(id_, where, out)
+        self.done = False
+        if stream is None:  # refused
+            return
+        if dedupe_id is not None and self._dedupe_ids is not None:
+            seen = stream.seen
+            if seen is None:
+                seen = stream.seen = {}
+            elif dedupe_id in seen:
+                stream.duplicates += 1
+                return
+            seen[dedupe_id] = None
+            if len(seen) > self._dedupe_ids:
+                del seen[next(iter(seen))]
+        if self._stages:
+            self._through_stages(stream, value, dedupe_id, where, out)
+        else:
+            self._merge(stream, value, where, data)
+        if action == LAST:
+            self._end(stream, EndReason.DONE, None, where_text(where), out)
+        elif action == LAST_ERROR:
+            self._end_all(EndReason.ERROR, error, where_text(where), out)
+
+    def _recognise(self, obj: Any, event: str) -> Protocol:
+        cls = obj.__class__
+        for kind in PROTOCOLS:
+            if cls in kind.events or (cls is dict and kind.recognises(obj, event)):
+                break
+        protocol = self._protocol = kind(self.name, self._limits)
+        if self._lane_wanted:
+            self._lane = protocol.lane()
+        return protocol
+
+    def _merge(self, stream: _Stream, value: Any, where: Where, data: bytes | None) -> None:
+        """Fold one chunk into its stream's accumulator."""
+        if stream.failed is not None:
+            return  # a stream that passed a limit takes nothing more
+        acc = stream.acc
+        assert acc is not None
+        try:
+            if value.__class__ is dict:
+                acc.add_plain(value)
+                if data is not None and self._lane is not None:
+                    self._lane.learn(data, value, acc)  # the stream is the current one
+            else:
+                acc.add(value)
+        except ConflictError as exc:
+            stream.problems.append(exc.placed(self.name, where_text(where)))
+        except LimitError as exc:
+            stream.failed = exc.placed(self.name, where_text(where))
+            if self._lane is not None:
+                self._lane.clear()
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _stream_for(self, id_: str, where: Where, out: list[Any]) -> _Stream | None:
+        """The stream a chunk with ``id_`` belongs to (opened if need be), or ``None`` if its
+        stream was refused; it becomes the current stream."""
+        current = self._current
+        if not id_:
+            if current is not None:
+                return current
+            return self._new("", where, out)
+        if current is not None and id_ == current.id:
+            return current
+        if self._interleaved:
+            stream = self._by_id.get(id_)
+            if stream is None:
+                if current is not None and not current.id:
+                    stream = current  # a stream without an id yet takes this one (Azure)
+                    stream.id = id_
+                elif id_ in self._refused:
+                    return None
+                else:
+                    stream = self._new(id_, where, out)
+                    if stream is None:
+                        return None
+                self._by_id[id_] = stream
+            if stream is not current:
+                self._set_current(stream)
+            return stream
+        if current is None:
+            return self._new(id_, where, out)
+        if not current.id:
+            current.id = id_  # the stream learns its id late (Azure)
+            return current
+        if current.failed is not None and current.acc is None:
+            return None  # the rest of a refused body
+        assert current.acc is not None
+        if current.acc.finished:  # the next body of a sequence
+            self._end(current, self._run_out(current), None, where_text(where), out)
+            return self._new(id_, where, out)
+        if current.changes == 0:
+            current.acc.absorb_ids()
+            current.notes.append(
+                f"{where_text(where)}: the id changed mid-stream from {current.id!r} to "
+                f"{_short(id_)}; one response body is one completion, kept as {current.id!r}"
+            )
+        current.changes += 1
+        return current
+
+    def _set_current(self, stream: _Stream | None) -> None:
+        self._current = stream
+        if self._lane is not None:
+            self._lane.clear()  # its shapes merge into the stream that was current
+
+    def _new(self, id_: str, where: Where, out: list[Any]) -> _Stream | None:
+        """Open a new stream, or refuse it (a ``limit`` result at once)."""
+        self._ordinal += 1
+        key = (self.name, self._ordinal)
+        limit = self._limits.max_streams
+        full = limit is not None and len(self._open) >= limit
+        if full or (self._budget is not None and not self._budget.take()):
+            which = "max_streams" if full else "max_open_streams"
+            error = LimitError(
+                f"too many streams open at once; completion {_short(id_) or '(no id)'} refused",
+                source=self.name,
+                where=where_text(where),
+                limit=which,
+            )
+            refused = _Stream(key, id_, None)
+            refused.failed = error
+            out.append(self._result(refused, EndReason.LIMIT, error, error.where))
+            if self._interleaved:
+                if len(self._refused) < _MAX_REFUSED:
+                    self._refused[id_] = None
+            else:
+                self._set_current(refused)  # its body's other chunks are dropped with it
+            return None
+        assert self._protocol is not None
+        stream = _Stream(key, id_, self._protocol.accumulator())
+        self._open[key] = stream
+        self._set_current(stream)
+        return stream
+
+    # -- ends --------------------------------------------------------------------------------
+
+    def _run_out(self, stream: _Stream | None) -> EndReason:
+        """How a stream (or the source) ends when its input runs out with it open."""
+        if self._framing.format != "sse":
+            return EndReason.EXHAUSTED
+        if stream is None:
+            return EndReason.DONE if self.done else EndReason.CUT_OFF
+        if not self.strict and stream.acc is not None and stream.acc.finished:
+            stream.notes.append(
+                f"{self._place() or 'the end'}: ended without [DONE], every choice finished "
+                "(lenient)"
+            )
+            return EndReason.EXHAUSTED
+        return EndReason.CUT_OFF
+
+    def _end(
+        self,
+        stream: _Stream,
+        reason: EndReason,
+        error: StreamError | None,
+        where: str,
+        out: list[Any],
+    ) -> None:
+        """End one open stream: its result goes to ``out``."""
+        if self._stages:  # the stages see the end first, and may let held chunks go
+            self._settle(self._run_stages([End(stream.key, reason, where, error)]), out)
+        del self._open[stream.key]
+        if self._budget is not None:
+            self._budget.give(1)
+        if stream.id and self._by_id.get(stream.id) is stream:
+            del self._by_id[stream.id]
+        if stream is self._current:
+            self._set_current(None)
+        out.append(self._result(stream, reason, error, where))
+
+    def _end_all(
+        self, reason: EndReason, error: StreamError | None, where: str, out: list[Any]
+    ) -> None:
+        for stream in list(self._open.values()):
+            self._end(stream, reason, error, where, out)
+        self._by_id.clear()
+        self._set_current(None)
+
+    def _result(
+        self, stream: _Stream, reason: EndReason, error: StreamError | None, where: str
+    ) -> Result:
+        failed = stream.failed
+        if failed is not None:
+            reason, error, where = EndReason.LIMIT, failed, failed.where
+        elif isinstance(error, LimitError):
+            reason = EndReason.LIMIT
+        acc = stream.acc
+        if acc is None:  # refused: an empty object of the protocol
+            assert self._protocol is not None
+            acc = self._protocol.accumulator()
+        self._results += 1
+        return Result(
+            source=self.name,
+            key=stream.key,
+            completion=acc.result(),
+            reason=reason,
+            where=where,
+            finished=acc.finished,
+            error=error,
+            problems=tuple(stream.problems),
+            notes=_notes(stream),
+            chunks=acc.chunks,
+            duplicates=stream.duplicates,
+        )
+
+    def _stop(self, reason: EndReason, where: str, out: list[Any]) -> None:
+        """The source is finished with: its report comes last."""
+        self.stopped = True
+        self._set_current(None)
+        error = self._error
+        if error is None and self._results == 0:
+            error = StreamError("no completion in the input", source=self.name, where=where)
+        if isinstance(self._error, LimitError):
+            reason = EndReason.LIMIT
+        if self._stages:
+            tail: list[Any] = []
+            for s in self._stages:
+                tail = s.process_batch(tail)
+                s.finish(tail)
+            self._settle(tail, out)
+        self.report = SourceReport(
+            source=self.name,
+            reason=reason,
+            where=where,
+            error=error,
+            problems=tuple(self._problems),
+            completions=self._results,
+        )
+        out.append(self.report)
+
+    def _place(self) -> str:
+        return f"line {self._framing.line}" if self._framing.format != "auto" else ""
+
+    # -- bad input ---------------------------------------------------------------------------
+
+    def _malformed(self, error: StreamError, out: list[Any]) -> None:
+        """Malformed input: fatal (strict), or a problem of the stream in progress."""
+        if self.strict:
+            self._fatal(error, out)
+        elif self._current is not None:
+            self._current.problems.append(error)
+        else:
+            self._problems.append(error)
+
+    def _upstream(self, error: UpstreamError, out: list[Any]) -> None:
+        """The server sent an error: it ends the open streams (and, strict, the source)."""
+        if self.strict:
+            self._fatal(error, out)
+        elif self._open:
+            self._end_all(EndReason.ERROR, error, error.where, out)
+        else:
+            self._problems.append(error)
+
+    def _fatal(self, error: StreamError, out: list[Any]) -> None:
+        if self._open:
+            self._end_all(EndReason.ERROR, error, error.where, out)
+        else:
+            self._error = error
+        self._stop(EndReason.ERROR, error.where, out)
+
+    # -- chunk stages ------------------------------------------------------------------------
+
+    def _through_stages(
+        self, stream: _Stream, value: Any, dedupe_id: str | None, where: Where, out: list[Any]
+    ) -> None:
+        assert self._protocol is not None
+        if value.__class__ is dict:
+            envelope = Envelope(stream.key, None, dedupe_id, where, value, self._protocol.event)
+        else:
+            envelope = Envelope(stream.key, value, dedupe_id, where)
+        self._settle(self._run_stages([envelope]), out)
+
+    def _run_stages(self, batch: list[Any]) -> list[Any]:
+        for s in self._stages:
+            batch = s.process_batch(batch)
+            if not batch:
+                break
+        return batch
+
+    def _settle(self, batch: list[Any], out: list[Any]) -> None:
+        """Merge the envelopes the chunk stages let through; answer snapshot requests."""
+        for item in batch:
+            cls = item.__class__
+            if cls is Envelope:
+                stream = self._open.get(item.key)
+                if stream is not None:
+                    value = item.payload if item._event is None else item._event
+                    self._merge(stream, value, item._where, None)
+            elif cls is SnapshotRequest:
+                stream = self._open.get(item.key)
+                if stream is not None and stream.acc is not None:
+                    out.append(Snapshot(item.key, stream.acc.result(), stream.acc.chunks))
+            elif cls is not End:
+                out.append(item)  # something a stage of the caller's made: passed on
+
+
+def _notes(stream: _Stream) -> tuple[str, ...]:
+    if stream.changes > 1:
+        return (*stream.notes, f"the id changed {stream.changes} times in all")
+    return tuple(stream.notes)
+
+
+def _short(text: str) -> str:
+    """``text`` quoted for a message, cut to a readable length."""
+    return repr(text) if len(text) <= 80 else repr(text[:77] + "...")
+
+
+def _sdk_payload(raw: Any, number: int) -> Any:
+    """The JSON a server sent for an SDK's chunk object (openai's, anthropic's: pydantic)."""
+    to_dict = getattr(raw, "to_dict", None)
+    if callable(to_dict):
+        try:  # as sent: a value the SDK types otherwise (content parts) is no error
+            return to_dict(mode="json", warnings=False)
+        except TypeError:
+            return to_dict()
+    dump = getattr(raw, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json", exclude_unset=True)
+    raise UsageError(
+        "a source yields bytes, dicts, chunk events or (id, payload) pairs, "
+        f"not {type(raw).__name__} (item {number}){_SDK_HINT}"
+    )

@@ -1,0 +1,123 @@
+"""The protocol seam: what is particular to one wire protocol, behind one small interface.
+
+Theory of operation: the engine (``_engine``) knows sources, streams, framing, dedupe, limits,
+strict and lenient handling, and how a stream ends. It knows no chunk format. A *protocol* knows
+the rest: how to recognise its payloads, how to check and structure one into an event, which
+stream (completion) a payload belongs to and what it does to it, how the chunks of one stream
+fold into the final object, and, optionally, a byte-shape fast lane. Adding a protocol means
+adding a module with a :class:`Protocol` subclass and naming it in :data:`PROTOCOLS`; nothing in
+the engine, the stages, the CLI or ``Tee`` changes.
+
+The engine asks each protocol in :data:`PROTOCOLS` order whether it recognises the first payload
+of a source (its JSON object, and the SSE ``event:`` name); the first that does decodes the
+whole source. The last, Chat Completions, recognises everything, so a payload nobody knows gets
+its error from it.
+
+What a protocol says of one payload is an *action* (:meth:`Protocol.parse`):
+
+- ``CHUNK``: merge the value into the stream with this id (an empty id: the stream in progress).
+  A new id opens a new stream after the previous one ended or finished; inside an unfinished one
+  it is the server changing ids mid-body, absorbed and noted (or, for an interleaved source, a
+  stream of its own).
+- ``START``: merge it into a new stream, ending any stream in progress (a message's first event).
+- ``LAST``: merge it, then end its stream properly (a message's terminal event).
+- ``LAST_ERROR``: merge it, then end the source's streams with the error given beside it (an
+  error a server put on a chunk).
+- ``ERROR``: no chunk: the value is the :class:`UpstreamError` the server sent.
+- ``SKIP``: nothing to merge (a keep-alive).
+
+The value to merge is an event, or a validated plain payload (a ``dict``) that the protocol's
+accumulator folds without an event (:meth:`StreamAccumulator.add_plain`).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+from typing import Protocol as TypingProtocol
+
+from ._errors import Where
+from ._limits import Limits
+
+__all__ = ["CHUNK", "ERROR", "LAST", "LAST_ERROR", "SKIP", "START", "Protocol", "StreamAccumulator"]
+
+CHUNK = 0
+START = 1
+LAST = 2
+LAST_ERROR = 3
+ERROR = 4
+SKIP = 5
+
+#: ``(action, stream id, value, error)``: what one payload means (see the module's docstring).
+Parsed = tuple[int, str, Any, Any]
+
+
+class StreamAccumulator(TypingProtocol):
+    """Folds the chunks of one stream into its final object (one per stream)."""
+
+    #: the number of chunks merged.
+    chunks: int
+
+    @property
+    def finished(self) -> bool:
+        """Whether the stream's object is whole by its own account (every choice finished)."""
+
+    def add(self, event: Any) -> None:
+        """Merge one event (raises :class:`ConflictError` or :class:`LimitError`)."""
+
+    def add_plain(self, payload: dict[str, Any]) -> None:
+        """Merge one payload the protocol validated as plain, with no event built."""
+
+    def absorb_ids(self) -> None:
+        """Take chunks whatever their id from now on (the server changed it mid-stream)."""
+
+    def result(self) -> Any:
+        """The final object as of now (partial if the stream is not over)."""
+
+
+class Protocol(abc.ABC):
+    """One wire protocol (see the module's docstring). One instance decodes one source."""
+
+    #: the protocol's name, as :class:`~aggregator.Result` and the CLI say it.
+    name: ClassVar[str]
+    #: the event classes a source may yield as they are.
+    events: ClassVar[tuple[type, ...]]
+
+    def __init__(self, source: str, limits: Limits) -> None:
+        self.source = source
+        self.limits = limits
+
+    @classmethod
+    @abc.abstractmethod
+    def recognises(cls, obj: Any, event: str) -> bool:
+        """Whether a source whose first payload is ``obj`` (SSE event name ``event``) speaks
+        this protocol."""
+
+    @abc.abstractmethod
+    def parse(self, obj: Any, where: Where) -> Parsed:
+        """What the parsed payload (or event) ``obj`` at ``where`` means.
+
+        Raises:
+            StreamError: the payload is malformed (a :class:`StructureError`, a
+                :class:`LimitError` for nesting); the engine applies strict or lenient rules.
+        """
+
+    @abc.abstractmethod
+    def accumulator(self) -> StreamAccumulator:
+        """A new accumulator, for a stream that opens."""
+
+    @abc.abstractmethod
+    def event(self, payload: dict[str, Any], where: str) -> Any:
+        """The event of a plain payload (for chunk stages that read ``Envelope.event``)."""
+
+    def hot_event(self) -> tuple[type | None, Any]:
+        """``(event class, chunk_id)``: the class of the events a sync source yields most, and
+        a function giving the stream id of such an event when :meth:`parse` would say ``CHUNK``
+        with that id and the event itself (``None`` otherwise). The engine merges such an event
+        of the current stream without the dispatch. ``(None, None)``: no such shortcut."""
+        return (None, None)
+
+    def lane(self) -> Any:
+        """The protocol's byte-shape fast lane for one source (``try_merge(payload) -> bool``,
+        ``learn(payload, obj, accumulator)``, ``clear()``), or ``None``."""
+        return None

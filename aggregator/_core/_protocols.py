@@ -1,0 +1,11 @@
+"""The protocols the engine knows, in the order it asks them to recognise a source."""
+
+from __future__ import annotations
+
+from ._chat import ChatProtocol
+from ._protocol import Protocol
+
+__all__ = ["PROTOCOLS"]
+
+#: Asked in order; the last recognises everything.
+PROTOCOLS: tuple[type[Protocol], ...] = (ChatProtocol,)

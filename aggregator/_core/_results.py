@@ -1,0 +1,126 @@
+"""What comes out: a :class:`Result` for each completion, a :class:`SourceReport` for each source.
+
+Theory of operation: a source (one HTTP body, one file) carries one or more streams, each the
+chunks of one completion; each stream ends as one ``Result``, whatever happened to it. The
+source's own outcome (how it ended, problems that belong to no completion, a source that held no
+completion at all) is its ``SourceReport``, made once, when the source ends. Nothing is lost
+silently: every stream has its result and every source its report.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, final
+
+import attrs
+
+from ._errors import StreamError
+from ._repr import attrs_repr
+
+if TYPE_CHECKING:
+    from ._chat._completions import ChatCompletion, Completion
+    from ._chat._events import Usage
+
+__all__ = ["EndReason", "Result", "SourceReport"]
+
+
+class EndReason(str, enum.Enum):
+    """Why a stream (or a source) ended."""
+
+    #: the server ended it properly: ``data: [DONE]``.
+    DONE = "done"
+    #: a source with no end marker (JSON Lines, an iterable of chunks) ran out.
+    EXHAUSTED = "exhausted"
+    #: an SSE source ran out before ``[DONE]``.
+    CUT_OFF = "cut_off"
+    #: the server sent an error, the source raised, or (strict mode) the input was malformed.
+    ERROR = "error"
+    #: the caller cancelled the work.
+    CANCELLED = "cancelled"
+    #: a configured limit was reached.
+    LIMIT = "limit"
+
+
+@final
+@attrs.frozen(kw_only=True, repr=False)
+class Result:
+    """The outcome of one stream (one completion): never lost, even when the stream was.
+
+    Attributes:
+        source: the name of the source the stream came from.
+        key: the stream's key, ``(source name, ordinal from 1)``.
+        completion: what was assembled, complete or partial.
+        reason: why the stream ended.
+        where: the place in the source where it ended (``line 66``), when known.
+        finished: whether every choice had a ``finish_reason`` when it ended.
+        error: the error that ended the stream (an upstream error payload, a limit, or malformed
+            input in strict mode), if any.
+        problems: what went wrong without ending the stream, in order: bad payloads skipped in
+            lenient mode, chunks refused for a conflict.
+        notes: what the server did that was absorbed, with its place (an id that changed
+            mid-stream, say); notes do not make a result incomplete.
+        chunks: the number of chunks merged.
+        duplicates: the number of replayed chunks dropped by ``dedupe``.
+    """
+
+    __repr__ = attrs_repr
+
+    source: str
+    key: tuple[str, int]
+    completion: ChatCompletion | Completion
+    reason: EndReason
+    where: str = ""
+    finished: bool = False
+    error: StreamError | None = None
+    problems: tuple[StreamError, ...] = ()
+    notes: tuple[str, ...] = ()
+    chunks: int = 0
+    duplicates: int = 0
+
+    @property
+    def usage(self) -> Usage | None:
+        """The stream's usage, by the usage policy: ``completion.usage``."""
+        return self.completion.usage
+
+    @property
+    def complete(self) -> bool:
+        """Whether the stream ended properly.
+
+        ``[DONE]`` ends an SSE stream properly; a source with no end marker ends properly when
+        every choice has a ``finish_reason``. Any problem makes a stream incomplete.
+        """
+        if self.error is not None or self.problems:
+            return False
+        if self.reason is EndReason.DONE:
+            return True
+        return self.reason is EndReason.EXHAUSTED and self.finished
+
+
+@final
+@attrs.frozen(kw_only=True, repr=False)
+class SourceReport:
+    """How one source ended, and its trouble outside any completion.
+
+    Attributes:
+        source: the source's name.
+        reason: how the source ended (``done`` when its input ended with ``[DONE]``).
+        where: the place where it ended, when known.
+        error: what ended it badly, if anything: the source raised, a time limit passed, a
+            fatal error outside any completion, or ``no completion in the input``.
+        problems: bad input outside any completion that was skipped (lenient mode).
+        completions: the number of completions (results) the source gave.
+    """
+
+    __repr__ = attrs_repr
+
+    source: str
+    reason: EndReason
+    where: str = ""
+    error: StreamError | None = None
+    problems: tuple[StreamError, ...] = ()
+    completions: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the source held at least one completion and had no trouble of its own."""
+        return self.error is None and not self.problems and self.completions > 0

@@ -1,0 +1,119 @@
+"""Reading one source, with its time limits: the one reader ``results``, ``fan_in`` and ``Tee``
+share.
+
+Theory of operation: a source is an async or a sync iterable. :class:`SourceReader` turns either
+into one ``await reader.next()``, bounded by ``Limits.idle_timeout`` (the most time one read may
+wait) and ``Limits.deadline`` (the most time the whole source may take, from its first read), and
+closes it (``aclose``, shielded from cancellation, or ``close``) once, whatever happened. A read
+past a time limit raises :class:`LimitError`; what the source itself raises comes out as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any, Union, final
+
+from ._core._errors import LimitError
+from ._core._limits import Limits
+
+__all__ = ["Source", "SourceReader", "Sources", "close_async"]
+
+#: What a source yields: bytes (SSE or JSON Lines), parsed payloads, chunk events, an SDK's chunk
+#: objects, or ``(dedupe_id, payload)`` pairs; sync or async.
+Source = Union[AsyncIterable[Any], Iterable[Any]]
+
+#: Many named sources: a mapping, or (name, source) pairs, sync or async (sources that arrive
+#: over time, as a gateway's requests do).
+Sources = Union[
+    Mapping[str, Source], Iterable[tuple[str, Source]], AsyncIterable[tuple[str, Source]]
+]
+
+
+async def close_async(iterator: Any) -> None:
+    """Close an async iterator that can be closed, even inside a cancelled scope."""
+    import anyio  # imported here: `import aggregator` stays light
+
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with anyio.CancelScope(shield=True):
+            await aclose()
+
+
+@final
+class SourceReader:
+    """One source, read item by item within its time limits."""
+
+    __slots__ = ("_end_by", "_idle", "_iterator", "_source", "closed", "deadline", "is_async")
+
+    def __init__(self, source: Source, limits: Limits) -> None:
+        self._source = source
+        self.is_async = isinstance(source, AsyncIterable)
+        self._iterator: AsyncIterator[Any] | Iterator[Any] | None = None
+        self._idle = limits.idle_timeout
+        self.deadline = limits.deadline
+        self._end_by: float | None = None
+        #: whether :meth:`aclose` ran: the source reads as ended from then on.
+        self.closed = False
+
+    def sync_iterator(self) -> Iterator[Any]:
+        """The iterator of a sync source (read in batches by the caller, with no time limits:
+        a sync source never waits)."""
+        if self._iterator is None:
+            self._iterator = iter(self._source)  # type: ignore[arg-type]
+        return self._iterator  # type: ignore[return-value]
+
+    async def next(self) -> Any:
+        """The next item.
+
+        Raises:
+            StopAsyncIteration: the source ran out.
+            LimitError: ``idle_timeout`` or ``deadline`` passed (``limit`` says which).
+        """
+        iterator: Any = self._iterator
+        if iterator is None:
+            if self.closed:
+                raise StopAsyncIteration
+            import anyio  # imported here: `import aggregator` stays light
+
+            source: Any = self._source
+            iterator = aiter(source) if self.is_async else iter(source)
+            self._iterator = iterator
+            if self.deadline is not None:
+                self._end_by = anyio.current_time() + self.deadline
+        if not self.is_async:
+            try:
+                return next(iterator)
+            except StopIteration:
+                raise StopAsyncIteration from None
+        if self._idle is None and self._end_by is None:
+            return await anext(iterator)
+        return await self._in_time(iterator)
+
+    async def _in_time(self, iterator: AsyncIterator[Any]) -> Any:
+        import anyio  # imported here: `import aggregator` stays light
+
+        limit, wait = "idle_timeout", float("inf")
+        if self._idle is not None:
+            wait = self._idle
+        if self._end_by is not None:
+            left = max(self._end_by - anyio.current_time(), 0.0)
+            if left < wait:
+                limit, wait = "deadline", left
+        with anyio.move_on_after(wait):
+            return await anext(iterator)
+        if limit == "idle_timeout":
+            raise LimitError(f"nothing received for {wait:g} s (idle_timeout)", limit=limit)
+        raise LimitError("the deadline passed (deadline)", limit=limit)
+
+    async def aclose(self) -> None:
+        """Close the source (once is enough; more is harmless)."""
+        iterator, self._iterator = self._iterator, None
+        self.closed = True
+        if iterator is None:
+            return
+        if self.is_async:
+            await close_async(iterator)
+        else:
+            close = getattr(iterator, "close", None)  # a generator, a file
+            if close is not None:
+                close()
