@@ -171,19 +171,6 @@ async def _pairs(sources: Sources) -> AsyncGenerator[tuple[str, Source], None]:
             yield pair
 
 
-async def _one(
-    name: str, source: Source, send: Any, engine: Engine, limits: Limits, fail_fast: bool
-) -> None:
-    """Read one source of a fan-in and send what ends."""
-    async with send:
-        batches = drive(source, engine, limits=limits, fail_fast=fail_fast)
-        try:
-            async for batch in batches:
-                await send.send(batch)
-        finally:
-            await batches.aclose()
-
-
 @overload
 def fan_in(
     sources: Sources,
@@ -262,6 +249,7 @@ async def fan_in(
     active: set[str] = set()
 
     async def one(name: str, source: Source, send: Any) -> None:
+        """Read one source and send what ends."""
         try:
             engine = steps.engine(
                 name,
@@ -271,7 +259,12 @@ async def fan_in(
                 interleaved=interleaved,
                 budget=budget,
             )
-            await _one(name, source, send, engine, limits, fail_fast)
+            async with (
+                send,
+                aclosing(drive(source, engine, limits=limits, fail_fast=fail_fast)) as out,
+            ):
+                async for batch in out:
+                    await send.send(batch)
         finally:
             active.discard(name)
             slots.release()

@@ -30,13 +30,12 @@ from ._core._framing import Format
 from ._core._items import End, Envelope, SnapshotRequest, StreamKey
 from ._core._limits import Limits
 from ._core._merge import add_usage
-from ._core._repr import attrs_repr
+from ._core._model import Model
 from ._core._results import Result
 
 __all__ = [
     "AsyncStage",
     "Pipeline",
-    "Plan",
     "Stage",
     "UsageTotals",
     "assemble",
@@ -47,7 +46,6 @@ __all__ = [
     "map_items",
     "merge_deltas",
     "pipeline",
-    "plan",
     "snapshots",
     "stage",
     "tap",
@@ -319,10 +317,8 @@ class snapshots(Stage):
 
 @final
 @attrs.frozen(repr=False)
-class UsageTotals:
+class UsageTotals(Model):
     """Usage summed across streams, by model (emitted by :class:`total_usage` at the end)."""
-
-    __repr__ = attrs_repr
 
     by_model: dict[str, Any]
     streams: int
@@ -358,7 +354,7 @@ def default_pipeline() -> Pipeline:
 
 @final
 @attrs.frozen
-class Plan:
+class Plan(Model):
     """A pipeline split where chunks become results: the engine's settings and chunk stages,
     and the stages run over results."""
 

@@ -144,12 +144,11 @@ class Tee(Generic[T]):
         except StopAsyncIteration:
             await self._end(engine.close())
             raise
-        except LimitError as exc:  # a time limit
+        except Exception as exc:
             error = source_error(exc, self.name, engine.items)
             await self._end(engine.fail(error))
-            raise error from None
-        except Exception as exc:
-            await self._end(engine.fail(source_error(exc, self.name, engine.items)))
+            if isinstance(exc, LimitError):  # a time limit: raised named and placed
+                raise error from None
             raise
         except BaseException:
             self._state = "interrupted"  # cancelled mid-read: the source cannot go on

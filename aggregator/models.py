@@ -6,52 +6,8 @@ the server sent them (``aggregator.to_dict`` writes them back).
 
 from __future__ import annotations
 
-from ._core._chat._completions import (
-    ChatChoice,
-    ChatCompletion,
-    ChatMessage,
-    Completion,
-    CompletionChoice,
-    FunctionCall,
-    ToolCall,
-)
-from ._core._chat._events import (
-    ChatChunkChoice,
-    ChatCompletionChunk,
-    ChoiceDelta,
-    ChoiceLogprobs,
-    CompletionChunk,
-    CompletionTokensDetails,
-    FunctionDelta,
-    PromptTokensDetails,
-    TextChunkChoice,
-    TextLogprobs,
-    TokenLogprob,
-    ToolCallDelta,
-    TopLogprob,
-    Usage,
-)
+from ._core._chat import _completions, _events
+from ._core._chat._completions import *  # noqa: F403
+from ._core._chat._events import *  # noqa: F403
 
-__all__ = [
-    "ChatChoice",
-    "ChatChunkChoice",
-    "ChatCompletion",
-    "ChatCompletionChunk",
-    "ChatMessage",
-    "ChoiceDelta",
-    "ChoiceLogprobs",
-    "Completion",
-    "CompletionChoice",
-    "CompletionChunk",
-    "CompletionTokensDetails",
-    "FunctionCall",
-    "FunctionDelta",
-    "PromptTokensDetails",
-    "TextChunkChoice",
-    "TextLogprobs",
-    "TokenLogprob",
-    "ToolCall",
-    "ToolCallDelta",
-    "TopLogprob",
-    "Usage",
-]
+__all__ = [*_completions.__all__, *_events.__all__]

@@ -7,46 +7,9 @@ chunks (:class:`Envelope`, :class:`End`); stages after it see results. See docs/
 
 from __future__ import annotations
 
-from ._core._items import End, Envelope, Snapshot, SnapshotRequest, StreamKey
-from ._stages import (
-    AsyncStage,
-    Pipeline,
-    Stage,
-    UsageTotals,
-    assemble,
-    collect_usage,
-    dedupe,
-    default_pipeline,
-    filter_items,
-    map_items,
-    merge_deltas,
-    pipeline,
-    snapshots,
-    stage,
-    tap,
-    total_usage,
-)
+from . import _stages
+from ._core import _items
+from ._core._items import *  # noqa: F403
+from ._stages import *  # noqa: F403
 
-__all__ = [
-    "AsyncStage",
-    "End",
-    "Envelope",
-    "Pipeline",
-    "Snapshot",
-    "SnapshotRequest",
-    "Stage",
-    "StreamKey",
-    "UsageTotals",
-    "assemble",
-    "collect_usage",
-    "dedupe",
-    "default_pipeline",
-    "filter_items",
-    "map_items",
-    "merge_deltas",
-    "pipeline",
-    "snapshots",
-    "stage",
-    "tap",
-    "total_usage",
-]
+__all__ = [*_items.__all__, *_stages.__all__]

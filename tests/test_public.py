@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,22 @@ def test_all_is_complete() -> None:
     assert set(aggregator.__all__) == public - {"annotations"}
 
 
+def test_the_top_level_is_small_and_the_namespaces_are_complete() -> None:
+    assert len(aggregator.__all__) <= 30
+    for module in (aggregator.models, aggregator.stages, aggregator.lowlevel):
+        public = {n for n in dir(module) if not n.startswith("_")} - {"annotations"}
+        assert set(module.__all__) == public, module.__name__
+
+
 def test_errors_form_one_tree_and_subclass_builtins() -> None:
-    for name in ("DecodeError", "StructureError", "UpstreamError", "IncompleteStreamError"):
+    for name in (
+        "DecodeError",
+        "StructureError",
+        "UpstreamError",
+        "LimitError",
+        "ConflictError",
+        "IncompleteStreamError",
+    ):
         cls = getattr(aggregator, name)
         assert issubclass(cls, aggregator.StreamError)
         assert issubclass(cls, ValueError)
@@ -28,34 +43,61 @@ def test_errors_form_one_tree_and_subclass_builtins() -> None:
     assert issubclass(aggregator.UsageError, aggregator.AggregatorError)
 
 
-CORE = [
-    "_sse",
-    "_events",
-    "_completions",
-    "_converter",
-    "_merge",
-    "_accumulate",
-    "_decode",
-    "_assembler",
-    "_results",
-    "_errors",
-]
+CORE_DIR = Path(aggregator.__file__).parent / "_core"
+#: every module of the core, by its dotted name
+CORE = sorted(
+    ".".join(("aggregator", "_core", *p.relative_to(CORE_DIR).with_suffix("").parts)).removesuffix(
+        ".__init__"
+    )
+    for p in CORE_DIR.rglob("*.py")
+)
+
+#: What the core may load: itself, the standard library, and its three dependencies (with what
+#: they load themselves).
+ISOLATED = """
+import importlib, json, sys, types
+base = set(sys.modules)
+import attrs, cattrs, orjson  # the core's dependencies, and what they load
+allowed = set(sys.modules)
+# the parent package is stood in for, not run: its __init__ loads the shell
+package = types.ModuleType("aggregator")
+package.__path__ = [sys.argv[2]]
+sys.modules["aggregator"] = package
+importlib.import_module(sys.argv[1])
+loaded = set(sys.modules) - allowed - {"aggregator"}
+print(json.dumps(sorted(m for m in loaded if not m.startswith("aggregator._core"))))
+"""
 
 
-def test_the_core_never_imports_anyio_or_the_shell() -> None:
-    root = Path(aggregator.__file__).parent
-    for name in CORE:
-        tree = ast.parse((root / f"{name}.py").read_text("utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                imported = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                imported = [("." * node.level) + (node.module or "")]
-            else:
-                continue
-            for module in imported:
-                assert module.split(".")[0] not in ("anyio", "trio", "sniffio"), (name, module)
-                assert module not in ("._api", "._cli"), (name, module)
+def test_every_core_module_loads_only_the_core_and_its_dependencies() -> None:
+    """Imported alone, in a fresh interpreter, each core module loads nothing but the standard
+    library, attrs, cattrs, orjson and the core: no anyio, no shell module (transitively)."""
+    assert len(CORE) >= 15
+    root = str(Path(aggregator.__file__).parent)
+    stdlib = sys.stdlib_module_names
+    for module in CORE:
+        out = subprocess.run(
+            [sys.executable, "-c", ISOLATED, module, root],
+            capture_output=True,
+            check=True,
+            text=True,
+        )
+        foreign = [m for m in json.loads(out.stdout) if m.split(".")[0] not in stdlib]
+        assert foreign == [], module
+
+
+def test_the_core_imports_nothing_outside_it_by_name() -> None:
+    """The same from the source: a relative import in the core never climbs out of it."""
+    for path in CORE_DIR.rglob("*.py"):
+        depth = len(path.relative_to(CORE_DIR).parts) - 1  # 0 in _core, 1 in _core/_chat
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level <= depth + 1, (path, node.module)
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                names.append(node.module or "" if isinstance(node, ast.ImportFrom) else "")
+                for name in names:
+                    assert name.split(".")[0] not in ("anyio", "trio", "sniffio"), (path, name)
 
 
 def test_import_loads_no_event_loop_library() -> None:
@@ -69,27 +111,32 @@ def test_every_model_repr_is_the_one_attrs_would_write() -> None:
     it must write exactly what attrs writes, fields with ``repr=False`` left out."""
     import attrs
 
+    models = aggregator.models
     samples: list[Any] = [
-        aggregator.Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3),
-        aggregator.ChatCompletion(
+        models.Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3),
+        models.ChatCompletion(
             id="x", created=1, model="m", choices=[], extras={"hidden": "from the repr"}
         ),
         aggregator.Limits(idle_timeout=1.5),
-        aggregator.ServerSentEvent(data=b"{}", event="message", id="7"),
+        aggregator.lowlevel.ServerSentEvent(data=b"{}", event="message", id="7"),
         aggregator.Result(
-            stream="s",
-            completion=aggregator.ChatCompletion(id="", created=0, model="", choices=[]),
+            source="s",
+            key=("s", 1),
+            completion=models.ChatCompletion(id="", created=0, model="", choices=[]),
             reason=aggregator.EndReason.DONE,
         ),
-        aggregator.End(key=("s", 1), reason=aggregator.EndReason.CUT_OFF, where="line 3"),
+        aggregator.SourceReport(source="s", reason=aggregator.EndReason.DONE),
+        aggregator.stages.End(key=("s", 1), reason=aggregator.EndReason.CUT_OFF, where="line 3"),
     ]
+    namespaces = (aggregator, models, aggregator.stages, aggregator.lowlevel)
     classes = [
         value
-        for name in aggregator.__all__
-        if attrs.has(value := getattr(aggregator, name)) and isinstance(value, type)
+        for namespace in namespaces
+        for name in namespace.__all__
+        if attrs.has(value := getattr(namespace, name)) and isinstance(value, type)
     ]
     assert len(classes) >= 25
-    shared: Any = aggregator.Usage.__repr__
+    shared: Any = models.Usage.__repr__
     assert all(cls.__repr__ is shared for cls in classes)
     for sample in samples:
         cls: Any = type(sample)

@@ -64,11 +64,6 @@ class Assembler:
         """How the source ended and its trouble outside any completion, once it ended."""
         return self._engine.report
 
-    @property
-    def stopped(self) -> bool:
-        """Whether the source is finished with (closed, failed, or broken in strict mode)."""
-        return self._engine.stopped
-
     def feed(self, data: bytes) -> list[Result]:
         """Take the next bytes of the source; return the results of completions that ended."""
         return _results(self._engine.feed(data))

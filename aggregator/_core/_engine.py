@@ -2,37 +2,14 @@
 
 Theory of operation: every rule about *where a stream starts and ends* and *what happens to a
 chunk* lives here, once, for every protocol and every way in (bytes, parsed payloads, events,
-``(id, payload)`` pairs); the async shell, ``Tee``, the CLI and the sync ``Assembler`` all run
-this one object. It is plain synchronous code (sans-I/O): it is fed, and it returns what ended.
-
-A chunk's trip, in order:
-
-1. *Framing* (``_framing``) cuts bytes into payload records; each record is, in order: the
-   byte-shape *lane* when one is learnt (``fast_lane``; it merges the payload without parsing it
-   whole, or says no), ``[DONE]`` (every open stream ends ``done``), an SSE ``event: error``, or
-   JSON to parse. Objects a source yields skip this step.
-2. *Recognition*: the first payload picks the protocol (``_protocols.PROTOCOLS``).
-3. *Parsing*: the protocol checks the payload and says what it means (``_protocol``'s actions).
-   A malformed payload ends the source's open streams with the error and stops the source
-   (``strict``), or is skipped and recorded as a problem of the stream in progress (lenient).
-4. *Routing* (:meth:`Engine._stream_for`): the stream the chunk belongs to. A source is by
-   default a sequence of response bodies: a new id opens a new stream only once the stream in
-   progress has ended (``[DONE]``) or finished (every choice has a ``finish_reason``); inside an
-   unfinished stream an id change is the server's quirk (Groq's ``compound`` gives every chunk a
-   new id), absorbed and recorded in :attr:`Result.notes`. An ``interleaved`` source instead
-   keeps one stream per id, open side by side. An empty id belongs to the stream in progress, and
-   the first id that follows names it (Azure's ``prompt_filter_results`` chunk). A stream over
-   ``max_streams`` or the fan-in's ``max_open_streams`` is refused, with a ``limit`` result.
-5. *Dedupe*: a chunk whose dedupe id (the SSE ``id:`` it carried, or the id of an ``(id,
-   payload)`` pair) its stream has seen is dropped and counted.
-6. *Chunk stages*, when a pipeline has its own before ``merge_deltas()``: the chunk becomes an
-   ``Envelope``, goes through them, and what comes out is merged. The lane is off then.
-7. *Merge*: the stream's accumulator folds it. A chunk that conflicts with its stream (another
-   model) is refused and recorded as a problem; a limit passed fails the stream, which takes
-   nothing more and ends with the ``LimitError``.
-
-Per-stream state (accumulator, dedupe ids, problems, notes, counters) is one ``_Stream`` each;
-it is freed when the stream ends. When the source ends, its :class:`SourceReport` comes last.
+``(id, payload)`` pairs). ``Assembler``, ``results``, ``fan_in``, ``Tee`` and the CLI all run this
+one object; it is plain synchronous code, fed, returning what ended. A chunk's trip (each step
+is described in docs/design.md): framing (``_framing``; the protocol's byte-shape lane is asked
+first), recognition of the protocol by the first payload, parsing (``_protocol``'s actions;
+malformed input is fatal when ``strict``, a problem otherwise), routing (:meth:`_stream_for`:
+one response body is one completion, or one stream per id for an ``interleaved`` source),
+dedupe, the chunk stages, and the merge into the stream's accumulator. Each open stream's state
+is one ``_Stream``, freed when it ends; the source's report comes last.
 """
 
 from __future__ import annotations
@@ -130,18 +107,31 @@ def internal_error(exc: Exception, name: str, number: int) -> StreamError:
 class _Stream:
     """Everything the engine holds for one open stream."""
 
-    __slots__ = ("acc", "changes", "duplicates", "failed", "id", "key", "notes", "problems", "seen")
+    __slots__ = (
+        "acc",
+        "changes",
+        "duplicates",
+        "failed",
+        "id",
+        "key",
+        "last_id",
+        "notes",
+        "problems",
+        "seen",
+    )
 
     def __init__(self, key: StreamKey, id_: str, acc: StreamAccumulator | None) -> None:
         self.key = key
         #: the id the stream is known by (``""`` until one arrives).
         self.id = id_
+        #: the id its last chunk had, when the server changed it mid-stream.
+        self.last_id = id_
         self.acc = acc
         self.seen: dict[str, None] | None = None
         self.duplicates = 0
         self.problems: list[StreamError] = []
         self.notes: list[str] = []
-        #: how many times the server changed the id mid-stream.
+        #: how many times the server changed the id mid-stream (from one chunk to the next).
         self.changes = 0
         #: the limit this stream passed (it takes nothing more), or, refused, why.
         self.failed: LimitError | None = None
@@ -170,33 +160,6 @@ class Engine:
             chunk's :class:`Envelope` and each stream's :class:`End`.
         budget: the open streams a fan-in allows, shared by its sources.
     """
-
-    __slots__ = (
-        "_budget",
-        "_by_id",
-        "_current",
-        "_dedupe_ids",
-        "_error",
-        "_events",
-        "_framing",
-        "_interleaved",
-        "_lane",
-        "_lane_wanted",
-        "_limits",
-        "_open",
-        "_ordinal",
-        "_problems",
-        "_protocol",
-        "_refused",
-        "_results",
-        "_stages",
-        "done",
-        "items",
-        "name",
-        "report",
-        "stopped",
-        "strict",
-    )
 
     def __init__(
         self,
@@ -259,13 +222,6 @@ class Engine:
         out: list[Any] = []
         if not self.stopped:
             self._records(self._framing.feed(data), out)
-        return out
-
-    def add(self, obj: Any, *, where: Where = "", dedupe_id: str | None = None) -> list[Any]:
-        """Take one parsed payload (a ``dict``) or event found at ``where``."""
-        out: list[Any] = []
-        if not self.stopped:
-            self._take(obj, "message", dedupe_id, where, None, out)
         return out
 
     def feed_item(self, raw: Any) -> list[Any]:
@@ -516,14 +472,14 @@ class Engine:
             if current is not None:
                 return current
             return self._new("", where, out)
-        if current is not None and id_ == current.id:
+        if current is not None and (id_ == current.id or id_ == current.last_id):
             return current
         if self._interleaved:
             stream = self._by_id.get(id_)
             if stream is None:
                 if current is not None and not current.id:
                     stream = current  # a stream without an id yet takes this one (Azure)
-                    stream.id = id_
+                    stream.id = stream.last_id = id_
                 elif id_ in self._refused:
                     return None
                 else:
@@ -537,7 +493,7 @@ class Engine:
         if current is None:
             return self._new(id_, where, out)
         if not current.id:
-            current.id = id_  # the stream learns its id late (Azure)
+            current.id = current.last_id = id_  # the stream learns its id late (Azure)
             return current
         if current.failed is not None and current.acc is None:
             return None  # the rest of a refused body
@@ -552,6 +508,7 @@ class Engine:
                 f"{_short(id_)}; one response body is one completion, kept as {current.id!r}"
             )
         current.changes += 1
+        current.last_id = id_
         return current
 
     def _set_current(self, stream: _Stream | None) -> None:

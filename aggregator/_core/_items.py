@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 
 from ._errors import StreamError, Where, where_text
-from ._repr import attrs_repr
+from ._model import Model
 from ._results import EndReason
 
 if TYPE_CHECKING:
@@ -106,10 +106,8 @@ class Envelope:
 
 @final
 @attrs.frozen(repr=False)
-class End:
+class End(Model):
     """The end of one stream, as a chunk stage sees it (its result comes after)."""
-
-    __repr__ = attrs_repr
 
     key: StreamKey
     reason: EndReason
@@ -119,20 +117,16 @@ class End:
 
 @final
 @attrs.frozen(repr=False)
-class SnapshotRequest:
+class SnapshotRequest(Model):
     """A marker asking the engine for the current partial completion of ``key``."""
-
-    __repr__ = attrs_repr
 
     key: StreamKey
 
 
 @final
 @attrs.frozen(repr=False)
-class Snapshot:
+class Snapshot(Model):
     """The partial completion of a stream in progress, after ``chunks`` chunks."""
-
-    __repr__ = attrs_repr
 
     key: StreamKey
     completion: ChatCompletion | Completion

@@ -14,7 +14,7 @@ from typing import Any, final
 
 import attrs
 
-from ._repr import attrs_repr
+from ._model import Model
 
 __all__ = ["DEFAULT_LIMITS", "MAX_DEPTH_CEILING", "Limits", "depth_exceeds"]
 
@@ -36,7 +36,7 @@ def _depth(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 @final
 @attrs.frozen(kw_only=True, repr=False)
-class Limits:
+class Limits(Model):
     """Every limit, each configurable; ``None`` turns a limit off.
 
     Attributes:
@@ -52,8 +52,6 @@ class Limits:
         idle_timeout: seconds a source may go without delivering anything.
         deadline: seconds a source may take in all.
     """
-
-    __repr__ = attrs_repr
 
     max_line: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
     max_choices: int | None = attrs.field(default=1024, validator=_positive)

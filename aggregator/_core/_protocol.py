@@ -1,33 +1,19 @@
 """The protocol seam: what is particular to one wire protocol, behind one small interface.
 
-Theory of operation: the engine (``_engine``) knows sources, streams, framing, dedupe, limits,
-strict and lenient handling, and how a stream ends. It knows no chunk format. A *protocol* knows
-the rest: how to recognise its payloads, how to check and structure one into an event, which
-stream (completion) a payload belongs to and what it does to it, how the chunks of one stream
-fold into the final object, and, optionally, a byte-shape fast lane. Adding a protocol means
-adding a module with a :class:`Protocol` subclass and naming it in :data:`PROTOCOLS`; nothing in
-the engine, the stages, the CLI or ``Tee`` changes.
+Theory of operation: the engine knows sources, streams, framing, dedupe, limits, strict and
+lenient handling, and how a stream ends; it knows no chunk format. A protocol knows the rest: how
+to recognise its payloads, how to check one and what it means, how a stream's chunks fold into
+the final object, and optionally its fast branches. Adding one means adding a module with a
+:class:`Protocol` subclass and naming it in ``_protocols.PROTOCOLS`` (docs/design.md).
 
-The engine asks each protocol in :data:`PROTOCOLS` order whether it recognises the first payload
-of a source (its JSON object, and the SSE ``event:`` name); the first that does decodes the
-whole source. The last, Chat Completions, recognises everything, so a payload nobody knows gets
-its error from it.
+What a payload means is an *action* (:meth:`Protocol.parse`), with a stream id and the value to
+merge (an event, or a plain payload the protocol validated, for ``add_plain``):
 
-What a protocol says of one payload is an *action* (:meth:`Protocol.parse`):
-
-- ``CHUNK``: merge the value into the stream with this id (an empty id: the stream in progress).
-  A new id opens a new stream after the previous one ended or finished; inside an unfinished one
-  it is the server changing ids mid-body, absorbed and noted (or, for an interleaved source, a
-  stream of its own).
-- ``START``: merge it into a new stream, ending any stream in progress (a message's first event).
-- ``LAST``: merge it, then end its stream properly (a message's terminal event).
-- ``LAST_ERROR``: merge it, then end the source's streams with the error given beside it (an
-  error a server put on a chunk).
-- ``ERROR``: no chunk: the value is the :class:`UpstreamError` the server sent.
-- ``SKIP``: nothing to merge (a keep-alive).
-
-The value to merge is an event, or a validated plain payload (a ``dict``) that the protocol's
-accumulator folds without an event (:meth:`StreamAccumulator.add_plain`).
+- ``CHUNK``: merge into the stream with this id (an empty id: the stream in progress);
+- ``START``: merge into a new stream, ending any in progress (a message's first event);
+- ``LAST``: merge, then end the stream properly (a message's terminal event);
+- ``LAST_ERROR``: merge, then end the source's streams with the error given beside it;
+- ``ERROR``: the value is the :class:`UpstreamError` the server sent; ``SKIP``: a keep-alive.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 from ._errors import StreamError
-from ._repr import attrs_repr
+from ._model import Model
 
 if TYPE_CHECKING:
     from ._chat._completions import ChatCompletion, Completion
@@ -43,7 +43,7 @@ class EndReason(str, enum.Enum):
 
 @final
 @attrs.frozen(kw_only=True, repr=False)
-class Result:
+class Result(Model):
     """The outcome of one stream (one completion): never lost, even when the stream was.
 
     Attributes:
@@ -62,8 +62,6 @@ class Result:
         chunks: the number of chunks merged.
         duplicates: the number of replayed chunks dropped by ``dedupe``.
     """
-
-    __repr__ = attrs_repr
 
     source: str
     key: tuple[str, int]
@@ -98,7 +96,7 @@ class Result:
 
 @final
 @attrs.frozen(kw_only=True, repr=False)
-class SourceReport:
+class SourceReport(Model):
     """How one source ended, and its trouble outside any completion.
 
     Attributes:
@@ -110,8 +108,6 @@ class SourceReport:
         problems: bad input outside any completion that was skipped (lenient mode).
         completions: the number of completions (results) the source gave.
     """
-
-    __repr__ = attrs_repr
 
     source: str
     reason: EndReason

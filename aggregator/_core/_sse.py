@@ -21,7 +21,7 @@ from typing import Any, final
 import attrs
 
 from ._errors import DecodeError
-from ._repr import attrs_repr
+from ._model import Model
 
 __all__ = ["JSONLinesReader", "SSEDecoder", "ServerSentEvent"]
 
@@ -30,7 +30,7 @@ _BOM = b"\xef\xbb\xbf"
 
 @final
 @attrs.frozen(repr=False)
-class ServerSentEvent:
+class ServerSentEvent(Model):
     """One dispatched Server-Sent Event.
 
     Attributes:
@@ -44,8 +44,6 @@ class ServerSentEvent:
         retry: the reconnection time in milliseconds, if this event set one.
         line: the line number (from 1) of the event's first ``data`` line.
     """
-
-    __repr__ = attrs_repr
 
     data: bytes
     event: str = "message"

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, final
 
 from .. import _converter
-from .._errors import LimitError, StructureError, Where, upstream_error, where_text
+from .._errors import LimitError, Where, upstream_error, where_text
 from .._limits import MAX_DEPTH_CEILING, depth_exceeds
 from .._protocol import CHUNK, ERROR, LAST_ERROR, Parsed, Protocol
 from ._accumulate import Accumulator
@@ -81,11 +81,8 @@ def structure_chunk(
     Raises:
         StructureError: the payload is not a chunk object, or a field has the wrong type.
     """
-    if obj.__class__ is not dict:
-        raise StructureError(
-            f"expected a JSON object, got {type(obj).__name__}", source=source, where=where
-        )
-    return _converter.structure(obj, chunk_class(obj), source=source, where=where)
+    cls = chunk_class(obj) if obj.__class__ is dict else ChatCompletionChunk  # (refused: no object)
+    return _converter.structure(obj, cls, source=source, where=where)
 
 
 def _plain_chunk_id(event: ChatCompletionChunk) -> str | None:

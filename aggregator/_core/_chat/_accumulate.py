@@ -199,25 +199,16 @@ class _ChatChoice:
             self.role = delta.role
         content = delta.content
         if content is not None:
-            if content.__class__ is str and self.parts is None:
-                if self.content is None:
-                    self.content = [content]
-                else:
-                    self.content.append(content)
+            if content.__class__ is str:
+                self.add_text("content", content)
             else:
                 self._add_parts(content)
         if delta.reasoning_content is not None:
-            if self.reasoning_content is None:
-                self.reasoning_content = []
-            self.reasoning_content.append(delta.reasoning_content)
+            self.add_text("reasoning_content", delta.reasoning_content)
         if delta.reasoning is not None:
-            if self.reasoning is None:
-                self.reasoning = []
-            self.reasoning.append(delta.reasoning)
+            self.add_text("reasoning", delta.reasoning)
         if delta.refusal is not None:
-            if self.refusal is None:
-                self.refusal = []
-            self.refusal.append(delta.refusal)
+            self.add_text("refusal", delta.refusal)
         if delta.tool_calls:
             if self.tools is None:
                 self.tools = _ToolCalls(self.limits)

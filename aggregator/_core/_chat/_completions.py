@@ -13,8 +13,8 @@ from typing import Any, final
 
 import attrs
 
-from .._repr import attrs_repr
-from ._events import EMPTY, ChoiceLogprobs, TextLogprobs, Usage
+from .._model import Model, extras
+from ._events import ChoiceLogprobs, TextLogprobs, Usage
 
 __all__ = [
     "ChatChoice",
@@ -27,41 +27,31 @@ __all__ = [
 ]
 
 
-def _extras() -> Any:
-    return attrs.field(default=EMPTY, kw_only=True, repr=False)
-
-
 @final
 @attrs.frozen(repr=False)
-class FunctionCall:
+class FunctionCall(Model):
     """A function call: its name and the JSON text of its arguments."""
-
-    __repr__ = attrs_repr
 
     name: str = ""
     arguments: str = ""
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class ToolCall:
+class ToolCall(Model):
     """One assembled tool call of a chat message."""
-
-    __repr__ = attrs_repr
 
     id: str = ""
     type: str = "function"
     function: FunctionCall = attrs.field(factory=FunctionCall)
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class ChatMessage:
+class ChatMessage(Model):
     """The assembled message of a chat choice."""
-
-    __repr__ = attrs_repr
 
     role: str = "assistant"
     content: str | list[dict[str, Any]] | None = None
@@ -70,29 +60,25 @@ class ChatMessage:
     refusal: str | None = None
     tool_calls: list[ToolCall] | None = None
     function_call: FunctionCall | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class ChatChoice:
+class ChatChoice(Model):
     """One assembled chat choice."""
-
-    __repr__ = attrs_repr
 
     index: int
     message: ChatMessage = attrs.field(factory=ChatMessage)
     logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(kw_only=True, repr=False)
-class ChatCompletion:
+class ChatCompletion(Model):
     """An assembled ``chat.completion``."""
-
-    __repr__ = attrs_repr
 
     id: str
     object: str = "chat.completion"
@@ -102,29 +88,25 @@ class ChatCompletion:
     system_fingerprint: str | None = None
     service_tier: str | None = None
     usage: Usage | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class CompletionChoice:
+class CompletionChoice(Model):
     """One assembled text-completion choice."""
-
-    __repr__ = attrs_repr
 
     index: int
     text: str = ""
     logprobs: TextLogprobs | None = None
     finish_reason: str | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(kw_only=True, repr=False)
-class Completion:
+class Completion(Model):
     """An assembled text completion; ``object`` mirrors the stream's convention."""
-
-    __repr__ = attrs_repr
 
     id: str
     object: str = "text_completion"
@@ -133,4 +115,4 @@ class Completion:
     choices: list[CompletionChoice]
     system_fingerprint: str | None = None
     usage: Usage | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()

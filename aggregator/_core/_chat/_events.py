@@ -11,15 +11,13 @@ Every class has ``extras``: the keys the model does not name (``x_groq``, ``cita
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any, Final, Union, final
+from typing import Any, Union, final
 
 import attrs
 
-from .._repr import attrs_repr
+from .._model import Model, extras
 
 __all__ = [
-    "EMPTY",
     "ChatChunkChoice",
     "ChatCompletionChunk",
     "ChoiceDelta",
@@ -37,129 +35,104 @@ __all__ = [
     "Usage",
 ]
 
-#: The shared empty ``extras`` mapping (read-only).
-EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
-
 #: ``delta.content``: a string, or (Mistral's Magistral) a list of typed parts.
 ContentDelta = Union[str, list[dict[str, Any]], None]
 
 
-def _extras() -> Any:
-    return attrs.field(default=EMPTY, kw_only=True, eq=True, repr=False)
-
-
 @final
 @attrs.frozen(repr=False)
-class PromptTokensDetails:
+class PromptTokensDetails(Model):
     """``usage.prompt_tokens_details``."""
-
-    __repr__ = attrs_repr
 
     cached_tokens: int | None = None
     audio_tokens: int | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class CompletionTokensDetails:
+class CompletionTokensDetails(Model):
     """``usage.completion_tokens_details``."""
-
-    __repr__ = attrs_repr
 
     reasoning_tokens: int | None = None
     audio_tokens: int | None = None
     accepted_prediction_tokens: int | None = None
     rejected_prediction_tokens: int | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class Usage:
+class Usage(Model):
     """A usage report. Every field is optional: servers send partial and running reports."""
-
-    __repr__ = attrs_repr
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
     prompt_tokens_details: PromptTokensDetails | None = None
     completion_tokens_details: CompletionTokensDetails | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class TopLogprob:
+class TopLogprob(Model):
     """One alternative token in ``top_logprobs``."""
-
-    __repr__ = attrs_repr
 
     token: str
     logprob: float
     bytes: list[int] | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class TokenLogprob:
+class TokenLogprob(Model):
     """The log probability of one sampled token (chat ``logprobs.content[i]``)."""
-
-    __repr__ = attrs_repr
 
     token: str
     logprob: float
     bytes: list[int] | None = None
     top_logprobs: list[TopLogprob] | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class ChoiceLogprobs:
+class ChoiceLogprobs(Model):
     """Chat ``logprobs``: token entries for the content and for the refusal."""
-
-    __repr__ = attrs_repr
 
     content: list[TokenLogprob] | None = None
     refusal: list[TokenLogprob] | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class FunctionDelta:
+class FunctionDelta(Model):
     """A fragment of ``tool_calls[i].function`` or of the legacy ``function_call``."""
-
-    __repr__ = attrs_repr
 
     name: str | None = None
     arguments: str | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class ToolCallDelta:
+class ToolCallDelta(Model):
     """A fragment of one tool call, keyed by ``index``."""
-
-    __repr__ = attrs_repr
 
     index: int | None = None
     id: str | None = None
     type: str | None = None
     function: FunctionDelta | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class ChoiceDelta:
+class ChoiceDelta(Model):
     """What one chunk adds to a chat choice's message."""
-
-    __repr__ = attrs_repr
 
     role: str | None = None
     content: ContentDelta = None
@@ -168,33 +141,29 @@ class ChoiceDelta:
     refusal: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
     function_call: FunctionDelta | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class ChatChunkChoice:
+class ChatChunkChoice(Model):
     """One choice of a chat chunk."""
-
-    __repr__ = attrs_repr
 
     index: int
     delta: ChoiceDelta = attrs.field(factory=ChoiceDelta)
     logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class ChatCompletionChunk:
+class ChatCompletionChunk(Model):
     """One ``chat.completion.chunk`` event.
 
     ``error`` is set when a server puts an error object beside the choices (OpenRouter does);
     ``obfuscation`` is transport padding and never reaches an assembled object.
     """
-
-    __repr__ = attrs_repr
 
     id: str
     object: str
@@ -206,43 +175,37 @@ class ChatCompletionChunk:
     usage: Usage | None = None
     obfuscation: str | None = None
     error: Any = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class TextLogprobs:
+class TextLogprobs(Model):
     """Text-completion ``logprobs``: parallel lists, one entry per token."""
-
-    __repr__ = attrs_repr
 
     tokens: list[str] | None = None
     token_logprobs: list[float | None] | None = None
     top_logprobs: list[dict[str, float] | None] | None = None
     text_offset: list[int] | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class TextChunkChoice:
+class TextChunkChoice(Model):
     """One choice of a text-completion chunk."""
-
-    __repr__ = attrs_repr
 
     index: int
     text: str = ""
     logprobs: TextLogprobs | None = None
     finish_reason: str | None = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()
 
 
 @final
 @attrs.frozen(repr=False)
-class CompletionChunk:
+class CompletionChunk(Model):
     """One text-completion chunk (``object`` is ``text_completion`` or ``completion``)."""
-
-    __repr__ = attrs_repr
 
     id: str
     object: str
@@ -253,4 +216,4 @@ class CompletionChunk:
     usage: Usage | None = None
     obfuscation: str | None = None
     error: Any = None
-    extras: Mapping[str, Any] = _extras()
+    extras: Mapping[str, Any] = extras()

@@ -223,10 +223,12 @@ def _string_end(payload: bytes, start: int) -> int:
 class Lane:
     """The byte shapes learnt from one source's plain chunks (see the module's docstring)."""
 
-    __slots__ = ("shapes",)
+    __slots__ = ("merged", "shapes")
 
     def __init__(self) -> None:
         self.shapes: list[_Shape] = []
+        #: how many payloads the lane merged (for tests and statistics).
+        self.merged = 0
 
     def try_merge(self, payload: bytes) -> bool:
         """Merge ``payload`` if it has a shape learnt; whether it did."""
@@ -235,6 +237,7 @@ class Lane:
                 value = shape.text(payload)
                 if value is not None:
                     shape.merge(value)
+                    self.merged += 1
                     return True
         return False
 

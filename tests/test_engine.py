@@ -1,0 +1,579 @@
+"""The engine: its branches against its one path, its routing rules, and the protocol seam.
+
+The fast branches (the byte-shape lane, the hot stream of a sync source) are switched in one
+place each, and must give exactly what the engine gives without them. The streams here are made
+to trip them: strings with quotes, backslashes, escapes and key-like text; fingerprints that
+change mid-stream; obfuscation strings; interleaved choices; content parts; error payloads,
+garbage and ``[DONE]`` in the middle; several completions in one source; every recording.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aggregator
+from aggregator import EndReason, Result, SourceReport, to_dict
+from aggregator._core import _engine
+from aggregator._core._chat._completions import ChatChoice, ChatCompletion, ChatMessage
+from aggregator._core._protocol import CHUNK, ERROR, LAST, SKIP, START, Parsed, Protocol
+from aggregator.lowlevel import PROTOCOLS, Engine, structure_chunk
+
+from .conftest import DATA
+from .strategies import byte_pieces
+
+JSON = dict[str, Any]
+
+#: Strings that look like the bytes the lane cuts at.
+TRICKY = [
+    '"',
+    "\\",
+    '\\"',
+    '"content":',
+    '","logprobs":null',
+    '"}',
+    "\u00e9",
+    "\U0001f600",
+    "\n",
+    '"obfuscation":"x"}',
+    "",
+]
+TEXT = st.one_of(st.sampled_from(TRICKY), st.text(max_size=12))
+
+
+def run(
+    pieces: Sequence[Any], *, strict: bool = True, fast_lane: bool = True, **options: Any
+) -> tuple[list[Any], Engine]:
+    engine = Engine("s", strict=strict, fast_lane=fast_lane, **options)
+    out: list[Any] = []
+    for piece in pieces:
+        out += engine.feed_item(piece)
+    return out + engine.close(), engine
+
+
+def summary(out: Sequence[Any]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for r in out:
+        if isinstance(r, SourceReport):
+            rows.append((r.reason, r.where, str(r.error), [str(p) for p in r.problems]))
+            continue
+        rows.append(
+            (
+                r.key,
+                r.reason,
+                r.where,
+                r.finished,
+                str(r.error),
+                [str(p) for p in r.problems],
+                r.notes,
+                r.chunks,
+                r.duplicates,
+                to_dict(r.completion),
+            )
+        )
+    return rows
+
+
+def assert_lane_exact(pieces: Sequence[Any], *, strict: bool = True) -> tuple[list[Any], int]:
+    """The same pieces with the lane on and off: the same results. Returns the results and
+    how many payloads the lane merged."""
+    on, engine = run(pieces, strict=strict)
+    off, _ = run(pieces, strict=strict, fast_lane=False)
+    assert summary(on) == summary(off)
+    lane = engine._lane
+    return on, 0 if lane is None else lane.merged
+
+
+@st.composite
+def chunk_dicts(draw: st.DrawFn) -> JSON:
+    chunk: JSON = {
+        "id": draw(st.sampled_from(["chatcmpl-a", "chatcmpl-a", "chatcmpl-a", "chatcmpl-b", ""])),
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": draw(st.sampled_from(["m", "m", "m", "m", "other", ""])),
+    }
+    if draw(st.booleans()):
+        chunk["system_fingerprint"] = draw(st.sampled_from(["fp_a", "fp_a", "fp_b", None]))
+    if draw(st.integers(0, 4)) == 0:
+        chunk["service_tier"] = draw(st.sampled_from(["default", "flex"]))
+    delta: JSON = draw(
+        st.one_of(
+            st.fixed_dictionaries({"content": TEXT}),
+            st.fixed_dictionaries({"content": TEXT}),
+            st.fixed_dictionaries({"content": TEXT}),
+            st.fixed_dictionaries({"reasoning_content": TEXT, "content": st.none()}),
+            st.fixed_dictionaries({"reasoning": TEXT}),
+            st.fixed_dictionaries({"refusal": TEXT}),
+            st.fixed_dictionaries({"role": st.just("assistant"), "content": st.just("")}),
+            st.fixed_dictionaries(
+                {
+                    "content": st.lists(
+                        st.fixed_dictionaries({"type": st.just("text"), "text": TEXT})
+                    )
+                }
+            ),
+            st.just({}),
+        )
+    )
+    choice: JSON = {"index": draw(st.sampled_from([0, 0, 0, 1])), "delta": delta}
+    if draw(st.booleans()):
+        choice["logprobs"] = None
+    choice["finish_reason"] = draw(st.sampled_from([None, None, None, None, "stop"]))
+    chunk["choices"] = [choice]
+    if draw(st.integers(0, 3)) == 0:
+        chunk["usage"] = None
+    if draw(st.booleans()):
+        chunk["obfuscation"] = draw(st.sampled_from(["abc", "x", "", 'q"r', "s\\t", "12345678"]))
+    return chunk
+
+
+def dumps(chunk: JSON, style: int) -> bytes:
+    if style == 0:
+        return orjson.dumps(chunk)
+    if style == 1:
+        return json.dumps(chunk, separators=(",", ":")).encode()  # \u escapes
+    return json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+EXTRAS = [
+    b"data: [DONE]\n\n",
+    b'data: {"error": {"message": "overloaded"}}\n\n',
+    b"data: {not json\n\n",
+    b'data: {"id":"chatcmpl-a","object":"chat.completion.chunk","created":1,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":"x","tool_calls":null},"finish_reason":null}]}\n\n',
+    b'data: {"id":"chatcmpl-a","object":"chat.completion.chunk","created":1,"model":"other",'
+    b'"choices":[{"index":0,"delta":{"content":"y"},"finish_reason":null}]}\n\n',
+    b'data: {"id":"chatcmpl-a","object":"chat.completion.chunk","created":1,"model":"m",'
+    b'"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\n',
+    # a key spelled twice, the second time with an escape: which value wins is the parser's
+    b'data: {"id":"chatcmpl-a","object":"chat.completion.chunk","created":1,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":"p","con\\u0074ent":"q"},"finish_reason":null}]}'
+    b"\n\n",
+    b"id: 7\ndata: "
+    + orjson.dumps(
+        {
+            "id": "chatcmpl-a",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "z"}, "finish_reason": None}],
+        }
+    )
+    + b"\n\n",
+]
+
+
+@st.composite
+def sse_streams(draw: st.DrawFn) -> bytes:
+    style = draw(st.integers(0, 2))
+    events = []
+    for chunk in draw(st.lists(chunk_dicts(), max_size=25)):
+        events.append(b"data: " + dumps(chunk, style) + b"\n\n")
+        if draw(st.integers(0, 9)) == 0:
+            events.append(draw(st.sampled_from(EXTRAS)))
+        if draw(st.integers(0, 5)) == 0:  # the same bytes again: the lane's case
+            events.append(events[-1])
+    return b"".join(events) + (b"data: [DONE]\n\n" if draw(st.booleans()) else b"")
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=sse_streams(), strict=st.booleans(), pieces=st.data())
+def test_the_lane_gives_what_the_full_path_gives_on_sse(
+    data: bytes, strict: bool, pieces: Any
+) -> None:
+    assert_lane_exact(pieces.draw(byte_pieces(data)), strict=strict)
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(chunk_dicts(), max_size=25), style=st.integers(0, 2), pieces=st.data())
+def test_the_lane_gives_what_the_full_path_gives_on_json_lines(
+    chunks: list[JSON], style: int, pieces: Any
+) -> None:
+    data = b"".join(dumps(c, style) + b"\n" for c in chunks)
+    assert_lane_exact(pieces.draw(byte_pieces(data)))
+
+
+def test_the_lane_is_taken_for_a_run_of_one_shape_and_is_exact() -> None:
+    """A long run of one shape goes through the lane, and the result is exact: escapes, a
+    changed fingerprint and obfuscation included."""
+    head = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    texts = ['say "hi"', "back\\slash", "caf\u00e9", '"content":', "\\", "end"] * 50
+    events = [
+        {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        *(
+            {
+                **head,
+                "system_fingerprint": "fp_a" if i != 100 else "fp_b",
+                "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": None}],
+                "obfuscation": "o" * (i % 7),
+            }
+            for i, t in enumerate(texts)
+        ),
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    for style in (0, 1, 2):
+        data = b"".join(b"data: " + dumps(e, style) + b"\n\n" for e in events)
+        (result, report), merged = assert_lane_exact([data + b"data: [DONE]\n\n"])
+        assert result.complete
+        assert report.ok
+        assert result.chunks == len(events)
+        assert merged > len(texts) * 0.9  # nearly all of them: the lane was really taken
+        message = to_dict(result.completion)["choices"][0]["message"]
+        assert message["content"] == "".join(texts)
+        assert result.completion.system_fingerprint == "fp_a"
+
+
+def test_the_lane_learns_no_shape_from_a_key_spelled_twice() -> None:
+    head = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+    twice = head + b'[{"index":0,"delta":{"content":"p","con\\u0074ent":"q"}}]}\n\n'
+    other = head + b'[{"index":0,"delta":{"content":"r","con\\u0074ent":"q"}}]}\n\n'
+    (result, _), merged = assert_lane_exact([twice, other, b"data: [DONE]\n\n"])
+    assert merged == 0
+    # orjson keeps the last spelling, as json.loads and the OpenAI SDK do
+    assert content(result) == "qq"
+
+
+def recordings() -> list[Any]:
+    paths = sorted((DATA / "openai").glob("*.sse")) + sorted((DATA / "providers").glob("*.*l*"))
+    paths += sorted((DATA / "providers").glob("*.sse"))
+    assert len(paths) >= 37
+    return paths
+
+
+def test_every_recording_gives_the_same_with_the_lane_on_and_off() -> None:
+    taken = 0
+    for path in recordings():
+        data = path.read_bytes()
+        _, merged = assert_lane_exact([data])
+        taken += merged
+        assert_lane_exact([data[i : i + 7] for i in range(0, len(data), 7)])
+    assert taken > 1000  # the recordings' plain runs went through it
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(chunk_dicts(), max_size=25), usage_at=st.sets(st.integers(0, 24)))
+def test_a_sync_source_fed_in_one_loop_equals_item_by_item(
+    chunks: list[JSON], usage_at: set[int]
+) -> None:
+    """``feed_items`` merges the next plain event of the current stream without the dispatch;
+    it must give what ``feed_item`` gives one item at a time."""
+    for i in usage_at:
+        if i < len(chunks):
+            chunks[i]["usage"] = {"prompt_tokens": i, "completion_tokens": 1, "total_tokens": i}
+    for items in (chunks, [structure_chunk(c) for c in chunks]):
+        one_by_one, _ = run(items)
+        engine = Engine("s")
+        looped: list[Any] = []
+        engine.feed_items(iter(items), looped)
+        assert engine.items == len(items)
+        assert summary(looped + engine.close()) == summary(one_by_one)
+
+
+# -- routing: one response body is one completion ---------------------------------------------
+
+
+def chunk(id_: str, delta: JSON, finish: str | None = None, **top: Any) -> JSON:
+    return {
+        "id": id_,
+        "object": "chat.completion.chunk",
+        "created": 1750000000,
+        "model": "compound-beta",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        **top,
+    }
+
+
+def sse(chunks: Sequence[JSON], done: bool = True) -> bytes:
+    body = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+    return body + (b"data: [DONE]\n\n" if done else b"")
+
+
+def content(result: Result) -> Any:
+    """The content of the first choice of a chat result."""
+    completion = result.completion
+    assert isinstance(completion, ChatCompletion)
+    return completion.choices[0].message.content
+
+
+def one_result(out: Sequence[Any]) -> Result:
+    found = [r for r in out if isinstance(r, Result)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+# Groq's groq/compound gives every chunk a new id (modelled on its streams: an id per chunk, the
+# tool it ran in executed_tools, sent once at its start and again whole with its output).
+GROQ_COMPOUND = [
+    chunk("stub-1", {"role": "assistant", "content": ""}, x_groq={"id": "req_1"}),
+    chunk(
+        "stub-2",
+        {"executed_tools": [{"index": 0, "type": "search", "arguments": '{"query": "x"}'}]},
+    ),
+    chunk(
+        "stub-3",
+        {
+            "executed_tools": [
+                {
+                    "index": 0,
+                    "type": "search",
+                    "arguments": '{"query": "x"}',
+                    "output": "Title: X",
+                }
+            ]
+        },
+    ),
+    chunk("stub-4", {"content": "It is "}),
+    chunk("stub-5", {"content": "x."}),
+    chunk(
+        "stub-6",
+        {},
+        "stop",
+        x_groq={
+            "id": "req_1",
+            "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("framing", ["sse", "jsonl", "dicts", "events"])
+def test_an_id_that_changes_on_every_chunk_is_one_completion(framing: str) -> None:
+    if framing == "sse":
+        pieces: list[Any] = [sse(GROQ_COMPOUND)]
+    elif framing == "jsonl":
+        pieces = [b"".join(orjson.dumps(c) + b"\n" for c in GROQ_COMPOUND)]
+    elif framing == "dicts":
+        pieces = list(GROQ_COMPOUND)
+    else:
+        pieces = [structure_chunk(c) for c in GROQ_COMPOUND]
+    out, _ = run(pieces)
+    result = one_result(out)
+    assert result.complete
+    assert result.completion.id == "stub-1"
+    assert result.chunks == len(GROQ_COMPOUND)
+    message = to_dict(result.completion)["choices"][0]["message"]
+    assert message["content"] == "It is x."
+    # the tool entry is sent whole twice: kept once, with its output, arguments not doubled
+    assert message["executed_tools"] == [
+        {"index": 0, "type": "search", "arguments": '{"query": "x"}', "output": "Title: X"}
+    ]
+    # x_groq.usage, with no top-level usage: the completion carries it
+    assert to_dict(result.completion)["usage"] == {
+        "prompt_tokens": 10,
+        "completion_tokens": 3,
+        "total_tokens": 13,
+    }
+    assert result.usage == result.completion.usage
+    first, count = result.notes
+    assert "the id changed mid-stream from 'stub-1' to 'stub-2'" in first
+    assert count == "the id changed 5 times in all"
+
+
+def test_an_id_that_changes_once_is_absorbed_and_noted() -> None:
+    # Avian: chatcmpl-... on the first chunk, gen-... on every one after
+    chunks = [
+        chunk("chatcmpl-1", {"role": "assistant", "content": "a"}),
+        chunk("gen-1", {"content": "b"}),
+        chunk("gen-1", {"content": "c"}, "stop"),
+    ]
+    result = one_result(run([sse(chunks)])[0])
+    assert result.complete
+    assert (result.completion.id, content(result)) == (
+        "chatcmpl-1",
+        "abc",
+    )
+    assert len(result.notes) == 1
+    assert "line 3 (event 2)" in result.notes[0]
+
+
+def test_bodies_one_after_another_are_completions_one_after_another() -> None:
+    first = [chunk("a", {"content": "1"}), chunk("a", {}, "stop")]
+    second = [chunk("b", {"content": "2"}), chunk("b", {}, "stop")]
+    for pieces in ([*first, *second], [sse(first, done=False) + sse(second)]):
+        out, _ = run(pieces)
+        results = [r for r in out if isinstance(r, Result)]
+        assert [r.completion.id for r in results] == ["a", "b"]
+        assert [r.notes for r in results] == [(), ()]
+        assert out[-1].completions == 2
+
+
+def test_an_interleaved_source_keeps_a_stream_per_id() -> None:
+    a = [chunk("a", {"content": "1"}), chunk("a", {"content": "2"}), chunk("a", {}, "stop")]
+    b = [chunk("b", {"content": "x"}), chunk("b", {"content": "y"}), chunk("b", {}, "stop")]
+    mixed = [a[0], b[0], a[1], b[1], b[2], a[2]]
+    out, _ = run(mixed, interleaved=True)
+    got = {r.completion.id: r.completion.choices[0].message.content for r in out[:-1]}
+    assert got == {"a": "12", "b": "xy"}
+    together = one_result(run(mixed)[0])  # not interleaved: one body whose id changes
+    assert content(together) == "1x2y"
+    assert together.notes
+
+
+def test_reasoning_details_of_different_types_under_one_index_stay_apart() -> None:
+    # OpenRouter (grok-4.1-fast): a summary and an encrypted entry share index 0
+    chunks = [
+        chunk(
+            "r",
+            {
+                "reasoning_details": [
+                    {"type": "reasoning.summary", "summary": "Think", "index": 0, "format": "x"}
+                ]
+            },
+        ),
+        chunk(
+            "r",
+            {"reasoning_details": [{"type": "reasoning.summary", "summary": "ing.", "index": 0}]},
+        ),
+        chunk(
+            "r",
+            {
+                "reasoning_details": [
+                    {"type": "reasoning.encrypted", "data": "b64==", "index": 0, "format": "x"}
+                ]
+            },
+        ),
+        chunk("r", {"content": "Done."}, "stop"),
+    ]
+    result = one_result(run([sse(chunks)])[0])
+    details = to_dict(result.completion)["choices"][0]["message"]["reasoning_details"]
+    assert details == [
+        {"type": "reasoning.summary", "summary": "Thinking.", "index": 0, "format": "x"},
+        {"type": "reasoning.encrypted", "data": "b64==", "index": 0, "format": "x"},
+    ]
+
+
+def test_a_server_that_never_sends_done_is_complete_only_when_lenient() -> None:
+    # Writer: every choice finished, usage sent, no [DONE]
+    chunks = [
+        chunk("w", {"role": "assistant", "content": "hi"}),
+        chunk("w", {}, "stop"),
+        {
+            **chunk("w", {}),
+            "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        },
+    ]
+    strict = one_result(run([sse(chunks, done=False)])[0])
+    assert (strict.reason, strict.complete) == (EndReason.CUT_OFF, False)
+    lenient = one_result(run([sse(chunks, done=False)], strict=False)[0])
+    assert (lenient.reason, lenient.complete) == (EndReason.EXHAUSTED, True)
+    assert lenient.notes == ("line 6: ended without [DONE], every choice finished (lenient)",)
+    assert lenient.usage is not None
+    assert lenient.usage.total_tokens == 2
+    unfinished = one_result(run([sse(chunks[:1], done=False)], strict=False)[0])
+    assert (unfinished.reason, unfinished.complete) == (EndReason.CUT_OFF, False)
+
+
+def test_a_conflicting_model_is_a_conflict_problem_not_a_usage_error() -> None:
+    chunks = [chunk("c", {"content": "a"}), {**chunk("c", {"content": "b"}), "model": "other"}]
+    result = one_result(run([sse(chunks)])[0])
+    assert not result.complete
+    (problem,) = result.problems
+    assert isinstance(problem, aggregator.ConflictError)
+    assert str(problem) == (
+        "s, line 3 (event 2): a chunk of model 'other' in a stream of model 'compound-beta'"
+    )
+    assert content(result) == "a"
+
+
+def test_an_sdk_chunk_object_is_taken_as_the_json_it_came_from() -> None:
+    from openai.types.chat import ChatCompletionChunk as SDKChunk
+
+    objects = [SDKChunk.model_validate(c) for c in GROQ_COMPOUND[3:]]
+    result = one_result(run(objects)[0])
+    assert content(result) == "It is x."
+
+
+def test_an_item_of_no_known_kind_is_refused_with_a_hint() -> None:
+    with pytest.raises(aggregator.UsageError, match=r"not object \(item 1\).*adapter"):
+        Engine("s").feed_item(object())
+
+
+# -- the protocol seam: a protocol is a module -------------------------------------------------
+
+
+class _Lines:
+    """A toy protocol's accumulator: the text of its ``text`` events."""
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.text: list[str] = []
+        self.id = ""
+        self.finished = False
+
+    def add(self, event: Any) -> None:
+        raise AssertionError("this protocol merges plain payloads only")
+
+    def add_plain(self, payload: JSON) -> None:
+        self.chunks += 1
+        self.id = self.id or payload.get("id", "")
+        self.text.append(payload.get("text", ""))
+        self.finished = payload["type"] == "stop"
+
+    def absorb_ids(self) -> None:
+        pass
+
+    def result(self) -> ChatCompletion:
+        message = ChatMessage(content="".join(self.text))
+        return ChatCompletion(
+            id=self.id, created=0, model="toy", choices=[ChatChoice(index=0, message=message)]
+        )
+
+
+class ToyProtocol(Protocol):
+    """Messages that start, carry text, and stop; pings; errors; no [DONE]."""
+
+    name: ClassVar[str] = "toy"
+    events: ClassVar[tuple[type, ...]] = ()
+
+    @classmethod
+    def recognises(cls, obj: Any, event: str) -> bool:
+        return isinstance(obj, dict) and obj.get("type") in {"start", "text", "stop", "ping"}
+
+    def parse(self, obj: Any, where: Any) -> Parsed:
+        kind = obj.get("type")
+        if kind == "start":
+            return (START, obj["id"], obj, None)
+        if kind == "stop":
+            return (LAST, "", obj, None)
+        if kind == "ping":
+            return (SKIP, "", None, None)
+        if kind == "error":
+            return (ERROR, "", aggregator.UpstreamError(obj["message"], source=self.source), None)
+        return (CHUNK, "", obj, None)
+
+    def accumulator(self) -> Any:
+        return _Lines()
+
+    def event(self, payload: JSON, where: str) -> Any:
+        return payload
+
+
+def test_a_protocol_added_behind_the_seam_runs_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_engine, "PROTOCOLS", (ToyProtocol, *PROTOCOLS))
+    events = [
+        b'event: start\ndata: {"type":"start","id":"m1"}\n\n',
+        b'data: {"type":"text","text":"Hel"}\n\n',
+        b'data: {"type":"ping"}\n\n',
+        b'data: {"type":"text","text":"lo"}\n\n',
+        b'data: {"type":"stop"}\n\n',
+        b'data: {"type":"start","id":"m2"}\n\n',
+        b'data: {"type":"text","text":"cut"}\n\n',
+    ]
+    engine = Engine("toy")
+    out: list[Any] = []
+    for event in events:
+        out += engine.feed(event)
+    out += engine.close()
+    first, second, report = out
+    assert engine.protocol == "toy"
+    assert (first.completion.id, first.completion.choices[0].message.content) == ("m1", "Hello")
+    assert (first.reason, first.complete, first.chunks) == (EndReason.DONE, True, 4)
+    assert (second.completion.id, second.reason) == ("m2", EndReason.CUT_OFF)
+    assert (report.reason, report.completions) == (EndReason.CUT_OFF, 2)
