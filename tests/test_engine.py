@@ -506,6 +506,8 @@ class _Lines:
         self.text: list[str] = []
         self.id = ""
         self.finished = False
+        self.notes: list[str] = []
+        self.problems: list[aggregator.StreamError] = []
 
     def add(self, event: Any) -> None:
         raise AssertionError("this protocol merges plain payloads only")
@@ -539,14 +541,15 @@ class ToyProtocol(Protocol):
     def parse(self, obj: Any, where: Any) -> Parsed:
         kind = obj.get("type")
         if kind == "start":
-            return (START, obj["id"], obj, None)
+            return (START, obj["id"], obj, None, None)
         if kind == "stop":
-            return (LAST, "", obj, None)
+            return (LAST, "", obj, None, None)
         if kind == "ping":
-            return (SKIP, "", None, None)
+            return (SKIP, "", None, None, None)
         if kind == "error":
-            return (ERROR, "", aggregator.UpstreamError(obj["message"], source=self.source), None)
-        return (CHUNK, "", obj, None)
+            error = aggregator.UpstreamError(obj["message"], source=self.source)
+            return (ERROR, "", error, None, None)
+        return (CHUNK, "", obj, obj.get("seq"), None)
 
     def accumulator(self) -> Any:
         return _Lines()
@@ -559,7 +562,8 @@ def test_a_protocol_added_behind_the_seam_runs_everywhere(monkeypatch: pytest.Mo
     monkeypatch.setattr(_engine, "PROTOCOLS", (ToyProtocol, *PROTOCOLS))
     events = [
         b'event: start\ndata: {"type":"start","id":"m1"}\n\n',
-        b'data: {"type":"text","text":"Hel"}\n\n',
+        b'data: {"type":"text","text":"Hel","seq":1}\n\n',
+        b'data: {"type":"text","text":"Hel","seq":1}\n\n',
         b'data: {"type":"ping"}\n\n',
         b'data: {"type":"text","text":"lo"}\n\n',
         b'data: {"type":"stop"}\n\n',
@@ -574,6 +578,11 @@ def test_a_protocol_added_behind_the_seam_runs_everywhere(monkeypatch: pytest.Mo
     first, second, report = out
     assert engine.protocol == "toy"
     assert (first.completion.id, first.completion.choices[0].message.content) == ("m1", "Hello")
-    assert (first.reason, first.complete, first.chunks) == (EndReason.DONE, True, 4)
+    assert (first.reason, first.complete, first.chunks, first.duplicates) == (
+        EndReason.DONE,
+        True,
+        4,
+        1,  # the replay of sequence number 1, dropped by its protocol's own dedupe id
+    )
     assert (second.completion.id, second.reason) == ("m2", EndReason.CUT_OFF)
     assert (report.reason, report.completions) == (EndReason.CUT_OFF, 2)

@@ -393,7 +393,7 @@ class Engine:
         if protocol is None:
             protocol = self._recognise(obj, event)
         try:
-            action, id_, value, error = protocol.parse(obj, where)
+            action, id_, value, own_id, end = protocol.parse(obj, where)
         except StreamError as exc:
             self._malformed(exc, out)
             return
@@ -411,8 +411,10 @@ class Engine:
         else:  # LAST, LAST_ERROR
             stream = self._stream_for(id_, where, out)
         self.done = False
-        if stream is None:  # refused
+        if stream is None or stream.acc is None:  # refused
             return
+        if own_id is not None:
+            dedupe_id = own_id
         if dedupe_id is not None and self._dedupe_ids is not None:
             seen = stream.seen
             if seen is None:
@@ -428,9 +430,11 @@ class Engine:
         else:
             self._merge(stream, value, where, data)
         if action == LAST:
-            self._end(stream, EndReason.DONE, None, where_text(where), out)
+            reason, error = (EndReason.DONE, None) if end is None else end
+            if stream.key in self._open:
+                self._end(stream, reason, error, where_text(where), out)
         elif action == LAST_ERROR:
-            self._end_all(EndReason.ERROR, error, where_text(where), out)
+            self._end_all(EndReason.ERROR, end, where_text(where), out)
 
     def _recognise(self, obj: Any, event: str) -> Protocol:
         cls = obj.__class__
@@ -610,8 +614,8 @@ class Engine:
             where=where,
             finished=acc.finished,
             error=error,
-            problems=tuple(stream.problems),
-            notes=_notes(stream),
+            problems=(*stream.problems, *acc.problems),
+            notes=(*_notes(stream), *acc.notes),
             chunks=acc.chunks,
             duplicates=stream.duplicates,
         )

@@ -6,23 +6,30 @@ to recognise its payloads, how to check one and what it means, how a stream's ch
 the final object, and optionally its fast branches. Adding one means adding a module with a
 :class:`Protocol` subclass and naming it in ``_protocols.PROTOCOLS`` (docs/design.md).
 
-What a payload means is an *action* (:meth:`Protocol.parse`), with a stream id and the value to
-merge (an event, or a plain payload the protocol validated, for ``add_plain``):
+What a payload means is :data:`Parsed`: an *action*, a stream id, the value to merge (an event,
+or a plain payload the protocol validated, for ``add_plain``), the payload's own dedupe id if the
+protocol has one (a sequence number; else the SSE ``id:`` or the source's id is used), and for
+``LAST`` and ``LAST_ERROR`` how the stream ends:
 
 - ``CHUNK``: merge into the stream with this id (an empty id: the stream in progress);
 - ``START``: merge into a new stream, ending any in progress (a message's first event);
-- ``LAST``: merge, then end the stream properly (a message's terminal event);
-- ``LAST_ERROR``: merge, then end the source's streams with the error given beside it;
+- ``LAST``: merge, then end the stream: properly (``end`` is ``None``), or as ``end`` says, an
+  ``(EndReason, StreamError | None)`` pair (a response that ended incomplete or failed);
+- ``LAST_ERROR``: merge, then end the source's streams with the error ``end`` (on a chunk);
 - ``ERROR``: the value is the :class:`UpstreamError` the server sent; ``SKIP``: a keep-alive.
+
+An accumulator may report what it found itself: its ``notes`` and ``problems`` (lists, read when
+its stream ends) join the stream's own in the :class:`~aggregator.Result`.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any, ClassVar
 from typing import Protocol as TypingProtocol
 
-from ._errors import Where
+from ._errors import StreamError, Where
 from ._limits import Limits
 
 __all__ = ["CHUNK", "ERROR", "LAST", "LAST_ERROR", "SKIP", "START", "Protocol", "StreamAccumulator"]
@@ -34,8 +41,8 @@ LAST_ERROR = 3
 ERROR = 4
 SKIP = 5
 
-#: ``(action, stream id, value, error)``: what one payload means (see the module's docstring).
-Parsed = tuple[int, str, Any, Any]
+#: ``(action, stream id, value, dedupe id, end)``: what one payload means (see above).
+Parsed = tuple[int, str, Any, "str | None", Any]
 
 
 class StreamAccumulator(TypingProtocol):
@@ -43,6 +50,14 @@ class StreamAccumulator(TypingProtocol):
 
     #: the number of chunks merged.
     chunks: int
+
+    @property
+    def notes(self) -> Sequence[str]:
+        """What the accumulator absorbed (a quirk of the server's), with its place."""
+
+    @property
+    def problems(self) -> Sequence[StreamError]:
+        """What the accumulator found wrong without ending the stream."""
 
     @property
     def finished(self) -> bool:

@@ -104,7 +104,7 @@ class ChatProtocol(Protocol):
     def parse(self, obj: Any, where: Where) -> Parsed:
         if obj.__class__ is dict:
             if is_plain_chat(obj):  # the common shape, first; it is shallow: no depth to check
-                return (CHUNK, obj["id"], obj, None)
+                return (CHUNK, obj["id"], obj, None, None)
             max_depth = self.limits.max_depth or MAX_DEPTH_CEILING
             if depth_exceeds(obj, max_depth):
                 raise LimitError(
@@ -115,7 +115,7 @@ class ChatProtocol(Protocol):
                 )
             if "error" in obj and "choices" not in obj:
                 place = where_text(where)
-                return (ERROR, "", upstream_error(obj["error"], self.source, place), None)
+                return (ERROR, "", upstream_error(obj["error"], self.source, place), None, None)
             event = structure_chunk(obj, source=self.source, where=where_text(where))
         elif obj.__class__ is ChatCompletionChunk or obj.__class__ is CompletionChunk:
             event = obj
@@ -123,8 +123,8 @@ class ChatProtocol(Protocol):
             event = structure_chunk(obj, source=self.source, where=where_text(where))
         if event.error is not None:
             error = upstream_error(event.error, self.source, where_text(where))
-            return (LAST_ERROR, event.id, event, error)
-        return (CHUNK, event.id, event, None)
+            return (LAST_ERROR, event.id, event, None, error)
+        return (CHUNK, event.id, event, None, None)
 
     def accumulator(self) -> Accumulator:
         return Accumulator(self.limits)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, final
 
 from .._converter import structure
-from .._errors import ConflictError, LimitError, StructureError, UsageError
+from .._errors import ConflictError, LimitError, StreamError, StructureError, UsageError
 from .._limits import DEFAULT_LIMITS, Limits
 from .._merge import materialize, merge_delta, merge_snapshot, merge_usage
 from ._completions import (
@@ -439,6 +439,10 @@ class Accumulator:
         "system_fingerprint",
         "usage",
     )
+
+    #: (the seam's: chat chunks are checked by the engine; nothing to add)
+    notes: tuple[str, ...] = ()
+    problems: tuple[StreamError, ...] = ()
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
