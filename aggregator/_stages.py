@@ -406,9 +406,8 @@ def plan(stages: Stage | Pipeline | None) -> Plan:
             f"the pipeline {Pipeline(stages)!r} has no merge_deltas() or assemble(): say where "
             "chunks become results (the stages before it see chunks, those after it results)"
         )
-    before, after = steps[:at], list(steps[at + 1 :])
-    if isinstance(steps[at], merge_deltas) and after and isinstance(after[0], assemble):
-        del after[0]
+    before = steps[:at]
+    after = [s for s in steps[at + 1 :] if not isinstance(s, assemble)]  # a no-op after it
     for s in after:
         if isinstance(s, (_EngineStep, snapshots)):
             raise UsageError(

@@ -2,12 +2,13 @@
 
 Theory of operation: every test builds the *final* completions first (random but seeded: a
 failure reproduces with the same seed), then the chunk dicts that must rebuild them, interleaves
-the chunks of several completions within one source, frames them (SSE or JSON Lines bytes cut at
-random points, dicts, chunk events, ``(id, dict)`` pairs) and hands many such sources to
-``fan_in``. What comes out is compared with what went in, exactly. ``_merged`` is an independent,
-deliberately small merge of the chunk shapes made here: it checks the generator (the whole stream
-must give the final object back) and gives the expected *partial* completion of a stream that was
-cut, broken or snapshotted after any number of chunks.
+the chunks of several completions within one source (so ``fan_in`` is told ``interleaved=True``),
+frames them (SSE or JSON Lines bytes cut at random points, dicts, chunk events, ``(id, dict)``
+pairs) and hands many such sources to ``fan_in``. What comes out is compared with what went in,
+exactly: every :class:`Result`, and each source's one :class:`SourceReport`, after its results.
+``_merged`` is an independent, deliberately small merge of the chunk shapes made here: it checks
+the generator (the whole stream must give the final object back) and gives the expected
+*partial* completion of a stream that was cut, broken or snapshotted after any number of chunks.
 
 Sources are async generators instrumented by a :class:`Probe` (started, closed, exhausted, how
 many are being read at once, how many items each yielded), which is how the tests see
@@ -32,19 +33,18 @@ import pytest
 import aggregator
 from aggregator import (
     DecodeError,
-    End,
     EndReason,
-    Envelope,
-    Item,
     Result,
-    Snapshot,
+    SourceReport,
     StreamError,
-    StreamKey,
     StructureError,
     UpstreamError,
+    UsageError,
     stages,
     to_dict,
 )
+from aggregator.lowlevel import structure_chunk
+from aggregator.stages import End, Envelope, Snapshot, StreamKey
 
 pytestmark = pytest.mark.anyio
 
@@ -363,14 +363,35 @@ class Probe:
                 self.cleaned.add(name)
 
 
-def _results(items: Sequence[Item]) -> list[Result]:
-    out = [item for item in items if isinstance(item, Result)]
-    assert len(out) == len(items), [type(item).__name__ for item in items]
-    return out
+Reports = dict[str, SourceReport]
 
 
-async def _collect(items: AsyncIterator[Item]) -> list[Result]:
-    return _results([item async for item in items])
+def _outcome(items: Sequence[Any]) -> tuple[list[Result], Reports]:
+    """The results, and the report of each source: exactly one, after all its results, which
+    it counts. Anything else is an error."""
+    results: list[Result] = []
+    reports: Reports = {}
+    for item in items:
+        if isinstance(item, SourceReport):
+            assert item.source not in reports, f"a second report of {item.source}"
+            reports[item.source] = item
+        else:
+            assert isinstance(item, Result), type(item).__name__
+            assert item.source not in reports, f"a result of {item.source} after its report"
+            results.append(item)
+    counted = Counter(r.source for r in results)
+    assert {n: r.completions for n, r in reports.items()} == {n: counted[n] for n in reports}
+    return results, reports
+
+
+async def _collect(items: AsyncIterator[Any]) -> tuple[list[Result], Reports]:
+    return _outcome([item async for item in items])
+
+
+def _result(item: Any) -> Result:
+    """``item``, which must be a result."""
+    assert isinstance(item, Result), item
+    return item
 
 
 def _wrong(results: Iterable[Result], expected: dict[StreamKey, JSON]) -> list[StreamKey]:
@@ -429,7 +450,7 @@ async def test_a_thousand_interleaved_streams_are_each_exact_and_emitted_once() 
         elif kind == "dicts":
             raw = list(mix.order)
         elif kind == "events":
-            raw = [aggregator.structure_chunk(c) for c in mix.order]
+            raw = [structure_chunk(c) for c in mix.order]
         else:
             raw, replayed = _with_replays(rng, mix)
             replays.update(replayed)
@@ -445,9 +466,15 @@ async def test_a_thousand_interleaved_streams_are_each_exact_and_emitted_once() 
     assert sum(replays.values()) > 100
 
     with anyio.fail_after(30):
-        async with aggregator.fan_in(sources) as items:
-            results = await _collect(items)
+        async with aggregator.fan_in(sources, interleaved=True) as items:
+            results, reports = await _collect(items)
 
+    assert sorted(reports) == sorted(sources)
+    assert [n for n, r in reports.items() if not r.ok] == []
+    assert {n: r.reason for n, r in reports.items()} == {
+        n: EndReason.DONE if n.startswith("sse") else EndReason.EXHAUSTED for n in sources
+    }
+    assert {n: r.completions for n, r in reports.items()} == dict.fromkeys(sources, 10)
     keys = Counter(r.key for r in results)
     assert [k for k, n in keys.items() if n != 1] == []
     assert set(keys) == set(expected)
@@ -461,7 +488,7 @@ async def test_a_thousand_interleaved_streams_are_each_exact_and_emitted_once() 
     assert {r.key: r.where for r in results} == wheres
     assert {r.key: r.chunks for r in results} == chunks
     assert {r.key: r.duplicates for r in results if r.duplicates} == dict(+replays)
-    assert [r.key for r in results if r.stream != r.key[0]] == []
+    assert [r.key for r in results if r.source != r.key[0]] == []
     usages = {r.key: to_dict(r.usage) for r in results if r.usage is not None}
     assert usages == {k: c["usage"] for k, c in expected.items() if "usage" in c}
     assert probe.started == probe.closed == probe.exhausted
@@ -487,7 +514,7 @@ async def test_a_stream_is_emitted_when_it_ends_while_other_sources_are_blocked(
         "b": probe.source("b", b.order, gate=release_b, gate_at=b_half),
     }
     with anyio.fail_after(5):
-        async with aggregator.fan_in(sources) as items:
+        async with aggregator.fan_in(sources, interleaved=True) as items:
             first = await anext(items)
             assert isinstance(first, Result)
             assert first.key == ("a", 1)
@@ -500,13 +527,20 @@ async def test_a_stream_is_emitted_when_it_ends_while_other_sources_are_blocked(
             assert "b" not in probe.closed
             assert probe.yielded["b"] == b_half
             release_b.set()
-            rest = [await anext(items), await anext(items)]
-            assert [r.key for r in _results(rest)] == [("b", 1), ("b", 2)]
-            assert _wrong(_results(rest), b.expected) == []
-            assert all(r.reason is EndReason.EXHAUSTED and r.complete for r in _results(rest))
+            # b's streams end when its source runs out, and its report follows them
+            rest, b_reports = _outcome([await anext(items) for _ in range(3)])
+            assert [r.key for r in rest] == [("b", 1), ("b", 2)]
+            assert _wrong(rest, b.expected) == []
+            assert all(r.reason is EndReason.EXHAUSTED and r.complete for r in rest)
+            assert b_reports["b"].ok
+            assert b_reports["b"].reason is EndReason.EXHAUSTED
+            assert list(b_reports) == ["b"]
             assert "a" not in probe.closed
             release_a.set()
-            assert await _collect(items) == []
+            (a_report,) = [item async for item in items]
+    assert isinstance(a_report, SourceReport)
+    assert (a_report.source, a_report.reason, a_report.completions) == ("a", EndReason.DONE, 1)
+    assert a_report.ok
     assert probe.closed == probe.exhausted == {"a", "b"}
 
 
@@ -529,6 +563,10 @@ async def test_faults_end_only_the_streams_of_their_own_source() -> None:
     sources: dict[str, aggregator.Source] = {}
     #: per stream key: the chunks the source delivered, why it must end, and how.
     want: dict[StreamKey, tuple[list[JSON], EndReason, str | None]] = {}
+    #: per source: how its report says it ended, and its error (the message).
+    reports_want: dict[str, tuple[EndReason, str | None]] = {}
+    #: per source that ended badly: the place its report gives.
+    report_where: dict[str, str] = {}
     complete: set[StreamKey] = set()
     number = itertools.count()
 
@@ -546,6 +584,7 @@ async def test_faults_end_only_the_streams_of_their_own_source() -> None:
             sources[name] = list(m.order)
         reason = EndReason.DONE if name == "ok-sse" else EndReason.EXHAUSTED
         want.update({k: (c, reason, None) for k, c in m.chunks.items()})
+        reports_want[name] = (reason, None)
         complete.update(m.chunks)
 
     # raises mid-stream: dicts, then SSE bytes cut at random points
@@ -554,6 +593,9 @@ async def test_faults_end_only_the_streams_of_their_own_source() -> None:
     sources[m.name] = probe.source(m.name, m.order, fail_at=at)
     error = _source_error(m.name, at)
     want.update({k: (c, EndReason.ERROR, error) for k, c in m.prefix(at).items()})
+    # the error ended the streams open, and the source: it is on both
+    reports_want[m.name] = (EndReason.ERROR, error)
+    report_where[m.name] = f"after item {at}"
 
     m = mix("raises-sse")
     pieces = _split(rng, _sse(m.order), 50)
@@ -563,16 +605,21 @@ async def test_faults_end_only_the_streams_of_their_own_source() -> None:
     assert 0 < delivered < len(m.order)
     error = _source_error(m.name, at)
     want.update({k: (c, EndReason.ERROR, error) for k, c in m.prefix(delivered).items()})
+    reports_want[m.name] = (EndReason.ERROR, error)
+    report_where[m.name] = f"after item {at}"
 
-    # raises before anything, and after its streams ended properly: reported on (name, 0)
+    # raises before anything, and after its streams ended properly: with no stream open, the
+    # error is the source report's
     sources["raises-at-once"] = probe.source("raises-at-once", [b"data: "], fail_at=0)
-    want[("raises-at-once", 0)] = ([], EndReason.ERROR, _source_error("raises-at-once", 0))
+    reports_want["raises-at-once"] = (EndReason.ERROR, _source_error("raises-at-once", 0))
+    report_where["raises-at-once"] = "after item 0"
     m = mix("raises-after-done", 2)
     pieces = _split(rng, _sse(m.order), 50)
     sources[m.name] = probe.source(m.name, pieces, fail_at=len(pieces))
     want.update({k: (c, EndReason.DONE, None) for k, c in m.chunks.items()})
     complete.update(m.chunks)
-    want[(m.name, 0)] = ([], EndReason.ERROR, _source_error(m.name, len(pieces)))
+    reports_want[m.name] = (EndReason.ERROR, _source_error(m.name, len(pieces)))
+    report_where[m.name] = f"after item {len(pieces)}"
 
     # SSE that ends without [DONE]: at an event boundary, and with the last blank line missing
     m = mix("cut-sse")
@@ -580,10 +627,12 @@ async def test_faults_end_only_the_streams_of_their_own_source() -> None:
     cut = len(events) - 4
     sources[m.name] = probe.source(m.name, _split(rng, b"".join(events[:cut]), 50))
     want.update({k: (c, EndReason.CUT_OFF, None) for k, c in m.prefix(cut).items()})
+    reports_want[m.name] = (EndReason.CUT_OFF, None)
     m = mix("cut-sse-no-blank-line")
     events = _events(m.order)
     sources[m.name] = probe.source(m.name, _split(rng, b"".join(events[:cut])[:-1], 50))
     want.update({k: (c, EndReason.CUT_OFF, None) for k, c in m.prefix(cut).items()})
+    reports_want[m.name] = (EndReason.CUT_OFF, None)
 
     # JSON Lines and dicts that run out with a choice lacking its finish_reason
     for name in ("unfinished-jsonl", "unfinished-dicts"):
@@ -593,6 +642,7 @@ async def test_faults_end_only_the_streams_of_their_own_source() -> None:
         raw = _split(rng, _jsonl(m.order), 50) if name.endswith("jsonl") else m.order
         sources[name] = probe.source(name, raw, rng=rng)
         want.update({k: (c, EndReason.EXHAUSTED, None) for k, c in m.chunks.items()})
+        reports_want[name] = (EndReason.EXHAUSTED, None)
         complete.update(k for k in m.chunks if k != unfinished)
 
     # garbage in strict mode: the source's open streams end there, and it is read no further
@@ -603,6 +653,8 @@ async def test_faults_end_only_the_streams_of_their_own_source() -> None:
     sources[m.name] = probe.source(m.name, [*events, DONE])
     garbage_where = f"line {2 * bad + 1} (event {bad + 1})"
     want.update({k: (c, EndReason.ERROR, "decode") for k, c in m.prefix(bad).items()})
+    reports_want[m.name] = (EndReason.ERROR, "decode")  # the same error as its streams
+    report_where[m.name] = garbage_where
 
     # an error payload from the server
     m = mix("overloaded")
@@ -615,27 +667,33 @@ async def test_faults_end_only_the_streams_of_their_own_source() -> None:
         f"overloaded, line {2 * at + 1} (event {at + 1}): upstream error: {payload['message']}"
     )
     want.update({k: (c, EndReason.ERROR, upstream) for k, c in m.prefix(at).items()})
+    reports_want[m.name] = (EndReason.ERROR, upstream)  # strict: it stopped the source
+    report_where[m.name] = f"line {2 * at + 1} (event {at + 1})"
 
     # nothing at all
     sources["empty"] = probe.source("empty", [])
-    want[("empty", 0)] = ([], EndReason.EXHAUSTED, "empty: no completion in the input")
+    reports_want["empty"] = (EndReason.EXHAUSTED, "empty: no completion in the input")
 
     with anyio.fail_after(10):
-        async with aggregator.fan_in(sources) as items:
-            results = await _collect(items)
+        async with aggregator.fan_in(sources, interleaved=True) as items:
+            results, reports = await _collect(items)
 
     assert sorted(r.key for r in results) == sorted(want)
+    assert all(c for c, _, _ in want.values())  # every stream had a chunk
     by_key = {r.key: r for r in results}
-    expected = {
-        k: _merged(c) if c else to_dict(by_key[k].completion) for k, (c, _, _) in want.items()
-    }
-    assert _wrong(results, expected) == []
-    empty = {"id": "", "object": "chat.completion", "created": 0, "model": "", "choices": []}
-    assert {k: to_dict(by_key[k].completion) for k, (c, _, _) in want.items() if not c} == {
-        ("raises-at-once", 0): empty,
-        ("raises-after-done", 0): empty,
-        ("empty", 0): empty,
-    }
+    assert _wrong(results, {k: _merged(c) for k, (c, _, _) in want.items()}) == []
+    # every source has its report, saying how it ended; its error is its own
+    assert sorted(reports) == sorted(sources)
+    garbage_error = reports["garbage"].error
+    assert isinstance(garbage_error, aggregator.DecodeError)
+    assert {by_key[k].error for k in want if k[0] == "garbage"} == {garbage_error}
+    assert {
+        n: (r.reason, "decode" if n == "garbage" else None if r.error is None else str(r.error))
+        for n, r in reports.items()
+    } == reports_want
+    assert {n for n, r in reports.items() if r.completions == 0} == {"raises-at-once", "empty"}
+    assert [n for n, r in reports.items() if r.problems] == []
+    assert {n: reports[n].where for n in report_where} == report_where
     assert {r.key: r.reason for r in results} == {k: w[1] for k, w in want.items()}
     assert {r.key for r in results if r.complete} == complete
     # every chunk delivered ends up in exactly one result
@@ -648,16 +706,22 @@ async def test_faults_end_only_the_streams_of_their_own_source() -> None:
     for key in decode:
         err = by_key[key].error
         assert isinstance(err, DecodeError)
-        assert (err.stream, err.where) == ("garbage", garbage_where)
+        assert (err.source, err.where) == ("garbage", garbage_where)
         assert err.detail.startswith("invalid JSON: ")
         assert by_key[key].where == garbage_where
     for key in (k for k, w in want.items() if w[2] == upstream):
         assert isinstance(by_key[key].error, UpstreamError)
         assert by_key[key].error.payload == payload  # type: ignore[union-attr]
-    for key in (k for k, w in want.items() if w[1] is EndReason.ERROR and "raised" in str(w[2])):
-        cause = by_key[key].error.__cause__  # type: ignore[union-attr]
-        assert isinstance(cause, FAILURE)
-        assert str(cause) == f"{key[0]} went away"
+    raised = [by_key[k].error for k, w in want.items() if "raised" in str(w[2])]
+    raised += [reports[n].error for n, w in reports_want.items() if "raised" in str(w[1])]
+    assert {e.source for e in raised if e is not None} == set(report_where) - {
+        "garbage",
+        "overloaded",
+    }
+    for exc in raised:
+        assert isinstance(exc, StreamError)
+        assert isinstance(exc.__cause__, FAILURE)
+        assert str(exc.__cause__) == f"{exc.source} went away"
     assert {r.key: r.where for r in results if r.key[0].startswith("cut-sse")} == {
         k: f"line {2 * cut}" if k[0] == "cut-sse" else f"line {2 * cut - 1}"
         for k in want
@@ -715,8 +779,15 @@ async def test_lenient_mode_reports_bad_payloads_and_assembles_the_rest() -> Non
         "broken": [_sse(broken.order[:cut], done=False) + error_event],
     }
     with anyio.fail_after(5):
-        async with aggregator.fan_in(sources, strict=False) as items:
-            results = await _collect(items)
+        async with aggregator.fan_in(sources, strict=False, interleaved=True) as items:
+            results, reports = await _collect(items)
+    # every bad payload belongs to a stream: the reports have no problem of their own
+    assert {n: (r.reason, r.error, r.problems) for n, r in reports.items()} == {
+        "sse": (EndReason.DONE, None, ()),
+        "jsonl": (EndReason.EXHAUSTED, None, ()),
+        # the error event ended the open streams; then the body ran out without [DONE]
+        "broken": (EndReason.CUT_OFF, None, ()),
+    }
     by_key = {r.key: r for r in results}
     expected = {**sse.expected, **jsonl.expected}
     expected.update({k: _merged(c) for k, c in broken.prefix(cut).items()})
@@ -724,7 +795,7 @@ async def test_lenient_mode_reports_bad_payloads_and_assembles_the_rest() -> Non
     assert _wrong(results, expected) == []
     got = {r.key: [(type(p), p.where) for p in r.problems] for r in results if r.problems}
     assert got == problems
-    assert all(p.stream == r.stream for r in results for p in r.problems)
+    assert all(p.source == r.source for r in results for p in r.problems)
     clean = (set(sse.expected) | set(jsonl.expected)) - set(problems)
     assert {r.key for r in results if r.complete} == clean
     assert {r.key: r.reason for r in results} == {
@@ -757,19 +828,24 @@ async def test_a_hanging_source_is_cancelled_with_the_consumer_and_closed() -> N
     sources["hangs"] = probe.source("hangs", hangs.order, hang_at=hang_at, cleanup=True)
     expected = {k: v for m in healthy for k, v in m.expected.items()}
     tasks = len(anyio.get_running_tasks())
-    results: list[Result] = []
+    out: list[Any] = []
     with anyio.move_on_after(10) as scope:  # a safety net: the deadline is moved below
-        async with aggregator.fan_in(sources) as items:
+        async with aggregator.fan_in(sources, interleaved=True) as items:
             async for item in items:
-                results.extend(_results([item]))
-                if len(results) == len(expected):
+                out.append(item)
+                results, reports = _outcome(out)
+                if len(results) == len(expected) and len(reports) == len(healthy):
                     await probe.event("hangs").wait()
                     # the consumer now waits for a stream that never ends: give up on it soon
                     scope.deadline = anyio.current_time() + 0.05
     assert scope.cancelled_caught
+    results, reports = _outcome(out)
     assert sorted(r.key for r in results) == sorted(expected)
     assert _wrong(results, expected) == []
     assert all(r.complete for r in results)
+    # the healthy sources' reports (each after its results); none for the one that hangs
+    assert sorted(reports) == ["ok0", "ok1", "ok2"]
+    assert all(r.ok and r.reason is EndReason.DONE for r in reports.values())
     assert probe.yielded["hangs"] == hang_at
     assert probe.closed == probe.started == set(sources)
     assert probe.exhausted == {"ok0", "ok1", "ok2"}
@@ -822,17 +898,23 @@ async def test_fail_fast_cancels_the_other_sources_and_the_exception_propagates(
     }
     tasks = len(anyio.get_running_tasks())
     results: list[Result] = []
+    reports: list[SourceReport] = []
     with (
         anyio.fail_after(5),
         pytest.RaisesGroup(pytest.RaisesExc(FAILURE, match="^bad went away$")),
     ):
-        async with aggregator.fan_in(sources, fail_fast=True) as items:
+        async with aggregator.fan_in(sources, fail_fast=True, interleaved=True) as items:
             async for item in items:
-                results.extend(_results([item]))
+                if isinstance(item, SourceReport):
+                    reports.append(item)
+                else:
+                    results.append(_result(item))
                 first.set()
     # both streams of "done" ended at its [DONE], in one batch, before "bad" raised
     assert [r.key for r in results] == [("done", 1), ("done", 2)]
     assert _wrong(results, done.expected) == []
+    # "done" may have been closed (its report sent) before "bad" raised, or not; no other
+    assert [(r.source, r.ok, r.completions) for r in reports] in ([], [("done", True, 2)])
     assert probe.yielded["bad"] == 4
     assert probe.closed == probe.started == {"done", "slow", "bad"}
     assert probe.exhausted == {"done"}
@@ -862,19 +944,22 @@ async def test_fail_fast_with_a_sync_source_and_bad_data_that_is_not_an_exceptio
     ):
         async with aggregator.fan_in(sources, fail_fast=True) as items:
             await probe.event("slow").wait()
-            assert await _collect(items) == []
+            assert await _collect(items) == ([], {})
     assert read == [0, 1, 2]
     assert probe.closed == {"slow"}
     assert probe.live == 0
 
-    # malformed input is not an exception: fail_fast leaves it an error result
+    # malformed input is not an exception: fail_fast leaves it an error, here the source
+    # report's (no completion was open)
     with anyio.fail_after(5):
         async with aggregator.fan_in({"junk": [b"data: {nope}\n\n"]}, fail_fast=True) as items:
-            (result,) = await _collect(items)
-    assert result.key == ("junk", 0)
-    assert result.reason is EndReason.ERROR
-    assert isinstance(result.error, DecodeError)
-    assert result.error.where == "line 1 (event 1)"
+            results, reports = await _collect(items)
+    assert results == []
+    report = reports["junk"]
+    assert report.reason is EndReason.ERROR
+    assert isinstance(report.error, DecodeError)
+    assert report.error.where == "line 1 (event 1)"
+    assert (report.where, report.completions, report.ok) == ("line 1 (event 1)", 0, False)
 
 
 # --- 5. cancellation at random points ---------------------------------------------------------
@@ -897,7 +982,7 @@ async def test_cancelling_at_a_random_point_closes_every_source(seed: int) -> No
     seconds = rng.uniform(0.0, 0.02)
     buffer = rng.choice((0, 1, 16))
     tasks = len(anyio.get_running_tasks())
-    results: list[Result] = []
+    out: list[Any] = []
 
     async def deadline(scope: anyio.CancelScope) -> None:
         # all sources are being read first (see test_leaving_early_closes_the_iterable_of_sources)
@@ -909,15 +994,21 @@ async def test_cancelling_at_a_random_point_closes_every_source(seed: int) -> No
             with anyio.CancelScope() as scope:
                 if mode == "deadline":
                     tg.start_soon(deadline, scope)
-                async with aggregator.fan_in(sources, buffer=buffer) as items:
+                async with aggregator.fan_in(sources, buffer=buffer, interleaved=True) as items:
                     async for item in items:
-                        results.extend(_results([item]))
-                        if len(results) >= after and probe.event("*started").is_set():
+                        out.append(item)
+                        got = sum(isinstance(i, Result) for i in out)
+                        if got >= after and probe.event("*started").is_set():
                             if mode == "break":
                                 break
                             if mode == "cancel":
                                 scope.cancel()
             tg.cancel_scope.cancel()
+    # a report comes only after all its source's results (which it counts), and only for a
+    # source read to its end
+    results, reports = _outcome(out)
+    assert [n for n, r in reports.items() if not r.ok] == []
+    assert set(reports) <= probe.exhausted
     if mode != "deadline":
         # (after a cancel, the results already assembled from one batch still come out)
         assert len(results) >= after
@@ -936,6 +1027,9 @@ async def test_cancelling_at_a_random_point_closes_every_source(seed: int) -> No
 
 # --- 6. backpressure --------------------------------------------------------------------------
 
+#: A whole stream, with [DONE]: one completion per item.
+ONE = (DATA / "openai" / "173417d55340.sse").read_bytes()
+
 
 @pytest.mark.parametrize("buffer", [0, 1, 4])
 async def test_with_the_default_pipeline_reads_stop_once_results_wait(buffer: int) -> None:
@@ -943,8 +1037,7 @@ async def test_with_the_default_pipeline_reads_stop_once_results_wait(buffer: in
     consumer that does not read stops the reads once ``buffer`` results wait, plus the one
     each source is trying to send."""
     probe = Probe()
-    one = (DATA / "openai" / "173417d55340.sse").read_bytes()  # a whole stream, with [DONE]
-    sources = {f"s{i}": probe.source(f"s{i}", [one] * 50, cleanup=True) for i in range(3)}
+    sources = {f"s{i}": probe.source(f"s{i}", [ONE] * 50, cleanup=True) for i in range(3)}
     with anyio.fail_after(5):
         async with aggregator.fan_in(sources, buffer=buffer) as items:
             await anyio.wait_all_tasks_blocked()
@@ -952,9 +1045,12 @@ async def test_with_the_default_pipeline_reads_stop_once_results_wait(buffer: in
             await anyio.sleep(0.02)
             await anyio.wait_all_tasks_blocked()
             assert sum(probe.yielded.values()) == buffer + len(sources)
-            rest = await _collect(items)
+            rest, reports = await _collect(items)
     assert len(rest) == 150
     assert all(r.complete for r in rest)
+    assert {n: (r.ok, r.completions) for n, r in reports.items()} == dict.fromkeys(
+        sources, (True, 50)
+    )
     assert probe.cleaned == set(sources)
 
 
@@ -982,37 +1078,64 @@ def _long(number: int, pieces: int) -> tuple[JSON, list[JSON]]:
 
 @pytest.mark.parametrize("buffer", [0, 1, 4])
 async def test_a_consumer_that_does_not_read_stops_the_reads(buffer: int) -> None:
+    # a pipeline of the consumer's own, with a chunk stage: the chunk stage runs in each
+    # source's task, and only what ended (results, reports) crosses to the consumer and waits
+    # in the buffer, whatever the pipeline
+    seen: Counter[str] = Counter()
+
+    def count(item: Any) -> None:
+        if isinstance(item, Envelope):
+            seen[item.key[0]] += 1
+
+    pipe = stages.dedupe() | stages.tap(count) | stages.merge_deltas() | stages.assemble()
+    probe = Probe()
+    sources = {f"s{i}": probe.source(f"s{i}", [ONE] * 50, cleanup=True) for i in range(3)}
+    with anyio.fail_after(5):
+        async with aggregator.fan_in(sources, pipe, buffer=buffer) as items:
+            await anyio.wait_all_tasks_blocked()
+            # one result (one batch) waits in the buffer per slot, and one more in the blocked
+            # send of each source: nothing else was read
+            assert sum(probe.yielded.values()) == buffer + len(sources)
+            await anyio.sleep(0.02)
+            await anyio.wait_all_tasks_blocked()
+            assert sum(probe.yielded.values()) == buffer + len(sources)
+            first = _result(await anext(items))
+            # reading resumes, and all of it comes out
+            results, reports = _outcome([first, *[item async for item in items]])
+    assert len(results) == 150
+    assert all(r.complete for r in results)
+    assert {n: (r.ok, r.completions) for n, r in reports.items()} == dict.fromkeys(
+        sources, (True, 50)
+    )
+    assert dict(seen) == dict.fromkeys(sources, 50 * results[0].chunks)
+    assert probe.exhausted == probe.cleaned == set(sources)
+
+    # the chunks of one completion never wait in the buffer: a long completion is merged in
+    # its source's task, read to its end; then only its result (and the report) waits
+    seen.clear()
     probe = Probe()
     longs = {f"fast{i}": _long(i, 300) for i in range(3)}
     sources = {
         name: probe.source(name, chunks, cleanup=True) for name, (_, chunks) in longs.items()
     }
     with anyio.fail_after(5):
-        # a pipeline of the consumer's own: chunks cross to it, and wait in the buffer
-        async with aggregator.fan_in(sources, stages.default_pipeline(), buffer=buffer) as items:
+        async with aggregator.fan_in(sources, pipe, buffer=buffer) as items:
             await anyio.wait_all_tasks_blocked()
-            # one chunk (one batch) waits in the buffer per slot, and one more in the blocked
-            # send of each source: nothing else was read
-            assert sum(probe.yielded.values()) == buffer + len(sources)
-            await anyio.sleep(0.02)
-            await anyio.wait_all_tasks_blocked()
-            assert sum(probe.yielded.values()) == buffer + len(sources)
-            first = await anext(items)
-            # reading resumes, and all of it comes out
-            rest = await _collect(items)
-    results = _results([first, *rest])
+            assert dict(probe.yielded) == dict.fromkeys(longs, 300)
+            assert dict(seen) == dict.fromkeys(longs, 300)
+            assert probe.exhausted == probe.cleaned == set(longs)
+            results, reports = await _collect(items)
     assert sorted(r.key for r in results) == [(name, 1) for name in longs]
     assert [r.key for r in results if to_dict(r.completion) != longs[r.key[0]][0]] == []
     assert {r.chunks for r in results} == {300}
-    assert probe.exhausted == probe.cleaned == set(longs)
+    assert {n: r.ok for n, r in reports.items()} == dict.fromkeys(longs, True)
 
 
 async def test_leaving_a_source_blocked_by_backpressure_closes_it_from_its_yield() -> None:
     probe = Probe()
-    (_, chunks), (_, more) = _long(1, 1000), _long(2, 1000)
     sources = {
-        "a": probe.source("a", chunks, cleanup=True),
-        "b": probe.source("b", more, cleanup=True),
+        "a": probe.source("a", [ONE] * 1000, cleanup=True),
+        "b": probe.source("b", [ONE] * 1000, cleanup=True),
     }
     with anyio.fail_after(5):
         async with aggregator.fan_in(sources, stages.default_pipeline(), buffer=1) as items:
@@ -1027,10 +1150,11 @@ async def test_leaving_a_source_blocked_by_backpressure_closes_it_from_its_yield
 
 
 async def test_a_sync_source_is_read_ahead_by_a_bounded_number_of_batches() -> None:
-    final, chunks = _long(1, 5000)
+    # completions of one chunk each, one after the other: every item read ends one
+    shorts = [_long(n, 1) for n in range(5000)]
     read = 0
 
-    def sync_source() -> Iterator[JSON]:
+    def sync_source(chunks: Iterable[JSON]) -> Iterator[JSON]:
         nonlocal read
         for chunk in chunks:
             read += 1
@@ -1038,12 +1162,26 @@ async def test_a_sync_source_is_read_ahead_by_a_bounded_number_of_batches() -> N
 
     with anyio.fail_after(5):
         pipeline = stages.default_pipeline()
-        async with aggregator.fan_in({"sync": sync_source()}, pipeline, buffer=1) as items:
+        source = sync_source(c for _, (c,) in shorts)
+        async with aggregator.fan_in({"sync": source}, pipeline, buffer=1) as items:
             await anyio.wait_all_tasks_blocked()
             # a sync source is read in batches of 1,024 items between checkpoints
             assert read == 2 * 1024
-            (result,) = await _collect(items)
+            results, reports = await _collect(items)
     assert read == 5000
+    assert [to_dict(r.completion) for r in results] == [final for final, _ in shorts]
+    assert {r.chunks for r in results} == {1}
+    assert (reports["sync"].ok, reports["sync"].completions) == (True, 5000)
+
+    # one long completion: nothing ends before the source does, so it is read to its end
+    read = 0
+    final, chunks = _long(1, 5000)
+    with anyio.fail_after(5):
+        pipeline = stages.default_pipeline()
+        async with aggregator.fan_in({"sync": sync_source(chunks)}, pipeline, buffer=1) as items:
+            await anyio.wait_all_tasks_blocked()
+            assert read == 5000
+            (result,), _ = await _collect(items)
     assert to_dict(result.completion) == final
     assert result.chunks == 5000
 
@@ -1051,7 +1189,7 @@ async def test_a_sync_source_is_read_ahead_by_a_bounded_number_of_batches() -> N
 # --- 7. composition ---------------------------------------------------------------------------
 
 
-class DropChoice(aggregator.Stage):
+class DropChoice(stages.Stage):
     """A user's own stage: drops the chunks of one choice index."""
 
     def __init__(self, index: int) -> None:
@@ -1067,7 +1205,7 @@ class DropChoice(aggregator.Stage):
         out.append(item)
 
 
-class Archive(aggregator.AsyncStage):
+class Archive(stages.AsyncStage):
     """A user's own stage that awaits: stores each result (a database write, say)."""
 
     def __init__(self) -> None:
@@ -1093,35 +1231,49 @@ async def test_user_stages_between_ours_in_either_order() -> None:
     two = {k for k, v in expected.items() if len(v["choices"]) == 2}
     assert len(two) >= 2
     ended: list[StreamKey] = []
+    audited: list[Any] = []
+
+    def end(item: Any) -> None:
+        if isinstance(item, End):
+            ended.append(item.key)
 
     @stages.stage
     async def audit(items: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
         async for item in items:
-            if isinstance(item, End):
-                await anyio.lowlevel.checkpoint()
-                ended.append(item.key)
+            await anyio.lowlevel.checkpoint()
+            audited.append(item)
             yield item
 
     def sources() -> list[tuple[str, aggregator.Source]]:
         return [(m.name, _split(rng, _sse(m.order), 70)) for m in mixes]
 
-    # before merge_deltas, the user's stage changes what is merged
+    def by_source(keys: Iterable[StreamKey]) -> dict[str, list[StreamKey]]:
+        out: dict[str, list[StreamKey]] = {}
+        for key in keys:
+            out.setdefault(key[0], []).append(key)
+        return out
+
+    # before merge_deltas, the user's stage changes what is merged; it sees each stream's end
+    # in its source's task; the stages after assemble see the results, in the consumer's
     drop, archive = DropChoice(1), Archive()
     pipe = (
         stages.dedupe()
         | drop
-        | audit
+        | stages.tap(end)
         | stages.collect_usage()
         | stages.merge_deltas()
         | stages.assemble()
+        | audit
         | archive
     )
     assert repr(pipe) == (
-        "dedupe | DropChoice | _FunctionStage | collect_usage | merge_deltas | assemble | Archive"
+        "dedupe | DropChoice | tap | collect_usage | merge_deltas | assemble | _FunctionStage"
+        " | Archive"
     )
     with anyio.fail_after(5):
-        async with aggregator.fan_in(sources(), pipe) as items:
-            results = await _collect(items)
+        async with aggregator.fan_in(sources(), pipe, interleaved=True) as items:
+            out = [item async for item in items]
+    results, reports = _outcome(out)
     dropped = {k: _merged(_drop_choice(c, 1)) for k, c in chunks.items()}
     assert sorted(r.key for r in results) == sorted(expected)
     assert _wrong(results, dropped) == []
@@ -1131,29 +1283,41 @@ async def test_user_stages_between_ours_in_either_order() -> None:
     assert {r.key: r.chunks for r in results} == {
         k: len(_drop_choice(c, 1)) for k, c in chunks.items()
     }
-    assert ended == [r.key for r in results] == archive.stored
+    # the sources run side by side: each one's ends come in the order of its results
+    assert by_source(ended) == by_source(r.key for r in results)
+    assert sorted(ended) == sorted(expected)
+    assert audited == out
+    assert archive.stored == [r.key for r in results]
     assert all(r.complete for r in results)
+    assert sorted(reports) == [m.name for m in mixes]
+    assert all(r.ok for r in reports.values())
 
-    # after merge_deltas, no envelope reaches it: the completions are whole
+    # after merge_deltas, no envelope reaches it: the completions are whole, and the stages
+    # there see results (``assemble()`` after them is a no-op)
     ended.clear()
+    audited.clear()
     drop, archive = DropChoice(1), Archive()
     pipe = stages.pipeline(
         stages.dedupe(),
         stages.collect_usage(),
-        audit,
+        stages.tap(end),
         stages.merge_deltas(),
         drop,
+        audit,
         archive,
         stages.assemble(),
     )
     with anyio.fail_after(5):
-        async with aggregator.fan_in(sources(), pipe) as items:
-            results = await _collect(items)
+        async with aggregator.fan_in(sources(), pipe, interleaved=True) as items:
+            out = [item async for item in items]
+    results, reports = _outcome(out)
     assert _wrong(results, expected) == []
     assert sorted(r.key for r in results) == sorted(expected)
     assert drop.dropped == Counter()
-    assert archive.stored == []  # it came before assemble: it saw ends, not results
-    assert ended == [r.key for r in results]
+    assert audited == out
+    assert archive.stored == [r.key for r in results]  # it saw the results
+    assert by_source(ended) == by_source(r.key for r in results)
+    assert sorted(reports) == [m.name for m in mixes]
 
 
 def _usage(total: int) -> JSON:
@@ -1193,36 +1357,53 @@ async def test_dedupe_before_or_after_collect_usage() -> None:
         out["choices"] = [{**message(content), "finish_reason": "stop"}]
         return out | ({"usage": usage} if usage else {})
 
+    seen: list[Any] = []
+    # wherever dedupe() is before merge_deltas(), it is the engine's first step: the replays
+    # are dropped before anything sees or counts them, and the usage is the completion's
     orders = {
-        # dedupe first: the replays are dropped before anything counts them
         "dedupe first": (
-            stages.dedupe() | stages.collect_usage() | stages.merge_deltas() | stages.assemble(),
-            ("ab", _usage(20), _usage(20), 2, "xy", 2),
+            stages.dedupe() | stages.collect_usage() | stages.merge_deltas() | stages.assemble()
         ),
-        # collect_usage first: the replayed running report arrives last and wins
         "collect_usage first": (
-            stages.collect_usage() | stages.dedupe() | stages.merge_deltas() | stages.assemble(),
-            ("ab", _usage(10), _usage(20), 2, "xy", 2),
+            stages.collect_usage() | stages.dedupe() | stages.merge_deltas() | stages.assemble()
         ),
-        # dedupe after merge_deltas sees no envelope: the replays are merged
-        "dedupe last": (
-            stages.collect_usage() | stages.merge_deltas() | stages.dedupe() | stages.assemble(),
-            ("aba", _usage(10), _usage(10), 0, "xyxy", 0),
+        "collect_usage first, no assemble": (
+            stages.collect_usage() | stages.dedupe() | stages.merge_deltas()
+        ),
+        "a chunk stage before dedupe": (
+            stages.tap(seen.append) | stages.dedupe() | stages.merge_deltas()
         ),
     }
-    for label, (pipe, (text, usage, inner, dups, sse_text, sse_dups)) in orders.items():
+    for label, pipe in orders.items():
+        seen.clear()
         with anyio.fail_after(5):
             sources: dict[str, aggregator.Source] = {"pairs": pairs, "sse": replayed_sse}
             async with aggregator.fan_in(sources, pipe) as items:
-                results = {r.key: r for r in await _collect(items)}
-        got = results[("pairs", 1)]
-        assert to_dict(got.completion) == whole("chatcmpl-r", text, inner), label
-        assert (to_dict(got.usage) if got.usage else None, got.duplicates) == (usage, dups), label
-        assert got.chunks == 7 - dups, label
-        sse_result = results[("sse", 1)]
-        assert to_dict(sse_result.completion) == whole("chatcmpl-s", sse_text, None), label
-        assert (sse_result.duplicates, sse_result.reason) == (sse_dups, EndReason.DONE), label
+                found, reports = await _collect(items)
+        results = {r.key: r for r in found}
         assert sorted(results) == [("pairs", 1), ("sse", 1)], label
+        got = results[("pairs", 1)]
+        assert to_dict(got.completion) == whole("chatcmpl-r", "ab", _usage(20)), label
+        assert got.usage == got.completion.usage, label
+        assert (got.duplicates, got.chunks) == (2, 5), label
+        sse_result = results[("sse", 1)]
+        assert to_dict(sse_result.completion) == whole("chatcmpl-s", "xy", None), label
+        assert (sse_result.duplicates, sse_result.chunks) == (2, 2), label
+        assert sse_result.reason is EndReason.DONE, label
+        assert {n: r.ok for n, r in reports.items()} == {"pairs": True, "sse": True}, label
+    # the stage placed before dedupe() saw every chunk but no replay, in order
+    envelopes = [(e.key, e.dedupe_id) for e in seen if isinstance(e, Envelope)]
+    assert [i for k, i in envelopes if k == ("pairs", 1)] == ["1", "2", "3", "4", "5"]
+    assert [i for k, i in envelopes if k == ("sse", 1)] == ["1", "2"]
+    assert len(envelopes) == 7
+
+    # dedupe after merge_deltas would see no chunk: the replays would be merged; refused
+    refused = stages.collect_usage() | stages.merge_deltas() | stages.dedupe()
+    with pytest.raises(
+        UsageError, match=r"^dedupe\(\) after merge_deltas\(\) would see no chunk: put it before$"
+    ):
+        async with aggregator.fan_in(sources, refused):
+            pytest.fail("planned")  # pragma: no cover
 
 
 async def test_snapshots_before_merge_deltas_show_each_stream_in_progress() -> None:
@@ -1232,11 +1413,15 @@ async def test_snapshots_before_merge_deltas_show_each_stream_in_progress() -> N
     sources = {m.name: _split(rng, _sse(m.order), 90) for m in mixes}
     pipe = stages.snapshots(every=3) | stages.merge_deltas() | stages.assemble()
     with anyio.fail_after(5):
-        async with aggregator.fan_in(sources, pipe) as items:
+        async with aggregator.fan_in(sources, pipe, interleaved=True) as items:
             out = [item async for item in items]
     snapshots = [s for s in out if isinstance(s, Snapshot)]
-    results = [r for r in out if isinstance(r, Result)]
-    assert len(snapshots) + len(results) == len(out)
+    # the results and reports, each report after its source's results and snapshots
+    results, reports = _outcome([i for i in out if not isinstance(i, Snapshot)])
+    assert len(snapshots) + len(results) + len(reports) == len(out)
+    assert sorted(reports) == sorted(sources)
+    assert all(r.ok for r in reports.values())
+    assert [s.key for s in snapshots if out.index(s) > out.index(reports[s.key[0]])] == []
     assert {s.key: [] for s in snapshots} | {
         k: [s.chunks for s in snapshots if s.key == k] for k in chunks
     } == {k: list(range(3, len(c) + 1, 3)) for k, c in chunks.items()}
@@ -1286,7 +1471,7 @@ async def test_total_usage_sums_usage_by_model() -> None:
         stages.dedupe()
         | stages.collect_usage()
         | stages.merge_deltas()
-        | stages.total_usage()  # reads the ends
+        | stages.total_usage()  # reads the results too (``assemble()`` after is a no-op)
         | stages.assemble(),
     )
     for pipe in pipes:
@@ -1295,8 +1480,17 @@ async def test_total_usage_sums_usage_by_model() -> None:
                 {k: [v] if k == "e" else v for k, v in sources.items()}, pipe
             ) as items:
                 out = [item async for item in items]
-        *results, totals = out
-        assert len(_results(results)) == 6
+        *rest, totals = out  # the totals come last, once the input is over
+        results, reports = _outcome(rest)
+        assert len(results) == 6
+        assert all(r.usage == r.completion.usage for r in results)
+        assert {n: r.completions for n, r in reports.items()} == {
+            "a": 1,
+            "b": 1,
+            "c": 1,
+            "d": 1,
+            "e": 2,
+        }
         assert isinstance(totals, stages.UsageTotals)
         assert totals.streams == 5
         assert {m: to_dict(u) for m, u in totals.by_model.items()} == want
@@ -1317,14 +1511,19 @@ async def test_max_sources_bounds_the_sources_read_at_once(limit: int) -> None:
             yield m.name, probe.source(m.name, m.order, delay=0.0005)
 
     with anyio.fail_after(10):
-        async with aggregator.fan_in(arriving(), max_sources=limit) as items:
-            results = await _collect(items)
+        async with aggregator.fan_in(arriving(), max_sources=limit, interleaved=True) as items:
+            out = [item async for item in items]
+    results, reports = _outcome(out)
     assert probe.most_live == limit
     expected = {k: v for m in mixes for k, v in m.expected.items()}
     assert sorted(r.key for r in results) == sorted(expected)
     assert _wrong(results, expected) == []
-    if limit == 1:  # one at a time, in order
-        assert [r.key for r in results] == [k for m in mixes for k in sorted(m.expected)]
+    assert sorted(reports) == [m.name for m in mixes]
+    assert all(r.ok for r in reports.values())
+    if limit == 1:  # one at a time, in order, each source's report after its results
+        assert [r.key if isinstance(r, Result) else r.source for r in out] == [
+            x for m in mixes for x in [*sorted(m.expected), m.name]
+        ]
     assert probe.exhausted == probe.closed == {m.name for m in mixes}
     assert probe.live == 0
 
@@ -1353,7 +1552,7 @@ async def test_leaving_early_closes_the_iterable_of_sources() -> None:
     with anyio.fail_after(5):
         async with aggregator.fan_in(arriving(), max_sources=1) as items:
             async for item in items:
-                assert _results([item])[0].key == ("s0", 1)
+                assert _result(item).key == ("s0", 1)
                 break
     assert "s0" in probe.started
     assert "s3" not in probe.started  # sources were still pending when the block was left

@@ -3,13 +3,15 @@
 Four properties, each bounded (at most 200 examples, no deadline):
 
 (a) ``Assembler.feed`` takes any bytes, in any split, then ``close``: nothing is raised, every
-    error is a :class:`aggregator.StreamError` that names the stream, every result serialises
-    with orjson (as the CLI writes it), and the split never changes the outcome. The bytes are
-    noise, mutations of valid SSE and JSON Lines streams, or well-framed streams of odd chunks.
+    error is a :class:`aggregator.StreamError` that names the source, every result serialises
+    with orjson (as the CLI writes it), the source's report accounts for its results, and the
+    split never changes the outcome (results and report), whether the source is read as one
+    response body after another or as ``interleaved`` completions. The bytes are noise,
+    mutations of valid SSE and JSON Lines streams, or well-framed streams of odd chunks.
 (b) ``structure_chunk`` of any JSON value returns a chunk event or raises
     :class:`aggregator.StructureError` whose ``field`` is a JSON path into the payload; an event
     it returns says what the payload said.
-(c) ``Accumulator.add`` of any structurable events raises only ``UsageError`` or ``LimitError``;
+(c) ``Accumulator.add`` of any structurable events raises only ``ConflictError`` or ``LimitError``;
     ``result()`` always works, serialises with orjson, and neither the events nor an earlier
     result are changed by what comes after.
 (d) ``is_plain_chat`` accepts only what ``structure_chunk`` accepts, and ``add_plain`` (the fast
@@ -36,21 +38,18 @@ from hypothesis import strategies as st
 
 import aggregator
 from aggregator import (
-    DEFAULT_LIMITS,
-    Accumulator,
     Assembler,
-    ChatCompletionChunk,
-    CompletionChunk,
+    ConflictError,
     LimitError,
     Limits,
     Result,
+    SourceReport,
     StreamError,
     StructureError,
-    UsageError,
-    structure_chunk,
     to_dict,
 )
-from aggregator._converter import is_plain_chat
+from aggregator.lowlevel import DEFAULT_LIMITS, Accumulator, is_plain_chat, structure_chunk
+from aggregator.models import ChatCompletionChunk, Completion, CompletionChunk
 
 from .conftest import DATA
 from .strategies import (
@@ -527,10 +526,18 @@ TOP_LOGPROBS_STRING = {
 #: 1024 levels) makes the merge recurse past Python's limit: ``RecursionError`` out of ``feed``.
 #: (Hypothesis raises the recursion limit while it runs a test, so here the merge may get
 #: through and the result then fails ``orjson.dumps``, which writes at most 255 levels.)
+#: ``max_depth=None`` now means the ceiling (200 levels): the payload is refused, a LimitError.
 NO_DEPTH_LIMIT = Limits(max_depth=None)
 DEEP_BODY = _chunk_line(choices=[{"index": 0, "delta": {"x": [[]]}}]).replace(
     b"[[]]", b"[" * 600 + b"]" * 600
 )
+#: Bug 8: a text-completion chunk refused for a conflict (another model) after a chat chunk
+#: with no choices still turns the stream into a text completion: ``result()`` is a
+#: ``Completion``, though the chunk was not merged (not counted in ``chunks``).
+REFUSED_TEXT_CHUNK = [
+    structure_chunk(orjson.loads(_chunk_line(model="n"))),
+    structure_chunk(orjson.loads(_chunk_line(object="text_completion"))),
+]
 
 
 # --------------------------------------------------------------------------- (a) Assembler
@@ -612,22 +619,23 @@ def odd_streams(draw: st.DrawFn) -> bytes:
 
 
 FORMATS = st.sampled_from(["auto", "sse", "jsonl"])
+BOOLS = st.booleans()
 
 
 def error_text(error: object) -> str:
-    """``str(error)``, once checked to be a ``StreamError`` of this stream."""
+    """``str(error)``, once checked to be a ``StreamError`` of this source."""
     assert isinstance(error, StreamError), repr(error)
-    assert error.stream == NAME
+    assert error.source == NAME
     text = str(error)
     assert text.startswith(NAME), text
     return text
 
 
-def describe(assembler: Assembler, results: Sequence[Result]) -> tuple[Any, ...]:
+def describe(report: SourceReport | None, results: Sequence[Result]) -> tuple[Any, ...]:
     """Everything observable about a run, once its invariants are checked."""
     described = []
     for result in results:
-        assert result.stream == NAME
+        assert result.source == NAME
         assert result.key[0] == NAME
         assert result.key[1] >= 1
         completion = to_dict(result.completion)
@@ -640,44 +648,83 @@ def describe(assembler: Assembler, results: Sequence[Result]) -> tuple[Any, ...]
                 result.finished,
                 result.complete,
                 result.chunks,
+                result.duplicates,
                 completion,
                 None if result.error is None else error_text(result.error),
                 [error_text(problem) for problem in result.problems],
+                result.notes,
             )
         )
-    errors = [error_text(error) for error in assembler.errors]
-    assert described or errors, "a source is never lost silently"
-    return described, errors
+    assert all(isinstance(note, str) and note for r in results for note in r.notes)
+    # every source ends with its report, which counts its results
+    assert report is not None
+    assert report.source == NAME
+    assert report.completions == len(results)
+    error = None if report.error is None else error_text(report.error)
+    problems = [error_text(problem) for problem in report.problems]
+    assert described or error is not None, "a source is never lost silently"
+    assert report.ok == (error is None and not problems and bool(described))
+    return described, (report.reason, report.where, error, problems)
 
 
 def run_assembler(
-    pieces: Sequence[bytes], *, strict: bool, limits: Limits, format: aggregator.Format
+    pieces: Sequence[bytes],
+    *,
+    strict: bool,
+    limits: Limits,
+    format: aggregator.Format,
+    interleaved: bool,
 ) -> tuple[Any, ...]:
-    assembler = Assembler(NAME, format=format, strict=strict, limits=limits)
+    assembler = Assembler(
+        NAME, format=format, strict=strict, limits=limits, interleaved=interleaved
+    )
     results: list[Result] = []
     for piece in pieces:
         results += assembler.feed(piece)
     results += assembler.close()
-    assert assembler.stopped
+    assert assembler.report is not None  # the source is finished with
+    report = assembler.report
     assert assembler.feed(b'{"id":"late"}\n') == []  # a closed source takes nothing more
-    return describe(assembler, results)
+    assert assembler.close() == []
+    assert assembler.report is report
+    return describe(report, results)
 
 
-def check_assembler(case: Case, strict: bool, limits: Limits, format: aggregator.Format) -> None:
+def check_assembler(
+    case: Case, strict: bool, limits: Limits, format: aggregator.Format, interleaved: bool
+) -> None:
     raw, pieces = case
     assert b"".join(pieces) == raw
-    whole = run_assembler([raw], strict=strict, limits=limits, format=format)
-    split = run_assembler(pieces, strict=strict, limits=limits, format=format)
+    options: dict[str, Any] = {
+        "strict": strict,
+        "limits": limits,
+        "format": format,
+        "interleaved": interleaved,
+    }
+    whole = run_assembler([raw], **options)
+    split = run_assembler(pieces, **options)
     assert split == whole
 
 
-@given(case=noise.flatmap(pieces_of), strict=st.booleans(), limits=LIMITS, format=FORMATS)
-@example(case=(RETRY_DIGITS, [RETRY_DIGITS]), strict=True, limits=DEFAULT_LIMITS, format="auto")
+@given(
+    case=noise.flatmap(pieces_of),
+    strict=st.booleans(),
+    limits=LIMITS,
+    format=FORMATS,
+    interleaved=BOOLS,
+)
+@example(
+    case=(RETRY_DIGITS, [RETRY_DIGITS]),
+    strict=True,
+    limits=DEFAULT_LIMITS,
+    format="auto",
+    interleaved=False,
+)
 @fuzz(200)
 def test_assembler_takes_any_noise(
-    case: Case, strict: bool, limits: Limits, format: aggregator.Format
+    case: Case, strict: bool, limits: Limits, format: aggregator.Format, interleaved: bool
 ) -> None:
-    check_assembler(case, strict, limits, format)
+    check_assembler(case, strict, limits, format, interleaved)
 
 
 @given(
@@ -685,37 +732,62 @@ def test_assembler_takes_any_noise(
     strict=st.booleans(),
     limits=LIMITS,
     format=FORMATS,
+    interleaved=BOOLS,
 )
 @example(  # bug 4, as a run of zeros put into "created" would make it
     case=(BIG_CREATED_DIGITS, [BIG_CREATED_DIGITS[:60], BIG_CREATED_DIGITS[60:]]),
     strict=True,
     limits=DEFAULT_LIMITS,
     format="jsonl",
+    interleaved=False,
 )
 @fuzz(80)
 def test_assembler_takes_mutated_streams(
-    case: Case, strict: bool, limits: Limits, format: aggregator.Format
+    case: Case, strict: bool, limits: Limits, format: aggregator.Format, interleaved: bool
 ) -> None:
-    check_assembler(case, strict, limits, format)
+    check_assembler(case, strict, limits, format, interleaved)
 
 
-@given(case=odd_streams().flatmap(pieces_of), strict=st.booleans(), limits=LIMITS, format=FORMATS)
+@given(
+    case=odd_streams().flatmap(pieces_of),
+    strict=st.booleans(),
+    limits=LIMITS,
+    format=FORMATS,
+    interleaved=BOOLS,
+)
 @example(
-    case=(NESTED_PARTS_BODY, [NESTED_PARTS_BODY]), strict=True, limits=DEFAULT_LIMITS, format="auto"
+    case=(NESTED_PARTS_BODY, [NESTED_PARTS_BODY]),
+    strict=True,
+    limits=DEFAULT_LIMITS,
+    format="auto",
+    interleaved=False,
 )
 @example(
     case=(orjson.dumps(UNHASHABLE_OBJECT), [orjson.dumps(UNHASHABLE_OBJECT)]),
     strict=False,
     limits=DEFAULT_LIMITS,
     format="auto",
+    interleaved=False,
 )
-@example(case=(BIG_CREATED, [BIG_CREATED]), strict=True, limits=DEFAULT_LIMITS, format="auto")
-@example(case=(DEEP_BODY, [DEEP_BODY]), strict=True, limits=NO_DEPTH_LIMIT, format="auto")
+@example(
+    case=(BIG_CREATED, [BIG_CREATED]),
+    strict=True,
+    limits=DEFAULT_LIMITS,
+    format="auto",
+    interleaved=False,
+)
+@example(
+    case=(DEEP_BODY, [DEEP_BODY]),
+    strict=True,
+    limits=NO_DEPTH_LIMIT,
+    format="auto",
+    interleaved=False,
+)
 @fuzz(80)
 def test_assembler_takes_streams_of_odd_chunks(
-    case: Case, strict: bool, limits: Limits, format: aggregator.Format
+    case: Case, strict: bool, limits: Limits, format: aggregator.Format, interleaved: bool
 ) -> None:
-    check_assembler(case, strict, limits, format)
+    check_assembler(case, strict, limits, format, interleaved)
 
 
 # --------------------------------------------------------------------------- (b) structure_chunk
@@ -831,14 +903,14 @@ def attempt(payload: Any, **where: str) -> tuple[Event | None, StructureError | 
 @example(payload={**UNHASHABLE_OBJECT, "object": {"a": 1}})
 @fuzz(100)
 def test_structure_chunk_returns_an_event_or_raises_structure_error(payload: Any) -> None:
-    event, error = attempt(payload, stream=NAME, where="line 3 (event 2)")
+    event, error = attempt(payload, source=NAME, where="line 3 (event 2)")
     if error is None:
         assert type(event) in (ChatCompletionChunk, CompletionChunk)
     else:
         assert event is None
         assert error.field.startswith("$")
         assert parse_field(error.field) is not None, error.field
-        assert (error.stream, error.where) == (NAME, "line 3 (event 2)")
+        assert (error.source, error.where) == (NAME, "line 3 (event 2)")
         assert error.detail
         assert str(error) == f"{NAME}, line 3 (event 2): {error.detail} (at {error.field})"
 
@@ -878,10 +950,11 @@ Outcome = Union[tuple[str, str], None]
 
 
 def add_outcome(add: Callable[[Any], None], item: Any) -> Outcome:
-    """``add(item)``: ``None``, or the usage or limit error it raised (anything else escapes)."""
+    """``add(item)``: ``None``, or the conflict or limit error it raised (anything else, a
+    ``UsageError`` too, escapes)."""
     try:
         add(item)
-    except (UsageError, LimitError) as exc:
+    except (ConflictError, LimitError) as exc:
         return type(exc).__name__, str(exc)
     return None
 
@@ -890,18 +963,26 @@ def add_outcome(add: Callable[[Any], None], item: Any) -> Outcome:
 @example(
     chunks=[structure_chunk(orjson.loads(NESTED_PARTS_BODY.split(b"\n")[0]))] * 2, limits=TIGHT
 )
+@example(chunks=REFUSED_TEXT_CHUNK, limits=DEFAULT_LIMITS)
 # (1e20 as `created` is now refused by structure_chunk: beyond 64 bits; the Assembler-level
 # examples with BIG_CREATED check that it becomes an error, not unwritable output)
 @fuzz(80)
-def test_accumulator_raises_only_usage_or_limit_errors(chunks: list[Event], limits: Limits) -> None:
+def test_accumulator_raises_only_conflict_or_limit_errors(
+    chunks: list[Event], limits: Limits
+) -> None:
     acc = Accumulator(limits)
     outcomes = [add_outcome(acc.add, chunk) for chunk in chunks]
     result = acc.result()
     completion = to_dict(result)
     orjson.dumps(completion)
-    # a chunk counts unless it was refused whole (a usage error comes before any merging)
+    # a chunk counts unless it was refused whole (a conflict comes before any merging)
     assert acc.chunks == sum(o is None or o[0] == "LimitError" for o in outcomes)
-    assert isinstance(result, aggregator.Completion) == acc.is_text
+    # a text completion if and only if a text chunk counted: a refused chunk changes nothing
+    # (``Accumulator.is_text`` is gone: the result's class says it)
+    counted = [
+        c for c, o in zip(chunks, outcomes, strict=True) if o is None or o[0] == "LimitError"
+    ]
+    assert isinstance(result, Completion) == any(type(c) is CompletionChunk for c in counted)
     assert [c["index"] for c in completion["choices"]] == sorted(
         {c["index"] for c in completion["choices"]}
     )
@@ -923,10 +1004,10 @@ def test_accumulator_results_are_snapshots(chunks: list[Event], limits: Limits) 
     final = to_dict(acc.result())
     assert to_dict(watched.result()) == final
     assert to_dict(acc.result()) == final
-    assert (watched.chunks, watched.finished, watched.is_text) == (
+    assert (watched.chunks, watched.finished, type(watched.result())) == (
         acc.chunks,
         acc.finished,
-        acc.is_text,
+        type(acc.result()),
     )
     for snapshot, seen in early:
         assert to_dict(snapshot) == seen
@@ -1023,4 +1104,8 @@ def test_add_plain_merges_as_add_does(steps: list[Step], limits: Limits) -> None
         else:
             assert add_outcome(fast.add, item) == add_outcome(slow.add, item)
     assert to_dict(fast.result()) == to_dict(slow.result())
-    assert (fast.chunks, fast.finished, fast.is_text) == (slow.chunks, slow.finished, slow.is_text)
+    assert (fast.chunks, fast.finished, type(fast.result())) == (
+        slow.chunks,
+        slow.finished,
+        type(slow.result()),
+    )

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 import aggregator
-from aggregator import Assembler, EndReason, LimitError, Limits, Result, to_dict
+from aggregator import Assembler, EndReason, LimitError, Limits, Result, SourceReport, to_dict
 
 
 def chunk(cid: str = "c", index: int = 0, **delta: Any) -> dict[str, Any]:
@@ -26,15 +26,21 @@ def chunk(cid: str = "c", index: int = 0, **delta: Any) -> dict[str, Any]:
     }
 
 
-def run(chunks: list[Any], limits: Limits, *, strict: bool = True) -> list[Result]:
-    assembler = Assembler("src", limits=limits, strict=strict)
+def run(
+    chunks: list[Any], limits: Limits, *, strict: bool = True, interleaved: bool = False
+) -> list[Result]:
+    """Feed ``chunks`` (bytes, or chunk dicts: dict number n is ``item n``) and close."""
+    assembler = Assembler("src", limits=limits, strict=strict, interleaved=interleaved)
     results: list[Result] = []
-    for n, c in enumerate(chunks):
+    for c in chunks:
         if isinstance(c, bytes):
             results += assembler.feed(c)
         else:
-            results += assembler.add_dict(c, where=f"item {n + 1}")
-    return results + assembler.close()
+            results += assembler.add(c)
+    results += assembler.close()
+    assert assembler.report is not None
+    assert assembler.report.completions == len(results)
+    return results
 
 
 def test_limits_validate_themselves() -> None:
@@ -121,14 +127,16 @@ def test_max_line_in_bytes() -> None:
 
 def test_max_streams_per_source() -> None:
     chunks = [chunk(f"c{i}", content=str(i)) for i in range(4)]
-    results = run(chunks, Limits(max_streams=2))
+    results = run(chunks, Limits(max_streams=2), interleaved=True)
     reasons = sorted((r.completion.id, r.reason.value) for r in results)
     assert [r for r in reasons if r[1] != "limit"] == [("c0", "exhausted"), ("c1", "exhausted")]
     refused = [r for r in results if r.reason is EndReason.LIMIT]
     assert [str(r.error) for r in refused] == [
-        "src, item 3: too many streams open at once; completion c2 refused",
-        "src, item 4: too many streams open at once; completion c3 refused",
+        "src, item 3: too many streams open at once; completion 'c2' refused",
+        "src, item 4: too many streams open at once; completion 'c3' refused",
     ]
+    assert [r.key for r in refused] == [("src", 3), ("src", 4)]
+    assert all(isinstance(r.error, LimitError) and r.error.limit == "max_streams" for r in refused)
 
 
 @pytest.mark.anyio
@@ -142,18 +150,30 @@ async def test_max_open_streams_across_a_fan_in() -> None:
 
     sources_any: dict[str, Any] = {"first": slow(), **sources}
     got: list[Result] = []
+    reports: dict[str, SourceReport] = {}
     async with aggregator.fan_in(sources_any, limits=Limits(max_open_streams=1)) as items:
         async for item in items:
+            if isinstance(item, SourceReport):
+                assert item.source not in reports  # one report per source
+                reports[item.source] = item
+                continue
             assert isinstance(item, Result)
+            assert item.source not in reports  # a source's report comes after its results
             got.append(item)
             if len(got) == 5:
                 hold.set()
-    assert sorted((r.stream, r.completion.id, r.reason.value) for r in got) == [
+    assert sorted((r.source, r.completion.id, r.reason.value) for r in got) == [
         ("first", "held", "exhausted"),
         *[(f"s{i}", "", "limit") for i in range(5)],
     ]
     refused = [r.error for r in got if r.reason is EndReason.LIMIT]
+    assert len(refused) == 5
     assert {e.limit for e in refused if isinstance(e, LimitError)} == {"max_open_streams"}
+    # a refused completion is a result of its source, not trouble of the source itself
+    assert sorted(reports) == sorted(sources_any)
+    assert {(r.reason, r.error, r.problems, r.completions) for r in reports.values()} == {
+        (EndReason.EXHAUSTED, None, (), 1)
+    }
 
 
 @pytest.mark.anyio
@@ -164,12 +184,20 @@ async def test_idle_timeout_and_deadline_keep_the_partial() -> None:
         yield chunk(content="never")  # pragma: no cover
 
     with anyio.fail_after(5):
-        (r,) = await aggregator.assemble_all(
+        (r,), report = await aggregator.assemble_all(
             stalls(), name="slow", limits=Limits(idle_timeout=0.05)
         )
     assert r.reason is EndReason.LIMIT
     assert str(r.error) == "slow, after item 1: nothing received for 0.05 s (idle_timeout)"
     assert to_dict(r.completion)["choices"][0]["message"]["content"] == "partial"
+    # the limit ended the open completion and the source: the same error on both
+    assert (report.source, report.reason, report.where, report.error, report.completions) == (
+        "slow",
+        EndReason.LIMIT,
+        "after item 1",
+        r.error,
+        1,
+    )
 
     async def trickles() -> AsyncIterator[dict[str, Any]]:
         for i in range(1000):
@@ -177,11 +205,32 @@ async def test_idle_timeout_and_deadline_keep_the_partial() -> None:
             yield chunk(content=str(i % 10))
 
     with anyio.fail_after(5):
-        (r,) = await aggregator.assemble_all(trickles(), name="t", limits=Limits(deadline=0.2))
+        (r,), report = await aggregator.assemble_all(
+            trickles(), name="t", limits=Limits(deadline=0.2)
+        )
     assert r.reason is EndReason.LIMIT
     assert isinstance(r.error, LimitError)
     assert r.error.limit == "deadline"
     assert 3 <= r.chunks < 30
+    assert (report.reason, report.error, report.completions) == (EndReason.LIMIT, r.error, 1)
+
+
+@pytest.mark.anyio
+async def test_a_time_limit_with_no_completion_open_is_the_reports_error() -> None:
+    async def silent() -> AsyncIterator[bytes]:
+        await anyio.sleep(10)
+        yield b""  # pragma: no cover
+
+    with anyio.fail_after(5):
+        found, report = await aggregator.assemble_all(
+            silent(), name="quiet", limits=Limits(idle_timeout=0.05)
+        )
+    assert found == []
+    assert report.reason is EndReason.LIMIT
+    assert isinstance(report.error, LimitError)
+    assert report.error.limit == "idle_timeout"
+    assert str(report.error) == "quiet, after item 0: nothing received for 0.05 s (idle_timeout)"
+    assert not report.ok
 
 
 def test_command_idle_timeout_on_a_silent_pipe(tmp_path: Any) -> None:

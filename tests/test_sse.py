@@ -1,4 +1,4 @@
-"""Tests of the incremental SSE decoder and the JSON Lines reader (``aggregator._sse``)."""
+"""Tests of the incremental SSE decoder and the JSON Lines reader (``aggregator._core._sse``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from aggregator import DecodeError, JSONLinesReader, ServerSentEvent, SSEDecoder
+from aggregator import DecodeError
+from aggregator.lowlevel import JSONLinesReader, ServerSentEvent, SSEDecoder
 
 BOM = b"\xef\xbb\xbf"
 

@@ -162,11 +162,14 @@ def one_completion(ended: list[Any], name: str, expect: type[Any] | None) -> Any
             f"{len(found)} completions in one source; use assemble_all()", source=name
         )
     result = found[0]
-    if report is not None and (report.problems or report.error is not None):
-        import attrs
+    if report is not None:  # the source's own trouble is this completion's too
+        extra = [*report.problems]
+        if report.error is not None and report.error is not result.error:
+            extra.append(report.error)
+        if extra:
+            import attrs
 
-        extra = (*report.problems, *((report.error,) if report.error is not None else ()))
-        result = attrs.evolve(result, problems=result.problems + extra)
+            result = attrs.evolve(result, problems=(*result.problems, *extra))
     if not result.complete:
         raise IncompleteStreamError(result)
     completion = result.completion

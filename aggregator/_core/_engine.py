@@ -528,8 +528,9 @@ class Engine:
         full = limit is not None and len(self._open) >= limit
         if full or (self._budget is not None and not self._budget.take()):
             which = "max_streams" if full else "max_open_streams"
+            named = _short(id_) if id_ else "(no id)"
             error = LimitError(
-                f"too many streams open at once; completion {_short(id_) or '(no id)'} refused",
+                f"too many streams open at once; completion {named} refused",
                 source=self.name,
                 where=where_text(where),
                 limit=which,
@@ -669,10 +670,10 @@ class Engine:
             self._problems.append(error)
 
     def _fatal(self, error: StreamError, out: list[Any]) -> None:
+        """The source cannot go on: its open streams end with ``error``, and so does it."""
         if self._open:
             self._end_all(EndReason.ERROR, error, error.where, out)
-        else:
-            self._error = error
+        self._error = error
         self._stop(EndReason.ERROR, error.where, out)
 
     # -- chunk stages ------------------------------------------------------------------------

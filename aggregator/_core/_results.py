@@ -103,8 +103,9 @@ class SourceReport(Model):
         source: the source's name.
         reason: how the source ended (``done`` when its input ended with ``[DONE]``).
         where: the place where it ended, when known.
-        error: what ended it badly, if anything: the source raised, a time limit passed, a
-            fatal error outside any completion, or ``no completion in the input``.
+        error: what ended it badly, if anything: the source raised, a time limit passed,
+            malformed input in strict mode or an error payload (the open completions end with
+            the same error), or ``no completion in the input``.
         problems: bad input outside any completion that was skipped (lenient mode).
         completions: the number of completions (results) the source gave.
     """

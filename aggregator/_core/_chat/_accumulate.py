@@ -490,14 +490,16 @@ class Accumulator:
                 raise ConflictError("a chat chunk in a text-completion stream")
             state_cls: Any = _ChatChoice
         elif cls is CompletionChunk:
-            if self._text_object is None:
-                if any(c.__class__ is _ChatChoice for c in self._choices.values()):
-                    raise ConflictError("a text-completion chunk in a chat stream")
-                self._text_object = chunk.object or "text_completion"
+            if self._text_object is None and any(
+                c.__class__ is _ChatChoice for c in self._choices.values()
+            ):
+                raise ConflictError("a text-completion chunk in a chat stream")
             state_cls = _TextChoice
         else:
             raise UsageError(f"expected a chunk event, got {cls.__name__}")
-        self._check_identity(chunk.id, chunk.model)
+        self._check_identity(chunk.id, chunk.model)  # nothing is changed before this
+        if cls is CompletionChunk and self._text_object is None:
+            self._text_object = chunk.object or "text_completion"
         self.chunks += 1
         self._top(chunk.id, chunk.model, chunk.created, chunk.system_fingerprint)
         service_tier = getattr(chunk, "service_tier", None)
