@@ -133,6 +133,116 @@ def chunk_dicts(draw: st.DrawFn) -> JSON:
     return chunk
 
 
+@st.composite
+def tool_and_text_chunks(draw: st.DrawFn) -> JSON:
+    """Chunks of the other shapes the lane learns: tool-call argument fragments (with the
+    id, type and name repeated, sent empty or changed, as servers do) and text completions."""
+    head: JSON = {
+        "id": draw(st.sampled_from(["c", "c", "c", "d"])),
+        "created": 1,
+        "model": draw(st.sampled_from(["m", "m", "m", "other"])),
+    }
+    if draw(st.booleans()):
+        head["system_fingerprint"] = draw(st.sampled_from(["fp_a", "fp_b"]))
+    if draw(st.integers(0, 3)) == 0:  # a text completion
+        choice: JSON = {"text": draw(TEXT), "index": draw(st.sampled_from([0, 0, 1]))}
+        choice["logprobs"] = None
+        choice["finish_reason"] = draw(st.sampled_from([None, None, None, "stop"]))
+        return {**head, "object": "text_completion", "choices": [choice]}
+    call: JSON = {"index": draw(st.sampled_from([0, 0, 0, 1]))}
+    function: JSON = {"arguments": draw(TEXT)}
+    if draw(st.integers(0, 2)) == 0:
+        call["id"] = draw(st.sampled_from([None, "", "call_1", "call_1", "call_2"]))
+    if draw(st.integers(0, 3)) == 0:
+        call["type"] = draw(st.sampled_from([None, "", "function"]))
+    if draw(st.integers(0, 3)) == 0:
+        function["name"] = draw(st.sampled_from([None, "", "f", "g"]))
+    call["function"] = function
+    delta: JSON = {"tool_calls": [call]}
+    if draw(st.integers(0, 5)) == 0:
+        delta["content"] = draw(st.sampled_from([None, "x"]))
+    if draw(st.integers(0, 9)) == 0:
+        delta["tool_calls"].append({"index": 1, "function": {"arguments": "{}"}})
+    finish = draw(st.sampled_from([None, None, None, None, "tool_calls"]))
+    chunk: JSON = {**head, "object": "chat.completion.chunk"}
+    chunk["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    return chunk
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chunks=st.lists(st.one_of(tool_and_text_chunks(), chunk_dicts()), max_size=30),
+    style=st.integers(0, 2),
+    repeat=st.lists(st.integers(0, 29), max_size=8),
+    pieces=st.data(),
+)
+def test_the_lane_gives_what_the_full_path_gives_on_tool_calls_and_text(
+    chunks: list[JSON], style: int, repeat: list[int], pieces: Any
+) -> None:
+    events = [b"data: " + dumps(c, style) + b"\n\n" for c in chunks]
+    for at in repeat:  # the same bytes again: the lane's case
+        if at < len(events):
+            events.insert(at, events[at])
+    assert_lane_exact(pieces.draw(byte_pieces(b"".join(events) + b"data: [DONE]\n\n")))
+
+
+def test_the_lane_is_taken_for_tool_call_arguments_and_text_completions() -> None:
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    start = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f"}}
+    fragments = ['{"a": "', 'say \\"hi\\"', "\\\\", '"arguments":', '"}'] * 40
+    calls = [
+        {
+            **head,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [{**start, "function": {"name": "f", "arguments": ""}}]
+                    },
+                }
+            ],
+        },
+        *(
+            {
+                **head,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": f}}]},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            for f in fragments
+        ),
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    text_head = {**head, "object": "text_completion"}
+    texts = [
+        *(
+            {
+                **text_head,
+                "choices": [{"text": t, "index": 0, "logprobs": None, "finish_reason": None}],
+            }
+            for t in fragments
+        ),
+        {
+            **text_head,
+            "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+        },
+    ]
+    for chunks in (calls, texts):
+        for style in (0, 1, 2):
+            data = b"".join(b"data: " + dumps(c, style) + b"\n\n" for c in chunks)
+            (result, _), merged = assert_lane_exact([data + b"data: [DONE]\n\n"])
+            assert result.complete
+            assert merged > len(fragments) * 0.9
+            choice = to_dict(result.completion)["choices"][0]
+            got = choice["message"]["tool_calls"][0]["function"] if chunks is calls else choice
+            assert got["arguments" if chunks is calls else "text"] == "".join(fragments)
+
+
 def dumps(chunk: JSON, style: int) -> bytes:
     if style == 0:
         return orjson.dumps(chunk)

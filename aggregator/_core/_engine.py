@@ -287,7 +287,7 @@ class Engine:
                 ):  # the next plain chunk of the current stream
                     self.items += 1
                     self.done = False
-                    merge(current, raw, self.items, None)
+                    merge(current, raw, self.items)
                     continue
                 item(raw, out)
                 if self.stopped:
@@ -428,7 +428,7 @@ class Engine:
         if self._stages:
             self._through_stages(stream, value, dedupe_id, where, out)
         else:
-            self._merge(stream, value, where, data)
+            self._merge(stream, value, where, None if data is None else (data, obj))
         if action == LAST:
             reason, error = (EndReason.DONE, None) if end is None else end
             if stream.key in self._open:
@@ -446,8 +446,9 @@ class Engine:
             self._lane = protocol.lane()
         return protocol
 
-    def _merge(self, stream: _Stream, value: Any, where: Where, data: bytes | None) -> None:
-        """Fold one chunk into its stream's accumulator."""
+    def _merge(self, stream: _Stream, value: Any, where: Where, data: Any = None) -> None:
+        """Fold one chunk into its stream's accumulator; ``data``: its ``(bytes, parsed
+        object)``, when it came as bytes, for the lane to learn its shape from."""
         if stream.failed is not None:
             return  # a stream that passed a limit takes nothing more
         acc = stream.acc
@@ -455,10 +456,10 @@ class Engine:
         try:
             if value.__class__ is dict:
                 acc.add_plain(value)
-                if data is not None and self._lane is not None:
-                    self._lane.learn(data, value, acc)  # the stream is the current one
             else:
                 acc.add(value)
+            if data is not None and self._lane is not None:
+                self._lane.learn(data[0], data[1], acc)  # merged into the current stream
         except ConflictError as exc:
             stream.problems.append(exc.placed(self.name, where_text(where)))
         except LimitError as exc:
@@ -513,6 +514,8 @@ class Engine:
             )
         current.changes += 1
         current.last_id = id_
+        if self._lane is not None:
+            self._lane.clear()  # its shapes carry the id this chunk changed
         return current
 
     def _set_current(self, stream: _Stream | None) -> None:
@@ -703,7 +706,7 @@ class Engine:
                 stream = self._open.get(item.key)
                 if stream is not None:
                     value = item.payload if item._event is None else item._event
-                    self._merge(stream, value, item._where, None)
+                    self._merge(stream, value, item._where)
             elif cls is SnapshotRequest:
                 stream = self._open.get(item.key)
                 if stream is not None and stream.acc is not None:

@@ -402,6 +402,11 @@ class _TextChoice:
         if choice.extras:
             merge_snapshot(self.extras, choice.extras)
 
+    def add_text(self, field: str, value: str) -> None:
+        """Append ``value`` to ``text`` (the one string field of a text-completion choice)."""
+        if value:
+            self.text.append(value)
+
     def result(self) -> CompletionChoice:
         return CompletionChoice(
             index=self.index,
@@ -557,10 +562,27 @@ class Accumulator:
 
     def append_text(self, index: int, field: str, text: str) -> None:
         """Merge a chunk whose only news is ``text`` for the ``field`` (``content``,
-        ``reasoning_content``, ``reasoning`` or ``refusal``) of the chat choice ``index``,
-        which exists: what ``add_plain`` does with such a chunk, for the byte-shape lane."""
+        ``reasoning_content``, ``reasoning`` or ``refusal`` of a chat choice, ``text`` of a
+        text-completion choice) of the choice ``index``, which exists: what ``add`` and
+        ``add_plain`` do with such a chunk, for the byte-shape lane."""
         self.chunks += 1
-        self._choices[index].add_text(field, text)  # type: ignore[union-attr]
+        self._choices[index].add_text(field, text)
+
+    def tool_call(self, index: int, call: int) -> _ToolCall | None:
+        """The tool call a fragment with index ``call`` of choice ``index`` would continue."""
+        state = self._choices.get(index)
+        tools = state.tools if state.__class__ is _ChatChoice else None
+        return None if tools is None else tools.by_index.get(call)
+
+    def append_arguments(self, index: int, call: int, text: str) -> None:
+        """Merge a chunk whose only news is ``text`` for the arguments of the existing tool
+        call ``call`` of the chat choice ``index``: what ``add`` does with it, for the lane."""
+        self.chunks += 1
+        tools: _ToolCalls = self._choices[index].tools  # type: ignore[union-attr, assignment]
+        found = tools.by_index[call]
+        if text:
+            found.function.arguments.append(text)
+        tools.last = found
 
     def _check(self, index: int) -> int:
         limits = self._limits

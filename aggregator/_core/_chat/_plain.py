@@ -109,16 +109,18 @@ _MAX_SHAPES = 4
 #: The delta fields a shape may carry, with their keys as they appear in the bytes.
 _FIELDS = {
     name: b'"' + name.encode() + b'":'
-    for name in ("content", "reasoning_content", "reasoning", "refusal")
+    for name in ("content", "reasoning_content", "reasoning", "refusal", "arguments", "text")
 }
 
 
 @final
 class _Shape:
-    """The bytes around the one string of one choice's chunks, and where that string goes."""
+    """The bytes around the one string of one choice's chunks, and where that string goes: a
+    delta field (``call`` is ``None``) or the arguments of the tool call ``call``."""
 
     __slots__ = (
         "acc",
+        "call",
         "cut",
         "field",
         "fingerprint",
@@ -133,8 +135,7 @@ class _Shape:
     def __init__(
         self,
         acc: Accumulator,
-        index: int,
-        field: str,
+        piece: tuple[int, int | None, str],
         prefix: bytes,
         suffix: bytes,
         obfuscated: bool,
@@ -142,8 +143,7 @@ class _Shape:
         tier: str | None,
     ) -> None:
         self.acc = acc
-        self.index = index
-        self.field = field
+        self.index, self.call, self.field = piece
         self.prefix = prefix
         self.suffix = suffix
         self.start = len(prefix)
@@ -172,9 +172,12 @@ class _Shape:
         return value if value.__class__ is str else None
 
     def merge(self, value: str) -> None:
-        """Merge a chunk of this shape whose string is ``value`` (as ``add_plain`` would)."""
+        """Merge a chunk of this shape whose string is ``value`` (as the full path would)."""
         acc = self.acc
-        acc.append_text(self.index, self.field, value)
+        if self.call is None:
+            acc.append_text(self.index, self.field, value)
+        else:
+            acc.append_arguments(self.index, self.call, value)
         if self.fingerprint is not None:
             acc.system_fingerprint = self.fingerprint
         if self.tier is not None:
@@ -186,22 +189,83 @@ def _bare_string_end(tail: bytes) -> bool:
     return tail.endswith(b'"}') and b'"' not in tail[:-2] and b"\\" not in tail[:-2]
 
 
-def _one_piece(obj: dict[str, Any]) -> tuple[int, str] | None:
-    """``(choice index, field)`` if the plain chunk ``obj`` has one choice whose delta carries
-    one string (others null), with no finish reason or logprobs; else ``None``."""
-    choices = obj["choices"]
-    if len(choices) != 1:
+_TEXT_TOP = frozenset({"id", "object", "created", "model", "choices", "system_fingerprint"}) | {
+    "obfuscation",
+    "usage",
+}
+_TEXT_CHOICE = frozenset({"index", "text", "logprobs", "finish_reason"})
+_CALL_DELTA = frozenset({"tool_calls", "role", "content"})
+_CALL = frozenset({"index", "id", "type", "function"})
+_FUNCTION = frozenset({"arguments", "name"})
+
+
+def _piece(obj: dict[str, Any], acc: Accumulator) -> tuple[int, int | None, str] | None:
+    """``(choice index, tool call index or None, field)`` if ``obj`` (just merged into ``acc``)
+    is one choice's one string and nothing else that merging it again could change: a delta
+    field of a plain chat chunk, the arguments of a tool call that exists, or the text of a text
+    completion; else ``None``."""
+    choices = obj.get("choices")
+    if choices.__class__ is not list or len(choices) != 1:
         return None
     choice = choices[0]
-    if choice.get("finish_reason") is not None or choice.get("logprobs") is not None:
+    if (
+        choice.__class__ is not dict
+        or choice.get("finish_reason") is not None
+        or choice.get("logprobs") is not None
+        or obj.get("usage") is not None
+        or choice.get("index").__class__ is not int
+    ):
         return None
+    index = choice["index"]
+    if obj.get("object") in ("text_completion", "completion"):
+        text = choice.get("text").__class__ is str
+        if text and obj.keys() <= _TEXT_TOP and choice.keys() <= _TEXT_CHOICE:
+            return (index, None, "text")
+        return None
+    if not is_plain_chat(obj):
+        return _arguments(obj, choice, index, acc)
     field = None
     for key, value in choice["delta"].items():
         if value is not None:
             if field is not None or key not in _FIELDS:
                 return None
             field = key
-    return None if field is None else (choice["index"], field)
+    return None if field is None else (index, None, field)
+
+
+def _arguments(
+    obj: dict[str, Any], choice: dict[str, Any], index: int, acc: Accumulator
+) -> tuple[int, int | None, str] | None:
+    """The piece of a chunk whose only news is a fragment of one tool call's arguments."""
+    if not obj.keys() <= _PLAIN_TOP or obj.get("object") != "chat.completion.chunk":
+        return None
+    delta = choice.get("delta")
+    if (
+        delta.__class__ is not dict
+        or not delta.keys() <= _CALL_DELTA
+        or not choice.keys() <= (_PLAIN_CHOICE)
+    ):
+        return None
+    if delta.get("role") is not None or delta.get("content") is not None:
+        return None
+    calls = delta.get("tool_calls")
+    if calls.__class__ is not list or len(calls) != 1 or calls[0].__class__ is not dict:
+        return None
+    call = calls[0]
+    function = call.get("function")
+    if (
+        not call.keys() <= _CALL
+        or call.get("index").__class__ is not int
+        or function.__class__ is not dict
+        or not function.keys() <= _FUNCTION
+        or function.get("arguments").__class__ is not str
+    ):
+        return None
+    # (its id, type and name were merged just now: first non-empty wins, and a new id made the
+    # call that index now names, so merging them again changes nothing)
+    if acc.tool_call(index, call["index"]) is None:
+        return None
+    return (index, call["index"], "arguments")
 
 
 def _string_end(payload: bytes, start: int) -> int:
@@ -241,14 +305,13 @@ class Lane:
                     return True
         return False
 
-    def learn(self, payload: bytes, obj: dict[str, Any], acc: Accumulator) -> None:
-        """Learn the shape of the plain chunk ``obj``, parsed from ``payload`` and just merged
-        into ``acc`` (the current stream's), if it carries one string of one choice."""
-        piece = _one_piece(obj)
+    def learn(self, payload: bytes, obj: Any, acc: Accumulator) -> None:
+        """Learn the shape of the chunk ``obj``, parsed from ``payload`` and just merged into
+        ``acc`` (the current stream's), if it carries one string of one choice (``_piece``)."""
+        piece = _piece(obj, acc) if obj.__class__ is dict else None
         if piece is None:
             return
-        index, field = piece
-        key = _FIELDS[field]
+        key = _FIELDS[piece[2]]
         at = payload.find(key)
         if at < 0 or payload.find(key, at + 1) >= 0:
             return  # the key twice (perhaps spelled another way too): not a shape to cut
@@ -270,8 +333,7 @@ class Lane:
             return  # an escape outside the string: a key may be spelled twice ("con\\u0074ent")
         shape = _Shape(
             acc,
-            index,
-            field,
+            piece,
             prefix,
             suffix,
             obfuscated,
