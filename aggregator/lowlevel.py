@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._core._chat import ChatProtocol, structure_chunk
 from ._core._chat._accumulate import Accumulator
-from ._core._chat._plain import is_plain_chat
+from ._core._chat._plain import is_plain_chat, is_plain_text
 from ._core._engine import Engine
 from ._core._limits import DEFAULT_LIMITS
 from ._core._protocol import Protocol, StreamAccumulator
@@ -28,5 +28,6 @@ __all__ = [
     "ServerSentEvent",
     "StreamAccumulator",
     "is_plain_chat",
+    "is_plain_text",
     "structure_chunk",
 ]

@@ -696,3 +696,95 @@ def test_a_protocol_added_behind_the_seam_runs_everywhere(monkeypatch: pytest.Mo
     )
     assert (second.completion.id, second.reason) == ("m2", EndReason.CUT_OFF)
     assert (report.reason, report.completions) == (EndReason.CUT_OFF, 2)
+
+
+@st.composite
+def text_payloads(draw: st.DrawFn) -> Any:
+    """Text-completion chunks: plain ones, and plain ones with one spoiler (a value of a type
+    structuring changes or refuses, an unknown key)."""
+    number = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-3, 3))
+    logprobs: Any = draw(
+        st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "tokens": st.lists(TEXT, max_size=2),
+                    "token_logprobs": st.lists(st.one_of(number, st.none()), max_size=2),
+                    "top_logprobs": st.lists(
+                        st.one_of(st.none(), st.dictionaries(TEXT, number, max_size=2)),
+                        max_size=2,
+                    ),
+                    "text_offset": st.lists(st.integers(0, 9), max_size=2),
+                },
+            ),
+        )
+    )
+    choice: JSON = {"text": draw(TEXT), "index": draw(st.sampled_from([0, 1]))}
+    choice["logprobs"] = logprobs
+    choice["finish_reason"] = draw(st.sampled_from([None, None, "stop", "length"]))
+    chunk: JSON = {
+        "id": "cmpl-1",
+        "object": draw(st.sampled_from(["text_completion", "completion"])),
+        "created": 1,
+        "model": "m",
+        "choices": [choice],
+    }
+    odd = st.sampled_from([3.0, "1", None, True, [1], {"a": 1}])
+    spoiler = draw(st.integers(0, 9))
+    if spoiler == 1 and isinstance(logprobs, dict) and logprobs:
+        key = draw(st.sampled_from(sorted(logprobs)))
+        logprobs[key] = [*logprobs[key], draw(odd)]
+    elif spoiler == 2:
+        choice[draw(st.sampled_from(["text", "finish_reason", "index", "extra"]))] = draw(odd)
+    elif spoiler == 3:
+        chunk[draw(st.sampled_from(["created", "usage", "x_other", "system_fingerprint"]))] = draw(
+            odd
+        )
+    elif spoiler == 4:
+        choice["logprobs"] = {**(logprobs or {}), "extra": 1}
+    return chunk
+
+
+@settings(max_examples=500, deadline=None)
+@given(payloads=st.lists(text_payloads(), min_size=1, max_size=6))
+def test_a_plain_text_payload_merges_as_its_event_does(payloads: list[JSON]) -> None:
+    """What ``is_plain_text`` admits, structuring takes as it is, and its dict merge is the
+    event merge."""
+    from aggregator.lowlevel import Accumulator
+    from aggregator.lowlevel import is_plain_text as plain
+
+    by_dict, by_event = Accumulator(), Accumulator()
+    for payload in payloads:
+        if not plain(payload):
+            continue
+        event = structure_chunk(payload)  # never refused: the check is no looser
+        by_dict.add_plain(payload)
+        by_event.add(event)
+    # as JSON text: an offset kept as 3.0 where structuring makes it 3 would show
+    assert orjson.dumps(to_dict(by_dict.result())) == orjson.dumps(to_dict(by_event.result()))
+    assert by_dict.chunks == by_event.chunks
+
+
+def test_the_plain_text_check_admits_the_common_chunk_and_nothing_structuring_changes() -> None:
+    from aggregator.lowlevel import is_plain_text as plain
+
+    logprobs = {"tokens": [" a"], "token_logprobs": [-0.5], "top_logprobs": [{" a": -0.5}]}
+    common = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"text": " a", "index": 0, "logprobs": {**logprobs, "text_offset": [3]}}],
+    }
+    assert plain(common)
+    for changed in (
+        {"text_offset": [3.0]},  # structuring makes it 3
+        {"token_logprobs": ["-0.5"]},
+        {"top_logprobs": [{" a": None}]},
+        {"extra": 1},  # an unknown key: extras
+    ):
+        choice = {**common["choices"][0], "logprobs": {**logprobs, **changed}}
+        assert not plain({**common, "choices": [choice]}), changed
+    assert not plain({**common, "usage": {"total_tokens": 1}})
+    assert not plain({**common, "created": True})

@@ -20,7 +20,7 @@ from .._limits import MAX_DEPTH_CEILING, depth_exceeds
 from .._protocol import CHUNK, ERROR, LAST_ERROR, Parsed, Protocol
 from ._accumulate import Accumulator
 from ._events import ChatCompletionChunk, CompletionChunk, ContentDelta
-from ._plain import Lane, is_plain_chat
+from ._plain import Lane, is_plain_chat, is_plain_text
 
 __all__ = ["ChatProtocol", "chunk_class", "structure_chunk"]
 
@@ -103,7 +103,7 @@ class ChatProtocol(Protocol):
 
     def parse(self, obj: Any, where: Where) -> Parsed:
         if obj.__class__ is dict:
-            if is_plain_chat(obj):  # the common shape, first; it is shallow: no depth to check
+            if is_plain_chat(obj) or is_plain_text(obj):  # shallow: no depth to check
                 return (CHUNK, obj["id"], obj, None, None)
             max_depth = self.limits.max_depth or MAX_DEPTH_CEILING
             if depth_exceeds(obj, max_depth):

@@ -349,13 +349,20 @@ class _Logprobs:
         if logprobs.extras:
             merge_snapshot(self.extras, logprobs.extras)
 
-    def add_text(self, logprobs: TextLogprobs) -> None:
-        self._extend("tokens", logprobs.tokens)
-        self._extend("token_logprobs", logprobs.token_logprobs)
-        self._extend("top_logprobs", logprobs.top_logprobs)
-        self._extend("text_offset", logprobs.text_offset)
-        if logprobs.extras:
-            merge_snapshot(self.extras, logprobs.extras)
+    def add_text(self, logprobs: TextLogprobs | dict[str, Any]) -> None:
+        """Take a text choice's ``logprobs``: an event's, or a plain payload's dict (no extras:
+        see ``is_plain_text``)."""
+        if isinstance(logprobs, dict):
+            get: Any = logprobs.get
+        else:
+            get = logprobs.__getattribute__
+            if logprobs.extras:
+                merge_snapshot(self.extras, logprobs.extras)
+        extend = self._extend
+        extend("tokens", get("tokens"))
+        extend("token_logprobs", get("token_logprobs"))
+        extend("top_logprobs", get("top_logprobs"))
+        extend("text_offset", get("text_offset"))
 
     def chat(self) -> ChoiceLogprobs:
         lists = self.lists
@@ -391,16 +398,23 @@ class _TextChoice:
         self.extras: dict[str, Any] = {}
 
     def add(self, choice: TextChunkChoice) -> None:
-        if choice.text:
-            self.text.append(choice.text)
-        if choice.logprobs is not None:
-            if self.logprobs is None:
-                self.logprobs = _Logprobs()
-            self.logprobs.add_text(choice.logprobs)
-        if choice.finish_reason is not None:
-            self.finish_reason = choice.finish_reason
+        self._take(choice.text, choice.logprobs, choice.finish_reason)
         if choice.extras:
             merge_snapshot(self.extras, choice.extras)
+
+    def add_plain(self, choice: dict[str, Any]) -> None:
+        """``add`` for a validated plain choice (see ``is_plain_text``): no extras."""
+        self._take(choice.get("text", ""), choice.get("logprobs"), choice.get("finish_reason"))
+
+    def _take(self, text: str, logprobs: Any, finish_reason: str | None) -> None:
+        if text:
+            self.text.append(text)
+        if logprobs is not None:
+            if self.logprobs is None:
+                self.logprobs = _Logprobs()
+            self.logprobs.add_text(logprobs)
+        if finish_reason is not None:
+            self.finish_reason = finish_reason
 
     def add_text(self, field: str, value: str) -> None:
         """Append ``value`` to ``text`` (the one string field of a text-completion choice)."""
@@ -532,13 +546,16 @@ class Accumulator:
         self._side_usage = merge_usage(self._side_usage, report)
 
     def add_plain(self, payload: dict[str, Any]) -> None:
-        """Merge a chat chunk payload that ``is_plain_chat`` accepted, with no event built.
+        """Merge a chunk payload that ``is_plain_chat`` or ``is_plain_text`` accepted, with no
+        event built.
 
         The result is the same as ``add(structure_chunk(payload))``, at a fraction of the cost.
 
         Raises:
             ConflictError: as for :meth:`add`.
         """
+        if payload["object"] != "chat.completion.chunk":
+            return self._add_plain_text(payload)
         choices_in = payload["choices"]
         if self._text_object is not None and choices_in:
             raise ConflictError("a chat chunk in a text-completion stream")
@@ -558,7 +575,28 @@ class Accumulator:
             state = choices.get(index)
             if state is None:
                 state = choices[index] = _ChatChoice(self._check(index), self._limits)
-            state.add_plain(choice["delta"], choice.get("finish_reason"))  # type: ignore[union-attr]
+            state.add_plain(choice["delta"], choice.get("finish_reason"))  # type: ignore[call-arg]
+
+    def _add_plain_text(self, payload: dict[str, Any]) -> None:
+        if self._text_object is None and any(
+            c.__class__ is _ChatChoice for c in self._choices.values()
+        ):
+            raise ConflictError("a text-completion chunk in a chat stream")
+        self._check_identity(payload["id"], payload["model"])
+        if self._text_object is None:
+            self._text_object = payload["object"] or "text_completion"
+        self.chunks += 1
+        self._top(payload["id"], payload["model"], payload["created"], None)
+        fingerprint = payload.get("system_fingerprint")
+        if fingerprint is not None:
+            self.system_fingerprint = fingerprint
+        choices = self._choices
+        for choice in payload["choices"]:
+            index = choice["index"]
+            state = choices.get(index)
+            if state is None:
+                state = choices[index] = _TextChoice(self._check(index), self._limits)
+            state.add_plain(choice)  # type: ignore[call-arg]
 
     def append_text(self, index: int, field: str, text: str) -> None:
         """Merge a chunk whose only news is ``text`` for the ``field`` (``content``,

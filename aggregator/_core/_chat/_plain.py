@@ -31,7 +31,7 @@ import orjson
 if TYPE_CHECKING:
     from ._accumulate import Accumulator
 
-__all__ = ["Lane", "is_plain_chat"]
+__all__ = ["Lane", "is_plain_chat", "is_plain_text"]
 
 _PLAIN_TOP = frozenset(
     {"id", "object", "created", "model", "choices", "system_fingerprint", "service_tier"}
@@ -100,6 +100,92 @@ def is_plain_chat(obj: Any) -> bool:
         for value in delta.values():
             if value.__class__ not in _STR_OR_NONE:
                 return False
+    return True
+
+
+_TEXT_OBJECTS = frozenset({"text_completion", "completion"})
+_TEXT_TOP = frozenset({"id", "object", "created", "model", "choices", "system_fingerprint"}) | {
+    "obfuscation",
+    "usage",
+}
+_TEXT_CHOICE = frozenset({"index", "text", "logprobs", "finish_reason"})
+_TEXT_LOGPROBS = frozenset({"tokens", "token_logprobs", "top_logprobs", "text_offset"})
+_NUMBER = frozenset({int, float})
+_NUMBER_OR_NONE = frozenset({int, float, type(None)})
+
+
+def is_plain_text(obj: Any) -> bool:
+    """Whether ``obj`` is a text-completion chunk that structuring would take exactly as it is:
+    the named keys only, of the right types (a ``text_offset`` of ints, not ``3.0``), no
+    ``usage`` and no keys the models do not name. Such a payload is merged from its dict
+    (``Accumulator.add_plain``); anything else takes the converter's full path."""
+    if obj.__class__ is not dict or not obj.keys() <= _TEXT_TOP:
+        return False
+    get = obj.get
+    if (
+        get("object") not in _TEXT_OBJECTS
+        or get("id").__class__ is not _STR
+        or get("created").__class__ is not int
+        or get("model").__class__ is not _STR
+        or get("usage") is not None
+        or get("system_fingerprint").__class__ not in _STR_OR_NONE
+        or get("obfuscation").__class__ not in _STR_OR_NONE
+    ):
+        return False
+    choices = get("choices")
+    if choices.__class__ is not list:
+        return False
+    for choice in choices:
+        if (
+            choice.__class__ is not dict
+            or not choice.keys() <= _TEXT_CHOICE
+            or choice.get("index").__class__ is not int
+            or choice.get("text", "").__class__ is not _STR
+            or choice.get("finish_reason").__class__ not in _STR_OR_NONE
+        ):
+            return False
+        logprobs = choice.get("logprobs")
+        if logprobs is not None and not _plain_text_logprobs(logprobs):
+            return False
+    return True
+
+
+def _plain_text_logprobs(logprobs: Any) -> bool:
+    if logprobs.__class__ is not dict or not logprobs.keys() <= _TEXT_LOGPROBS:
+        return False
+    get = logprobs.get
+    values = get("tokens")
+    if values is not None:
+        if values.__class__ is not list:
+            return False
+        for v in values:
+            if v.__class__ is not _STR:
+                return False
+    values = get("token_logprobs")
+    if values is not None:
+        if values.__class__ is not list:
+            return False
+        for v in values:
+            if v.__class__ not in _NUMBER_OR_NONE:
+                return False
+    values = get("text_offset")
+    if values is not None:
+        if values.__class__ is not list:
+            return False
+        for v in values:
+            if v.__class__ is not int:
+                return False
+    values = get("top_logprobs")
+    if values is not None:
+        if values.__class__ is not list:
+            return False
+        for top in values:
+            if top is not None:
+                if top.__class__ is not dict:
+                    return False
+                for v in top.values():
+                    if v.__class__ not in _NUMBER:
+                        return False
     return True
 
 
@@ -189,11 +275,6 @@ def _bare_string_end(tail: bytes) -> bool:
     return tail.endswith(b'"}') and b'"' not in tail[:-2] and b"\\" not in tail[:-2]
 
 
-_TEXT_TOP = frozenset({"id", "object", "created", "model", "choices", "system_fingerprint"}) | {
-    "obfuscation",
-    "usage",
-}
-_TEXT_CHOICE = frozenset({"index", "text", "logprobs", "finish_reason"})
 _CALL_DELTA = frozenset({"tool_calls", "role", "content"})
 _CALL = frozenset({"index", "id", "type", "function"})
 _FUNCTION = frozenset({"arguments", "name"})
