@@ -770,7 +770,7 @@ def test_the_plain_text_check_admits_the_common_chunk_and_nothing_structuring_ch
     from aggregator.lowlevel import is_plain_text as plain
 
     logprobs = {"tokens": [" a"], "token_logprobs": [-0.5], "top_logprobs": [{" a": -0.5}]}
-    common = {
+    common: JSON = {
         "id": "cmpl-1",
         "object": "text_completion",
         "created": 1,
@@ -778,12 +778,13 @@ def test_the_plain_text_check_admits_the_common_chunk_and_nothing_structuring_ch
         "choices": [{"text": " a", "index": 0, "logprobs": {**logprobs, "text_offset": [3]}}],
     }
     assert plain(common)
-    for changed in (
+    changes: list[JSON] = [
         {"text_offset": [3.0]},  # structuring makes it 3
         {"token_logprobs": ["-0.5"]},
         {"top_logprobs": [{" a": None}]},
         {"extra": 1},  # an unknown key: extras
-    ):
+    ]
+    for changed in changes:
         choice = {**common["choices"][0], "logprobs": {**logprobs, **changed}}
         assert not plain({**common, "choices": [choice]}), changed
     assert not plain({**common, "usage": {"total_tokens": 1}})
