@@ -454,12 +454,13 @@ class Engine:
         acc = stream.acc
         assert acc is not None
         try:
-            if value.__class__ is dict:
+            plain = value.__class__ is dict
+            if plain:
                 acc.add_plain(value)
             else:
                 acc.add(value)
             if data is not None and self._lane is not None:
-                self._lane.learn(data[0], data[1], acc)  # merged into the current stream
+                self._lane.learn(data[0], data[1], plain, acc)  # into the current stream
         except ConflictError as exc:
             stream.problems.append(exc.placed(self.name, where_text(where)))
         except LimitError as exc:

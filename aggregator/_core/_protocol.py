@@ -120,5 +120,5 @@ class Protocol(abc.ABC):
 
     def lane(self) -> Any:
         """The protocol's byte-shape fast lane for one source (``try_merge(payload) -> bool``,
-        ``learn(payload, obj, accumulator)``, ``clear()``), or ``None``."""
+        ``learn(payload, obj, plain, accumulator)``, ``clear()``), or ``None``."""
         return None

@@ -280,11 +280,14 @@ _CALL = frozenset({"index", "id", "type", "function"})
 _FUNCTION = frozenset({"arguments", "name"})
 
 
-def _piece(obj: dict[str, Any], acc: Accumulator) -> tuple[int, int | None, str] | None:
+def _piece(
+    obj: dict[str, Any], plain: bool, acc: Accumulator
+) -> tuple[int, int | None, str] | None:
     """``(choice index, tool call index or None, field)`` if ``obj`` (just merged into ``acc``)
     is one choice's one string and nothing else that merging it again could change: a delta
     field of a plain chat chunk, the arguments of a tool call that exists, or the text of a text
-    completion; else ``None``."""
+    completion; else ``None``. ``plain``: ``obj`` is a validated plain payload (merged from
+    its dict), not one structured into an event."""
     choices = obj.get("choices")
     if choices.__class__ is not list or len(choices) != 1:
         return None
@@ -303,7 +306,7 @@ def _piece(obj: dict[str, Any], acc: Accumulator) -> tuple[int, int | None, str]
         if text and obj.keys() <= _TEXT_TOP and choice.keys() <= _TEXT_CHOICE:
             return (index, None, "text")
         return None
-    if not is_plain_chat(obj):
+    if not plain:
         return _arguments(obj, choice, index, acc)
     field = None
     for key, value in choice["delta"].items():
@@ -386,10 +389,11 @@ class Lane:
                     return True
         return False
 
-    def learn(self, payload: bytes, obj: Any, acc: Accumulator) -> None:
+    def learn(self, payload: bytes, obj: Any, plain: bool, acc: Accumulator) -> None:
         """Learn the shape of the chunk ``obj``, parsed from ``payload`` and just merged into
-        ``acc`` (the current stream's), if it carries one string of one choice (``_piece``)."""
-        piece = _piece(obj, acc) if obj.__class__ is dict else None
+        ``acc`` (the current stream's), if it carries one string of one choice (``_piece``);
+        ``plain``: it was merged from its dict."""
+        piece = _piece(obj, plain, acc) if obj.__class__ is dict else None
         if piece is None:
             return
         key = _FIELDS[piece[2]]
