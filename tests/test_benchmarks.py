@@ -22,6 +22,7 @@ def test_benchmark_suite_runs_quick(tmp_path: Path) -> None:
     )
     rows = json.loads(out.read_text())
     targets = [row for row in rows if row[2]]
-    assert len(targets) == 10  # every target of issue 5 was measured and judged (1-7)
-    assert {row[2] for row in targets} <= {"met", "NOT MET"}
-    assert "targets met" in proc.stdout.splitlines()[-1]
+    assert len(targets) >= 21  # issue 5's ten (1-7) and issue 11's (8) were measured
+    # tiny sizes say nothing of ratios: a smoke run judges no target
+    assert {row[2] for row in targets} == {"not judged"}
+    assert proc.stdout.splitlines()[-1].startswith("smoke run:")
