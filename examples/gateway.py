@@ -57,7 +57,8 @@ class CompletionLog:
         self.file.flush()
 
     def streamed(self, request: str, endpoint: str, tee: aggregator.Tee[bytes]) -> None:
-        """Log what a tee assembled: each completion, or the errors when it held none."""
+        """Log what a tee assembled: each completion, or the source's errors when it held
+        none."""
         for result in tee.results:
             self.write(
                 {
@@ -76,7 +77,9 @@ class CompletionLog:
                 }
             )
         if not tee.results:
-            errors = [str(error) for error in tee.errors] or ["no completion in the stream"]
+            report = tee.report
+            found = [] if report is None else [report.error, *report.problems]
+            errors = [str(e) for e in found if e is not None] or ["no completion in the stream"]
             self.write(
                 {
                     "time": time.time(),

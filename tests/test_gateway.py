@@ -188,8 +188,7 @@ async def recorded(source: AsyncIterator[Any], into: list[Any]) -> AsyncIterator
 
 async def from_the_bytes(name: str, request: str) -> Result:
     """What the gateway's tee makes of the bytes the upstream sends for ``name``."""
-    results = await aggregator.assemble_all([recording_bytes(name)], name=request)
-    (result,) = [r for r in results if r.key[1] != 0]
+    (result,), _ = await aggregator.assemble_all([recording_bytes(name)], name=request)
     return result
 
 
@@ -231,7 +230,9 @@ async def test_every_recording_through_the_gateway(gateway: Gateway, name: str) 
     chunks: list[dict[str, Any]] = []
     async with sdk(gateway) as client:
         stream = await create(client, name, request)
-        (ours,) = await aggregator.assemble_all(recorded(from_openai(stream), chunks), name=request)
+        (ours,), report = await aggregator.assemble_all(
+            recorded(from_openai(stream), chunks), name=request
+        )
     (record,) = await gateway.lines_for(request)
     raw = await from_the_bytes(name, request)
 
@@ -242,8 +243,11 @@ async def test_every_recording_through_the_gateway(gateway: Gateway, name: str) 
     if name in (GROQ_ERROR, MINIMAX_ERROR):
         assert record["error"] is not None
         assert (record["complete"], record["reason"]) == (False, "error")
+        # the SDK raised: the error stopped the client's source too
+        assert (report.reason, report.error) == (EndReason.ERROR, ours.error)
     else:
         assert (record["complete"], record["error"]) == (True, None)
+        assert (report.reason, report.error, report.ok) == (EndReason.EXHAUSTED, None, True)
 
     # and an independent oracle
     if name.startswith("openai/"):
@@ -402,7 +406,7 @@ async def test_many_concurrent_clients(gateway: Gateway) -> None:
 
     async def one(client: Any, name: str, request: str) -> None:
         stream = await create(client, name, request)
-        (ours[request],) = await aggregator.assemble_all(from_openai(stream), name=request)
+        (ours[request],), _ = await aggregator.assemble_all(from_openai(stream), name=request)
 
     async with sdk(gateway) as client, anyio.create_task_group() as tg:
         for name, request in zip(names, requests, strict=True):

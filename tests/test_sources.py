@@ -5,7 +5,8 @@ clients get a ``MockTransport`` whose handler answers with a recording from ``te
 an upstream sends it: ``tests.servers.recording_bytes``), streamed in pieces, or with an error
 status and body. The real SDK (``openai.AsyncOpenAI`` / ``openai.OpenAI``) is pointed at such a
 transport, so its own SSE parsing and error handling run. What the adapters yield is assembled
-and compared with :func:`aggregator.assemble_all` on the raw bytes.
+and compared with :func:`aggregator.assemble_all` on the raw bytes (every result and the
+source's report); an SDK stream passed as it is, with no adapter, assembles the same.
 
 The SDK consumes ``data: [DONE]`` itself and raises on an error payload, so its streams end
 ``exhausted`` rather than ``done``, and a chunk that carries an error is never seen (its usage is
@@ -28,7 +29,8 @@ import openai
 import pytest
 
 import aggregator
-from aggregator import EndReason, Result, UpstreamError, to_dict
+from aggregator import EndReason, Result, SourceReport, UpstreamError, to_dict
+from aggregator.models import ChatCompletion
 from aggregator.sources import ERROR_BODY_LIMIT, from_file, from_httpx, from_openai
 
 from .conftest import DATA
@@ -80,14 +82,34 @@ def pieces(data: bytes, size: int = 97) -> list[bytes]:
 def summary(result: Result) -> dict[str, Any]:
     error = result.error
     return {
+        "source": result.source,
         "key": result.key,
         "reason": result.reason,
         "complete": result.complete,
         "error": None if error is None else (type(error).__name__, str(error)),
+        "problems": [(type(p).__name__, str(p)) for p in result.problems],
+        "notes": result.notes,
         "chunks": result.chunks,
         "usage": None if result.usage is None else to_dict(result.usage),
         "completion": to_dict(result.completion),
     }
+
+
+def report_summary(report: SourceReport) -> dict[str, Any]:
+    error = report.error
+    return {
+        "source": report.source,
+        "reason": report.reason,
+        "where": report.where,
+        "error": None if error is None else (type(error).__name__, str(error)),
+        "problems": [(type(p).__name__, str(p)) for p in report.problems],
+        "completions": report.completions,
+    }
+
+
+def outcome(found: list[Result], report: SourceReport) -> dict[str, Any]:
+    """Everything ``assemble_all`` said, in comparable form: each result, then the report."""
+    return {"results": [summary(r) for r in found], "report": report_summary(report)}
 
 
 async def read_all(source: aggregator.Source) -> list[Any]:
@@ -96,7 +118,8 @@ async def read_all(source: aggregator.Source) -> list[Any]:
     return [item async for item in source]
 
 
-async def raw_results(name: str, data: bytes) -> list[Result]:
+async def raw_results(name: str, data: bytes) -> tuple[list[Result], SourceReport]:
+    """What ``assemble_all`` makes of the raw bytes: the results and the source's report."""
     return await aggregator.assemble_all([data], name=name)
 
 
@@ -166,18 +189,19 @@ async def test_httpx_async_body_passes_through(name: str) -> None:
     assert response.is_closed
     response2 = httpx.Response(200, content=Body(data).aiter())
     ours = await aggregator.assemble_all(from_httpx(response2), name=name)
-    assert [summary(r) for r in ours] == [summary(r) for r in await raw_results(name, data)]
+    assert outcome(*ours) == outcome(*await raw_results(name, data))
 
 
 async def test_httpx_gzip_body_is_decoded() -> None:
     data = recording_bytes("providers/openai_gpt4omini_n3_interleaved_usage.sse")
     body = Body(gzip.compress(data), size=500)
     async with async_response(serve(200, body, {"content-encoding": "gzip"})) as response:
-        results = await aggregator.assemble_all(from_httpx(response), name="gz")
+        results, report = await aggregator.assemble_all(from_httpx(response), name="gz")
     assert response.is_closed
-    assert [summary(r) for r in results] == [summary(r) for r in await raw_results("gz", data)]
+    assert outcome(results, report) == outcome(*await raw_results("gz", data))
     (result,) = results
     assert result.complete
+    assert report.ok
     assert len(result.completion.choices) == 3
 
 
@@ -192,17 +216,18 @@ async def test_httpx_gzip_bytes_are_the_decoded_body() -> None:
 async def test_httpx_error_status_with_an_openai_error_body(status: int) -> None:
     body = Body(json.dumps(RATE_LIMITED).encode(), size=20)
     async with async_response(serve(status, body)) as response:
-        results = await aggregator.assemble_all(from_httpx(response), name="req-1")
+        results, report = await aggregator.assemble_all(from_httpx(response), name="req-1")
     assert response.is_closed
-    (result,) = results
-    assert result.key == ("req-1", 0)
-    assert isinstance(result.error, UpstreamError)
-    assert result.error.payload == RATE_LIMITED["error"]
-    assert str(result.error) == (
+    assert results == []  # no completion: the source's report has the error
+    assert (report.source, report.reason, report.completions) == ("req-1", EndReason.ERROR, 0)
+    assert isinstance(report.error, UpstreamError)
+    assert report.error.payload == RATE_LIMITED["error"]
+    assert str(report.error) == (
         f"req-1, after item 0: upstream error: HTTP {status}: Rate limit reached for gpt-4o in "
         "organization org-x on tokens per min."
     )
-    assert result.error.stream == "req-1"
+    assert report.error.source == "req-1"
+    assert not report.ok
 
 
 async def test_httpx_error_status_raises_from_assemble() -> None:
@@ -218,29 +243,33 @@ async def test_httpx_error_status_raises_from_assemble() -> None:
 async def test_httpx_error_status_with_a_body_that_is_not_json() -> None:
     body = Body(b"<html><body>502 Bad Gateway</body></html>\n")
     async with async_response(serve(502, body)) as response:
-        (result,) = await aggregator.assemble_all(from_httpx(response), name="req-3")
-    assert isinstance(result.error, UpstreamError)
-    assert result.error.payload is None
-    assert str(result.error) == (
+        results, report = await aggregator.assemble_all(from_httpx(response), name="req-3")
+    assert results == []
+    assert isinstance(report.error, UpstreamError)
+    assert report.error.payload is None
+    assert str(report.error) == (
         "req-3, after item 0: upstream error: HTTP 502: <html><body>502 Bad Gateway</body></html>"
     )
 
 
 async def test_httpx_error_status_with_an_empty_body_names_the_status() -> None:
     async with async_response(serve(503, Body(b""))) as response:
-        (result,) = await aggregator.assemble_all(from_httpx(response), name="req-4")
-    assert str(result.error) == "req-4, after item 0: upstream error: HTTP 503: Service Unavailable"
+        results, report = await aggregator.assemble_all(from_httpx(response), name="req-4")
+    assert results == []
+    assert isinstance(report.error, UpstreamError)
+    assert str(report.error) == "req-4, after item 0: upstream error: HTTP 503: Service Unavailable"
 
 
 async def test_httpx_large_error_body_is_read_only_in_part() -> None:
     data = b"x" * (16 * ERROR_BODY_LIMIT)
     body = Body(data, size=1024)
     async with async_response(serve(500, body)) as response:
-        (result,) = await aggregator.assemble_all(from_httpx(response), name="big")
+        results, report = await aggregator.assemble_all(from_httpx(response), name="big")
     assert response.is_closed
     assert ERROR_BODY_LIMIT // 1024 <= body.read < len(body.pieces) // 4
-    assert isinstance(result.error, UpstreamError)
-    assert result.error.detail == "upstream error: HTTP 500: " + "x" * 500  # the body's start
+    assert results == []
+    assert isinstance(report.error, UpstreamError)
+    assert report.error.detail == "upstream error: HTTP 500: " + "x" * 500  # the body's start
 
 
 async def test_httpx_response_is_closed_when_the_reader_stops_early() -> None:
@@ -269,18 +298,20 @@ async def test_httpx_sync_client() -> None:
     with sync_response(serve(200, body, sync=True)) as response:
         source = from_httpx(response)
         assert isinstance(source, Iterator)
-        results = await aggregator.assemble_all(source, name=name)
+        found = await aggregator.assemble_all(source, name=name)
     assert response.is_closed
     assert body.read == len(body.pieces)
-    assert [summary(r) for r in results] == [summary(r) for r in await raw_results(name, data)]
+    assert outcome(*found) == outcome(*await raw_results(name, data))
 
     body = Body(json.dumps(RATE_LIMITED).encode())
     with sync_response(serve(429, body, sync=True)) as response:
-        (result,) = await aggregator.assemble_all(from_httpx(response), name="sync")
+        results, report = await aggregator.assemble_all(from_httpx(response), name="sync")
     assert response.is_closed
-    assert isinstance(result.error, UpstreamError)
-    assert result.error.payload == RATE_LIMITED["error"]
-    assert "HTTP 429" in str(result.error)
+    assert results == []
+    assert report.reason is EndReason.ERROR
+    assert isinstance(report.error, UpstreamError)
+    assert report.error.payload == RATE_LIMITED["error"]
+    assert "HTTP 429" in str(report.error)
 
 
 async def test_httpx2_response_works_too() -> None:
@@ -293,9 +324,9 @@ async def test_httpx2_response_works_too() -> None:
     async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:
         request = client.build_request("POST", "http://upstream/v1/chat/completions")
         response = await client.send(request, stream=True)
-        results = await aggregator.assemble_all(from_httpx(response), name=name)  # type: ignore[arg-type]
+        found = await aggregator.assemble_all(from_httpx(response), name=name)  # type: ignore[arg-type]
     assert response.is_closed
-    assert [summary(r) for r in results] == [summary(r) for r in await raw_results(name, data)]
+    assert outcome(*found) == outcome(*await raw_results(name, data))
 
 
 # --- the OpenAI SDK ---------------------------------------------------------------------------
@@ -323,12 +354,14 @@ def create_kwargs(name: str) -> dict[str, Any]:
     return {"model": name, "messages": [{"role": "user", "content": "x"}], "stream": True}
 
 
-def expected_from_sdk(name: str, raw: list[Result]) -> list[dict[str, Any]]:
-    """What assembling the SDK's chunks must give, from what the raw bytes gave: the SDK eats
-    ``[DONE]`` (``exhausted``, complete when every choice finished) and raises on an error
-    payload, which ends the stream after the chunks before it (counted in items)."""
+def expected_from_sdk(name: str, raw: tuple[list[Result], SourceReport]) -> dict[str, Any]:
+    """What assembling the SDK's chunks must give (:func:`outcome`), from what the raw bytes
+    gave: the SDK eats ``[DONE]`` (``exhausted``, complete when every choice finished) and
+    raises on an error payload, which ends the stream after the chunks before it (counted in
+    items), and the source with it."""
+    found, report = raw
     out = []
-    for result in raw:
+    for result in found:
         expected = summary(result)
         if result.reason is EndReason.DONE:
             expected["reason"] = EndReason.EXHAUSTED
@@ -338,21 +371,39 @@ def expected_from_sdk(name: str, raw: list[Result]) -> list[dict[str, Any]]:
             detail = f"upstream error: {payload['message']}"
             expected["error"] = ("UpstreamError", f"{name}, after item {result.chunks}: {detail}")
         out.append(expected)
-    return out
+    return {"results": out, "report": sdk_report(report, out)}
 
 
-def minimax_adjusted(expected: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def sdk_report(raw: SourceReport, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report of an SDK source, from the raw bytes' report and the results expected of the
+    SDK source: the SDK's error ends the source (after the items it yielded), with that error;
+    else the source is a sequence of chunks that ran out (no place)."""
+    expected = report_summary(raw)
+    last = results[-1] if results else None
+    if last is not None and last["error"] is not None and last["error"][0] == "UpstreamError":
+        expected["reason"] = EndReason.ERROR
+        expected["where"] = f"after item {last['chunks']}"
+        expected["error"] = last["error"]
+    else:
+        assert raw.error is None
+        expected["reason"] = EndReason.EXHAUSTED
+        expected["where"] = ""
+    return expected
+
+
+def minimax_adjusted(name: str, expected: dict[str, Any], raw: SourceReport) -> dict[str, Any]:
     """The SDK raises on the chunk that carries the error and never yields it: its usage is
-    lost, and so is the chunk in the count."""
-    (only,) = expected
+    lost, and so is the chunk in the count; the error stops the source (from the raw bytes,
+    the error a chunk carries ends its stream, and the source goes on to ``[DONE]``)."""
+    (only,) = expected["results"]
     only["usage"] = None
     del only["completion"]["usage"]
     only["chunks"] -= 1
     only["error"] = (
         "UpstreamError",
-        f"{MINIMAX_ERROR}, after item {only['chunks']}: upstream error: Token limit reached",
+        f"{name}, after item {only['chunks']}: upstream error: Token limit reached",
     )
-    return [only]
+    return {"results": [only], "report": sdk_report(raw, [only])}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -368,15 +419,16 @@ async def test_openai_async_stream_assembles_as_the_raw_bytes(name: str) -> None
             stream = await client.completions.create(**kwargs)
         else:
             stream = await client.chat.completions.create(**kwargs)
-        results = await aggregator.assemble_all(from_openai(stream), name=name)
+        found = await aggregator.assemble_all(from_openai(stream), name=name)
     assert stream.response.is_closed
     path = "/v1/completions" if "prompt" in kwargs else "/v1/chat/completions"
     assert requests == [{"path": path, **kwargs}]
 
-    expected = expected_from_sdk(name, await raw_results(name, recording_bytes(name)))
+    raw = await raw_results(name, recording_bytes(name))
+    expected = expected_from_sdk(name, raw)
     if name == MINIMAX_ERROR:
-        expected = minimax_adjusted(expected)
-    assert [summary(r) for r in results] == expected
+        expected = minimax_adjusted(name, expected, raw[1])
+    assert outcome(*found) == expected
 
 
 async def test_openai_error_event_is_an_upstream_error_with_its_payload() -> None:
@@ -384,7 +436,8 @@ async def test_openai_error_event_is_an_upstream_error_with_its_payload() -> Non
     async with httpx2.AsyncClient(transport=transport) as http_client:
         client = openai.AsyncOpenAI(base_url="http://u/v1", api_key="x", http_client=http_client)
         stream = await client.chat.completions.create(**create_kwargs(GROQ_ERROR))
-        (result,) = await aggregator.assemble_all(from_openai(stream), name="groq")
+        (result,), report = await aggregator.assemble_all(from_openai(stream), name="groq")
+    assert (report.reason, report.error) == (EndReason.ERROR, result.error)
     assert result.reason is EndReason.ERROR
     assert not result.complete
     assert isinstance(result.error, UpstreamError)
@@ -418,10 +471,10 @@ async def test_openai_sync_stream(name: str) -> None:
             stream = client.chat.completions.create(**kwargs)
         source = from_openai(stream)
         assert isinstance(source, Iterator)
-        results = await aggregator.assemble_all(source, name=name)
+        found = await aggregator.assemble_all(source, name=name)
     assert stream.response.is_closed
     expected = expected_from_sdk(name, await raw_results(name, recording_bytes(name)))
-    assert [summary(r) for r in results] == expected
+    assert outcome(*found) == expected
 
 
 async def test_openai_chunks_are_the_objects_the_server_sent() -> None:
@@ -440,6 +493,42 @@ async def test_openai_chunks_are_the_objects_the_server_sent() -> None:
     assert chunks == sent
 
 
+def finishes(name: str) -> bool:
+    """Whether every choice of the recording's one completion has a ``finish_reason``: what
+    makes a stream from the SDK (which eats ``[DONE]``) complete."""
+    assembler = aggregator.Assembler(name)
+    (result,) = assembler.feed(recording_bytes(name)) + assembler.close()
+    return result.finished and result.error is None
+
+
+#: The chat recordings the SDK streams whole: no error payload, every choice finished.
+SDK_CHAT = [name for name in NAMES if not is_text_completion(name) and finishes(name)]
+
+
+@pytest.mark.parametrize("name", SDK_CHAT)
+async def test_openai_stream_passed_as_it_is_assembles_as_through_from_openai(name: str) -> None:
+    """A source may be the SDK's stream itself (items with ``to_dict()``): ``assemble`` gives
+    the completion ``from_openai`` gives, and closes the stream."""
+    requests: list[dict[str, Any]] = []
+    transport = httpx2.MockTransport(sdk_handler(requests))
+    async with httpx2.AsyncClient(transport=transport) as http_client:
+        client = openai.AsyncOpenAI(
+            base_url="http://upstream/v1", api_key="x", http_client=http_client, max_retries=0
+        )
+        stream = await client.chat.completions.create(**create_kwargs(name))
+        direct = await aggregator.assemble(stream, ChatCompletion, name=name)
+        assert stream.response.is_closed
+        adapted_stream = await client.chat.completions.create(**create_kwargs(name))
+        adapted = await aggregator.assemble(from_openai(adapted_stream), ChatCompletion, name=name)
+        assert adapted_stream.response.is_closed
+    kwargs = create_kwargs(name)
+    assert requests == [{"path": "/v1/chat/completions", **kwargs}] * 2
+    assert isinstance(direct, ChatCompletion)
+    assert to_dict(direct) == to_dict(adapted)
+    (raw,), _ = await raw_results(name, recording_bytes(name))
+    assert to_dict(direct) == to_dict(raw.completion)  # and as the bytes the server sent
+
+
 # --- files ------------------------------------------------------------------------------------
 
 
@@ -456,8 +545,8 @@ async def test_from_file(path: Path) -> None:
     read = [piece async for piece in from_file(path, read_size=100)]
     assert b"".join(read) == data
     assert all(len(piece) == 100 for piece in read[:-1])
-    results = await aggregator.assemble_all(from_file(path), name=path.name)
-    assert [summary(r) for r in results] == [summary(r) for r in await raw_results(path.name, data)]
+    found = await aggregator.assemble_all(from_file(path), name=path.name)
+    assert outcome(*found) == outcome(*await raw_results(path.name, data))
 
 
 def test_from_file_that_does_not_exist_raises_at_once() -> None:

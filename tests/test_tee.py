@@ -29,6 +29,7 @@ from aggregator import (
     LimitError,
     Limits,
     Result,
+    SourceReport,
     StreamError,
     Tee,
     UpstreamError,
@@ -134,26 +135,41 @@ def summary(result: Result) -> dict[str, Any]:
     """Everything a result says, in comparable form."""
     error = result.error
     return {
-        "stream": result.stream,
+        "source": result.source,
         "key": result.key,
         "reason": result.reason,
         "where": result.where,
         "complete": result.complete,
         "finished": result.finished,
         "error": None if error is None else (type(error).__name__, str(error)),
+        "problems": [(type(p).__name__, str(p)) for p in result.problems],
+        "notes": result.notes,
         "chunks": result.chunks,
         "usage": None if result.usage is None else to_dict(result.usage),
         "completion": to_dict(result.completion),
     }
 
 
-async def assembled(raw: bytes, name: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """What ``assemble_all`` makes of ``raw``: the completions' summaries, and the errors of
-    the source itself (its ``(name, 0)`` result)."""
-    every = await aggregator.assemble_all([raw], name=name)
-    source = [r for r in every if r.key[1] == 0]
-    errors = [str(r.error) for r in source if r.error is not None]
-    return [summary(r) for r in every if r.key[1] != 0], errors
+def report_summary(report: SourceReport | None) -> dict[str, Any]:
+    """Everything a source's report says, in comparable form."""
+    assert report is not None, "the source has no report: it has not ended"
+    error = report.error
+    return {
+        "source": report.source,
+        "reason": report.reason,
+        "where": report.where,
+        "error": None if error is None else (type(error).__name__, str(error)),
+        "problems": [(type(p).__name__, str(p)) for p in report.problems],
+        "completions": report.completions,
+        "ok": report.ok,
+    }
+
+
+async def assembled(raw: bytes, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """What ``assemble_all`` makes of ``raw``: the completions' summaries, and the summary of
+    the source's own report."""
+    found, report = await aggregator.assemble_all([raw], name=name)
+    return [summary(r) for r in found], report_summary(report)
 
 
 def arrived(raw: bytes) -> dict[str, Any]:
@@ -199,9 +215,18 @@ async def test_items_pass_unchanged_and_assemble_as_assemble_all(path: Path) -> 
     assert len(received) == len(pieces)
     assert all(got is sent for got, sent in zip(received, pieces, strict=False))
     assert b"".join(received) == raw
-    expected, errors = await assembled(raw, path.name)
+    expected, report = await assembled(raw, path.name)
     assert [summary(r) for r in tee.results] == expected
-    assert [str(e) for e in tee.errors] == errors == []
+    assert report_summary(tee.report) == report
+    assert report["problems"] == []
+    assert report["completions"] == len(expected)
+    # the report has an error when one stopped the source (strict mode: the one that ended its
+    # last stream); an error a chunk carries ends the streams, not the source
+    if report["reason"] is EndReason.ERROR:
+        assert report["error"] is not None
+        assert report["error"] == expected[-1]["error"]
+    else:
+        assert report["error"] is None
     assert tee.ended
     assert not tee.disconnected
     assert source.exhausted
@@ -229,8 +254,10 @@ async def test_parsed_payloads_pass_through_too() -> None:
         async for payload in tee:
             received.append(payload)
     assert all(got is sent for got, sent in zip(received, payloads, strict=True))
-    (expected,) = await aggregator.assemble_all(chunks, name="dicts")
+    (expected,), report = await aggregator.assemble_all(chunks, name="dicts")
     assert [summary(r) for r in tee.results] == [summary(expected)]
+    assert report_summary(tee.report) == report_summary(report)
+    assert report.ok
 
 
 def _lines(raw: bytes) -> Iterator[bytes]:
@@ -296,8 +323,9 @@ async def test_finish_reads_the_rest_after_the_downstream_breaks(path: Path) -> 
     assert tee.disconnected
     assert source.exhausted  # the rest was read
     assert source.closes == 1
-    expected, _ = await assembled(raw, path.name)
+    expected, report = await assembled(raw, path.name)
     assert [summary(r) for r in tee.results] == expected
+    assert report_summary(tee.report) == report
     (result,) = tee.results
     assert result.complete
 
@@ -323,6 +351,12 @@ async def test_stop_closes_the_source_and_keeps_the_partial(path: Path) -> None:
     assert result.error is None
     assert to_dict(result.completion) == arrived(b"".join(pieces[:stop_at]))
     assert result.usage is None  # the usage comes last: a stopped stream has none
+    assert tee.report is not None
+    assert (tee.report.reason, tee.report.error, tee.report.completions) == (
+        EndReason.CANCELLED,
+        None,
+        1,
+    )
 
 
 @pytest.mark.parametrize("mode", ["finish", "stop"])
@@ -370,8 +404,9 @@ async def test_consumer_deadline_mid_read_with_finish_reads_the_rest() -> None:
     assert tee.disconnected
     assert source.exhausted
     assert source.closes == 1
-    expected, _ = await assembled(raw, "n3")
+    expected, report = await assembled(raw, "n3")
     assert [summary(r) for r in tee.results] == expected
+    assert report_summary(tee.report) == report
     assert tee.results[0].usage is not None
 
 
@@ -425,8 +460,9 @@ async def test_consumer_cancel_scope_cancelled_from_outside(mode: str) -> None:
     assert source.closes == 1
     (result,) = tee.results
     if mode == "finish":
-        expected, _ = await assembled(raw, "n3")
+        expected, report = await assembled(raw, "n3")
         assert [summary(result)] == expected
+        assert report_summary(tee.report) == report
         assert source.exhausted
     else:
         assert (result.reason, result.complete) == (EndReason.CANCELLED, False)
@@ -483,6 +519,11 @@ async def test_source_raising_is_recorded_and_reraised(mode: str) -> None:
     )
     assert isinstance(result.error.__cause__, ConnectionResetError)
     assert to_dict(result.completion) == arrived(b"".join(received))
+    # the error that stopped the source is its report's too
+    assert tee.report is not None
+    assert tee.report.reason is EndReason.ERROR
+    assert tee.report.error is result.error
+    assert tee.report.where == "after item 12"
     assert source.closes == 1
     assert not tee.disconnected  # the source failed; the downstream did not leave
 
@@ -501,6 +542,8 @@ async def test_source_raising_an_upstream_error_keeps_it() -> None:
     assert isinstance(result.error, UpstreamError)
     assert result.error.payload == payload
     assert str(result.error) == "req-8, after item 12: upstream error: HTTP 429: Rate limit reached"
+    assert tee.report is not None
+    assert (tee.report.reason, tee.report.error) == (EndReason.ERROR, result.error)
 
 
 @pytest.mark.parametrize("mode", ["finish", "stop"])
@@ -524,6 +567,8 @@ async def test_idle_timeout_raises_and_is_recorded(mode: str) -> None:
     assert result.reason is EndReason.LIMIT
     assert result.error is info.value
     assert to_dict(result.completion) == arrived(b"".join(pieces[:9]))
+    assert tee.report is not None
+    assert (tee.report.reason, tee.report.error) == (EndReason.LIMIT, info.value)
     assert source.closes == 1
 
 
@@ -547,6 +592,8 @@ async def test_drain_timeout_after_the_downstream_breaks() -> None:
     assert str(result.error).startswith("drain, after item 15: the source did not end within 0.2 s")
     assert result.reason is EndReason.LIMIT
     assert to_dict(result.completion) == arrived(b"".join(pieces[:15]))
+    assert tee.report is not None
+    assert (tee.report.reason, tee.report.error) == (EndReason.LIMIT, result.error)
 
 
 async def test_drain_timeout_bounds_a_read_the_consumer_deadline_interrupted() -> None:
@@ -569,6 +616,8 @@ async def test_drain_timeout_bounds_a_read_the_consumer_deadline_interrupted() -
     assert isinstance(result.error, LimitError)
     assert result.error.limit == "drain_timeout"
     assert to_dict(result.completion) == arrived(b"".join(pieces[:6]))
+    assert tee.report is not None
+    assert (tee.report.reason, tee.report.error) == (EndReason.LIMIT, result.error)
 
 
 # --- bad input, closing, sync sources, misuse -------------------------------------------------
@@ -588,8 +637,11 @@ async def test_garbage_is_passed_on_unchanged_and_recorded() -> None:
     assert isinstance(result.error, DecodeError)
     assert result.reason is EndReason.ERROR
     assert "invalid JSON" in str(result.error)
-    expected, _ = await assembled(bad, "bad")
+    expected, report = await assembled(bad, "bad")
     assert [summary(result)] == expected
+    assert report_summary(tee.report) == report
+    assert tee.report is not None
+    assert tee.report.error is result.error  # strict: the bad payload stopped the source
 
 
 async def test_bytes_that_hold_no_completion_are_passed_on_and_recorded() -> None:
@@ -600,9 +652,10 @@ async def test_bytes_that_hold_no_completion_are_passed_on_and_recorded() -> Non
             received.append(data)
     assert received == pieces
     assert tee.results == []
-    _, errors = await assembled(b"".join(pieces), "junk")
-    assert errors
-    assert [str(e) for e in tee.errors] == errors
+    _, report = await assembled(b"".join(pieces), "junk")
+    assert report["error"] is not None
+    assert not report["ok"]
+    assert report_summary(tee.report) == report
 
 
 @pytest.mark.parametrize("mode", ["finish", "stop"])
@@ -644,8 +697,9 @@ async def test_sync_source(mode: str) -> None:
         async for data in tee:
             received.append(data)
     assert all(got is sent for got, sent in zip(received, pieces, strict=True))
-    expected, _ = await assembled(raw, "n3")
+    expected, report = await assembled(raw, "n3")
     assert [summary(r) for r in tee.results] == expected
+    assert report_summary(tee.report) == report
 
     # left early: a generator is read to its end, or closed
     stop_at = half(pieces)
@@ -657,8 +711,11 @@ async def test_sync_source(mode: str) -> None:
     (result,) = tee.results
     if mode == "finish":
         assert [summary(result)] == expected
+        assert report_summary(tee.report) == report
     else:
         assert (result.reason, result.complete) == (EndReason.CANCELLED, False)
+        assert tee.report is not None
+        assert tee.report.reason is EndReason.CANCELLED
 
 
 def test_on_disconnect_must_be_finish_or_stop() -> None:
