@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import anyio
 
 import aggregator
+from aggregator.models import ChatChoice
 
 
 async def pieces(path: str, size: int = 512) -> AsyncIterator[bytes]:
@@ -23,7 +24,7 @@ async def pieces(path: str, size: int = 512) -> AsyncIterator[bytes]:
 async def main(path: str) -> None:
     completion = await aggregator.assemble(pieces(path), name=path)
     for choice in completion.choices:
-        if isinstance(choice, aggregator.ChatChoice):
+        if isinstance(choice, ChatChoice):
             calls = choice.message.tool_calls or []
             print(choice.index, choice.finish_reason, repr(choice.message.content))
             for call in calls:

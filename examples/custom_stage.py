@@ -1,5 +1,5 @@
-"""Your own stages between ours: a synchronous one (count tokens of content as they stream)
-and an asynchronous one (an awaited write of every result).
+"""Your own stages between ours: a chunk stage (count content deltas as they stream, before
+merge_deltas()) and a result stage that awaits (a write of every result, after it).
 
 Run: python examples/custom_stage.py
 """
@@ -14,22 +14,22 @@ import anyio
 
 import aggregator
 from aggregator import stages
+from aggregator.models import ChatChunkChoice
 
 STREAM = Path(__file__).parent / "streams" / "three_choices.sse"
 
 
 class CountDeltas(stages.Stage):
-    """Counts content deltas per stream, before they are merged (a metrics hook)."""
+    """Counts content deltas per stream, before they are merged (a metrics hook). A chunk stage:
+    it runs in the source's task, on each chunk's Envelope and each stream's End."""
 
     def __init__(self) -> None:
-        self.deltas: dict[aggregator.StreamKey, int] = {}
+        self.deltas: dict[stages.StreamKey, int] = {}
 
     def process(self, item: Any, out: list[Any]) -> None:
-        if isinstance(item, aggregator.Envelope):
+        if isinstance(item, stages.Envelope):
             n = sum(
-                1
-                for c in item.event.choices
-                if isinstance(c, aggregator.ChatChunkChoice) and c.delta.content
+                1 for c in item.event.choices if isinstance(c, ChatChunkChoice) and c.delta.content
             )
             self.deltas[item.key] = self.deltas.get(item.key, 0) + n
         out.append(item)
@@ -40,7 +40,8 @@ written: list[str] = []
 
 @stages.stage
 async def write_results(items: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
-    """An awaited side effect per result (stands for a database or log write)."""
+    """An awaited side effect per result (stands for a database or log write). A result stage:
+    it runs in the consumer's task, on Results and SourceReports."""
     async for item in items:
         if isinstance(item, aggregator.Result):
             await anyio.sleep(0.001)  # stands for the write
@@ -50,11 +51,17 @@ async def write_results(items: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
 
 async def main() -> None:
     counter = CountDeltas()
-    pipeline = counter | stages.merge_deltas() | stages.assemble() | write_results
+    pipeline = stages.dedupe() | counter | stages.merge_deltas() | write_results
     body = [STREAM.read_bytes()]
-    async for item in aggregator.results(body, pipeline, name=STREAM.name):
-        assert isinstance(item, aggregator.Result)
-        print(f"{item.completion.id}: {item.reason.value}, {counter.deltas[item.key]} deltas")
+    async with aggregator.results(body, pipeline, name=STREAM.name) as items:
+        async for item in items:
+            if isinstance(item, aggregator.Result):
+                print(
+                    f"{item.completion.id}: {item.reason.value}, {counter.deltas[item.key]} deltas"
+                )
+            else:
+                assert isinstance(item, aggregator.SourceReport)
+                assert item.ok, item
     print("written:", written)
 
 

@@ -35,15 +35,17 @@ async def trickle(path: Path, delay: float, seed: int) -> AsyncIterator[bytes]:
 async def main() -> None:
     files = sorted(STREAMS.iterdir())
     sources = {p.name: trickle(p, 0.001 * (n + 1), n) for n, p in enumerate(files)}
-    totals = stages.total_usage()
-    pipeline = stages.dedupe() | stages.collect_usage() | stages.merge_deltas() | totals
-    async with aggregator.fan_in(sources, pipeline | stages.assemble()) as items:
+    totals = stages.total_usage()  # a result stage: after merge_deltas()
+    pipeline = stages.dedupe() | stages.merge_deltas() | totals
+    async with aggregator.fan_in(sources, pipeline) as items:
         async for item in items:
             if isinstance(item, aggregator.Result):
                 print(
-                    f"{item.stream}: {item.reason.value}, {item.chunks} chunks, "
+                    f"{item.source}: {item.reason.value}, {item.chunks} chunks, "
                     f"{len(item.completion.choices)} choice(s)"
                 )
+            elif isinstance(item, aggregator.SourceReport) and not item.ok:
+                print(f"{item.source}: {item.error}")
     for model, usage in sorted(totals.totals.items()):
         print(f"total for {model}: {usage.total_tokens} tokens")
 

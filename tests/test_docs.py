@@ -1,10 +1,13 @@
-"""Every Python block in README.md and docs/, and every example script, runs on both backends."""
+"""Every Python block in README.md and docs/, and every example script, runs on both backends;
+the README's blocks also pass ``mypy --strict``, each alone, as a user would check them."""
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import runpy
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +27,49 @@ BLOCKS = [
 ]
 
 
+README_BLOCKS = BLOCK.findall((ROOT / "README.md").read_text("utf-8"))
+
+
 def test_there_are_blocks() -> None:
     assert len(BLOCKS) >= 5
+    # The README's first example is the typed one: the completion's class is asked for.
+    assert "aggregator.assemble(body(), ChatCompletion)" in README_BLOCKS[0]
+
+
+@pytest.fixture(scope="module")
+def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One mypy cache for the README's blocks (the first run checks the dependencies)."""
+    return tmp_path_factory.mktemp("mypy_cache")
+
+
+@pytest.mark.parametrize("n", range(len(README_BLOCKS)), ids=lambda n: f"README.md-{n}")
+def test_readme_block_type_checks(n: int, tmp_path: Path, mypy_cache: Path) -> None:
+    """Each Python block of the README passes ``mypy --strict``, alone, as a user would run it."""
+    pytest.importorskip("mypy")
+    script = tmp_path / f"readme_{n}.py"
+    script.write_text(README_BLOCKS[n], "utf-8")
+    (tmp_path / "mypy.ini").write_text("[mypy]\n", "utf-8")  # not the project's settings
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--config-file",
+            str(tmp_path / "mypy.ini"),
+            "--cache-dir",
+            str(mypy_cache),
+            str(script),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("Success: no issues found"), done.stdout
 
 
 @pytest.fixture

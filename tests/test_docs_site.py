@@ -5,6 +5,7 @@ Needs the ``docs`` extra (``pip install -e '.[docs]'``); skipped without it.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -71,3 +72,33 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     assert ":::" not in api
     for anchor in ["aggregator.assemble", "aggregator.Result", "aggregator.stages.dedupe"]:
         assert f'id="{anchor}"' in api, anchor
+    # Every public name has its entry, and the models show their fields.
+    missing = [name for name in public_names() if f'id="{name}"' not in api]
+    assert not missing, f"not in docs/api.md: {missing}"
+    for field in [
+        "aggregator.models.ChatCompletion.choices",
+        "aggregator.models.ChatCompletion.usage",
+        "aggregator.models.ChatMessage.content",
+        "aggregator.models.ChatMessage.tool_calls",
+        "aggregator.models.Usage.total_tokens",
+        "aggregator.models.ChatCompletionChunk.choices",
+    ]:
+        assert f'id="{field}"' in api, field
+
+
+def public_names() -> list[str]:
+    """The full names of the public surface: ``aggregator`` and its public modules' ``__all__``."""
+    import aggregator
+
+    names: list[str] = []
+    for module in ["aggregator", *(f"aggregator.{m}" for m in PUBLIC_MODULES)]:
+        names += [
+            f"{module}.{name}"
+            for name in importlib.import_module(module).__all__
+            if module != "aggregator" or name not in PUBLIC_MODULES
+        ]
+    assert set(PUBLIC_MODULES) <= set(aggregator.__all__)
+    return [*names, *(f"aggregator.{m}" for m in PUBLIC_MODULES)]
+
+
+PUBLIC_MODULES = ["lowlevel", "models", "sources", "stages"]

@@ -132,7 +132,10 @@ def assemble_sync(
     Args:
         source: a sync iterable, as for :func:`~aggregator.assemble`.
         expect: the class the completion must be (``ChatCompletion``, say): the return type.
-        name, format, strict, limits: as for :class:`Assembler`.
+        name: the source's name, used in results and errors.
+        format: ``"sse"``, ``"jsonl"`` or ``"auto"``, for pieces of bytes.
+        strict: as for :class:`Assembler`.
+        limits: as for :class:`Assembler`.
 
     Raises:
         IncompleteStreamError: the stream did not end properly; ``result`` holds the partial.
