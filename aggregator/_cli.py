@@ -114,6 +114,8 @@ class _Run:
         self.inputs_done = self.streams = self.chunks = self.duplicates = 0
         self.incomplete = self.problems = 0
         self.usage: dict[str, Any] = {}
+        #: per source, the error its results printed last (its report may end with it too)
+        self.printed: dict[str, Any] = {}
         show = args.progress
         if show is None:
             show = self.inputs >= 2 and _isatty(err)
@@ -133,6 +135,7 @@ class _Run:
         place = f"{result.source}, {result.where}" if result.where else result.source
         ident = f" (completion {result.completion.id})" if result.completion.id else ""
         if result.error is not None:
+            self.printed[result.source] = result.error
             self.problem(str(result.error))
         elif result.reason is EndReason.CUT_OFF:
             self.problem(f"{place}: stream ended without [DONE]{ident}")
@@ -142,7 +145,8 @@ class _Run:
     def reported(self, report: SourceReport) -> None:
         for problem in report.problems:
             self.problem(str(problem))
-        if report.error is not None:
+        printed = self.printed.pop(report.source, None)
+        if report.error is not None and report.error is not printed:  # once, not twice
             self.problem(str(report.error))
 
     def problem(self, line: str) -> None:

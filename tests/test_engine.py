@@ -789,3 +789,19 @@ def test_the_plain_text_check_admits_the_common_chunk_and_nothing_structuring_ch
         assert not plain({**common, "choices": [choice]}), changed
     assert not plain({**common, "usage": {"total_tokens": 1}})
     assert not plain({**common, "created": True})
+
+
+def test_an_sdk_object_that_gives_no_json_is_bad_input_with_its_place() -> None:
+    class Broken:
+        def to_dict(self, **options: Any) -> Any:
+            raise ValueError("no JSON here")
+
+    first = chunk("c", {"content": "kept"})
+    out, _ = run([first, Broken()])
+    result, report = out
+    assert content(result) == "kept"
+    assert str(result.error) == "s, item 2: Broken gave no JSON: ValueError: no JSON here (at $)"
+    assert report.error is result.error
+    lenient, _ = run([first, Broken(), chunk("c", {"content": "!"}, "stop")], strict=False)
+    assert content(lenient[0]) == "kept!"
+    assert [str(p) for p in lenient[0].problems] == [str(result.error)]

@@ -25,6 +25,7 @@ from ._errors import (
     DecodeError,
     LimitError,
     StreamError,
+    StructureError,
     UpstreamError,
     UsageError,
     Where,
@@ -252,7 +253,17 @@ class Engine:
             elif cls is bytearray or cls is memoryview:
                 self._records(self._framing.feed(bytes(raw)), out)
             else:
-                self._take(_sdk_payload(raw, number), "message", None, number, None, out)
+                try:
+                    payload = _sdk_payload(raw, number)
+                except UsageError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the object's fault: bad input
+                    detail = f"{type(raw).__name__} gave no JSON: {type(exc).__name__}: {exc}"
+                    self._malformed(
+                        StructureError(detail, source=self.name, where=f"item {number}"), out
+                    )
+                    return
+                self._take(payload, "message", None, number, None, out)
         except AggregatorError:
             raise
         except Exception as exc:  # noqa: BLE001 - one source's bug must not end the others
