@@ -283,23 +283,26 @@ class Engine:
             UsageError: an item of a wrong type.
         """
         item = self._item
-        merge = self._merge
         hot_cls: Any = None
         chunk_id: Any = None
+        number = self.items  # kept here while the hot branch runs, in self.items for the rest
         try:
             for raw in raws:
+                number += 1
                 current = self._current
                 if (
                     raw.__class__ is hot_cls
                     and current is not None
-                    and current.acc is not None
+                    and current.failed is None
                     and current.id
                     and chunk_id(raw) == current.id
-                ):  # the next plain chunk of the current stream
-                    self.items += 1
-                    self.done = False
-                    merge(current, raw, self.items)
+                ):  # the next plain chunk of the current stream (``done`` is false: it is open)
+                    try:
+                        current.acc.add(raw)  # type: ignore[union-attr]  # not refused: failed
+                    except (ConflictError, LimitError) as exc:
+                        self._refused_chunk(current, exc, number)
                     continue
+                self.items = number - 1
                 item(raw, out)
                 if self.stopped:
                     return
@@ -308,7 +311,9 @@ class Engine:
         except UsageError:
             raise
         except Exception as exc:  # the iterable raised: _item catches our own bugs
-            raise SourceRaised(exc, self.items) from exc
+            raise SourceRaised(exc, number) from exc
+        finally:
+            self.items = number
 
     def close(self, *, cancelled: bool = False) -> list[Any]:
         """End the source: every open stream ends, then the source's report.
@@ -472,12 +477,18 @@ class Engine:
                 acc.add(value)
             if data is not None and self._lane is not None:
                 self._lane.learn(data[0], data[1], plain, acc)  # into the current stream
-        except ConflictError as exc:
-            stream.problems.append(exc.placed(self.name, where_text(where)))
-        except LimitError as exc:
+        except (ConflictError, LimitError) as exc:
+            self._refused_chunk(stream, exc, where)
+
+    def _refused_chunk(self, stream: _Stream, exc: StreamError, where: Where) -> None:
+        """The accumulator refused a chunk: a conflict is a problem; a limit fails the stream,
+        which takes nothing more."""
+        if isinstance(exc, LimitError):
             stream.failed = exc.placed(self.name, where_text(where))
             if self._lane is not None:
                 self._lane.clear()
+        else:
+            stream.problems.append(exc.placed(self.name, where_text(where)))
 
     # -- routing -----------------------------------------------------------------------------
 
