@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from aggregator import Accumulator, ChatCompletionChunk, UsageError, structure_chunk, to_dict
+from aggregator import ConflictError, UsageError, to_dict
+from aggregator.lowlevel import Accumulator, structure_chunk
+from aggregator.models import ChatCompletionChunk
 
 
 def chunk(*choices: dict[str, Any], **top: Any) -> dict[str, Any]:
@@ -275,6 +277,8 @@ def test_top_level_fields() -> None:
         "prompt_filter_results": [{"i": 0}],
         "x_groq": {"id": "q", "usage": {"a": 1}},
         "citations": ["u1", "u2"],
+        # no top-level usage was sent: Groq's x_groq.usage is the completion's usage
+        "usage": {"a": 1},
     }
 
 
@@ -453,7 +457,7 @@ def test_mixing_kinds_is_refused() -> None:
         "model": "m",
         "choices": [{"index": 0, "text": "x"}],
     }
-    with pytest.raises(UsageError, match="text-completion chunk in a chat stream"):
+    with pytest.raises(ConflictError, match="text-completion chunk in a chat stream"):
         acc.add(structure_chunk(text))
     with pytest.raises(UsageError, match="expected a chunk event"):
         acc.add({"id": "x"})  # type: ignore[arg-type]
@@ -469,9 +473,9 @@ def test_events_are_frozen() -> None:
 def test_a_chunk_of_another_completion_or_model_is_refused() -> None:
     acc = Accumulator()
     acc.add(structure_chunk(chunk(delta(content="a"))))
-    with pytest.raises(UsageError, match="a chunk of model 'other' in a stream of model 'm'"):
+    with pytest.raises(ConflictError, match="a chunk of model 'other' in a stream of model 'm'"):
         acc.add(structure_chunk(chunk(delta(content="x"), model="other")))
-    with pytest.raises(UsageError, match="a chunk of completion 'c9' in the stream of 'c1'"):
+    with pytest.raises(ConflictError, match="a chunk of completion 'c9' in the stream of 'c1'"):
         acc.add_plain(chunk(delta(content="x"), id="c9"))
     acc.add(structure_chunk(chunk(delta(content="b"), model="", id="")))  # blanks are no conflict
     assert to_dict(acc.result())["choices"][0]["message"]["content"] == "ab"
@@ -482,12 +486,13 @@ def test_a_model_conflict_is_reported_with_its_place() -> None:
     from aggregator import Assembler
 
     assembler = Assembler("s")
-    results = assembler.add_dict(chunk(delta(content="a")), where="item 1")
-    results += assembler.add_dict(chunk(delta(content="x"), model="other"), where="item 2")
+    results = assembler.add(chunk(delta(content="a")))
+    results += assembler.add(chunk(delta(content="x"), model="other"))
     results += assembler.close()
     (result,) = results
+    assert [type(p) for p in result.problems] == [ConflictError]
     assert [str(p) for p in result.problems] == [
-        "s, item 2: a chunk of model 'other' in a stream of model 'm' (at $)"
+        "s, item 2: a chunk of model 'other' in a stream of model 'm'"
     ]
     assert not result.complete
     assert to_dict(result.completion)["choices"][0]["message"]["content"] == "a"

@@ -144,6 +144,53 @@ def test_bad_inputs_exit_1_with_one_line(tmp_path: Path, content: bytes, message
     assert message in err[0]
 
 
+_CHUNK = (
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}\n\n'
+)
+_BROKEN = b"data: {broken\n\n"
+_INVALID = "invalid JSON: unexpected character, expected a string key: line 1 column 2 (char 1)"
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "outputs", "lines"),
+    [
+        # strict: the bad payload ends the open completion and the input: said once
+        (_CHUNK + _BROKEN + b"data: [DONE]\n\n", [], 1, [f"line 3 (event 2): {_INVALID}"]),
+        (_BROKEN + _CHUNK + b"data: [DONE]\n\n", [], 0, [f"line 1 (event 1): {_INVALID}"]),
+        # lenient: skipped and said once, inside or outside a completion
+        (
+            _CHUNK + _BROKEN + b"data: [DONE]\n\n",
+            ["--lenient"],
+            1,
+            [f"line 3 (event 2): {_INVALID}"],
+        ),
+        (
+            _BROKEN + _CHUNK + b"data: [DONE]\n\n",
+            ["--lenient"],
+            1,
+            [f"line 1 (event 1): {_INVALID}"],
+        ),
+        (
+            _BROKEN,
+            ["--lenient"],
+            0,
+            [f"line 1 (event 1): {_INVALID}", "line 2: no completion in the input"],
+        ),
+    ],
+    ids=["strict-in", "strict-before", "lenient-in", "lenient-before", "lenient-only"],
+)
+def test_each_problem_is_one_line_once(
+    tmp_path: Path, content: bytes, args: list[str], outputs: int, lines: list[str]
+) -> None:
+    path = tmp_path / "bad.sse"
+    path.write_bytes(content)
+    code, out, err = run("assemble", *args, str(path))
+    assert code == 1
+    assert [o["choices"][0]["message"]["content"] for o in out] == ["a"] * outputs
+    assert err == [f"{path}, {line}" for line in lines]
+
+
 def test_missing_file_and_usage_errors(tmp_path: Path) -> None:
     code, _, err = run("assemble", str(tmp_path / "nope.sse"))
     assert code == 1

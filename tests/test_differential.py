@@ -117,10 +117,14 @@ def ours(pieces: list[bytes]) -> Result:
     for piece in pieces:
         results += assembler.feed(piece)
     results += assembler.close()
-    assert assembler.errors == []
+    report = assembler.report
+    assert report is not None
+    assert (report.ok, report.error, report.problems) == (True, None, ())
+    assert report.reason is EndReason.DONE
     assert len(results) == 1
     result = results[0]
     assert (result.reason, result.complete, result.error) == (EndReason.DONE, True, None)
+    assert (result.problems, result.notes) == ((), ())
     return result
 
 

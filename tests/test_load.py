@@ -38,6 +38,7 @@ from aggregator import (
     EndReason,
     Limits,
     Result,
+    SourceReport,
     StreamError,
     UpstreamError,
     to_dict,
@@ -233,13 +234,14 @@ async def sources(barrier: Barrier) -> AsyncIterator[tuple[str, AsyncIterator[An
 
 def check(result: Result) -> str:
     """Check one result against its source; return its outcome's name."""
-    number = int(result.stream.removeprefix("src-"))
-    assert result.stream == name_of(number)
+    number = int(result.source.removeprefix("src-"))
+    assert result.source == name_of(number)
     assert result.key == (name_of(number), 1)
     assert to_dict(result.completion) == expected(number)
     count = delivered_count(number)
     assert result.chunks == count
     assert result.problems == ()
+    assert result.notes == ()
     fault = fault_of(number)
     if fault is None:
         assert result.error is None
@@ -277,6 +279,34 @@ def check(result: Result) -> str:
     return fault
 
 
+def check_report(report: SourceReport, errors: dict[str, StreamError | None]) -> str:
+    """Check the report of a source whose result came first (its error is in ``errors``);
+    return its outcome's name."""
+    number = int(report.source.removeprefix("src-"))
+    assert report.source == name_of(number)
+    assert report.source in errors  # the result came before the report
+    assert report.completions == 1
+    assert report.problems == ()
+    fault = fault_of(number)
+    if fault is None:
+        assert report.ok
+        assert report.error is None
+        sse = framing_of(number) == "sse"
+        assert report.reason is (EndReason.DONE if sse else EndReason.EXHAUSTED)
+        return "healthy"
+    if fault == "cut_off":  # the completion is incomplete; the source had no trouble of its own
+        assert report.ok
+        assert report.reason is EndReason.CUT_OFF
+        assert report.error is None
+        assert report.where == f"line {2 * delivered_count(number)}"
+    else:  # the error that ended the source ended its completion: the same one
+        assert not report.ok
+        assert report.reason is EndReason.ERROR
+        assert report.error is not None
+        assert report.error is errors[report.source]
+    return fault
+
+
 def expected_outcomes() -> Counter[str]:
     return Counter(fault_of(number) or "healthy" for number in range(STREAMS))
 
@@ -286,6 +316,9 @@ async def test_ten_thousand_streams_at_once() -> None:
     memory = Memory()
     barrier = Barrier(STREAMS, memory)
     outcomes: Counter[str] = Counter()
+    reported: Counter[str] = Counter()
+    #: the error of each source's result, until its report came
+    errors: dict[str, StreamError | None] = {}
     started = time.perf_counter()
     with anyio.fail_after(TIME_BOUND):
         async with aggregator.fan_in(
@@ -294,8 +327,14 @@ async def test_ten_thousand_streams_at_once() -> None:
             limits=Limits(max_open_streams=STREAMS),  # exactly enough: none may leak
         ) as items:
             async for item in items:
+                if isinstance(item, SourceReport):
+                    reported[check_report(item, errors)] += 1
+                    del errors[item.source]
+                    continue
                 assert isinstance(item, Result), item
+                assert item.source not in errors  # one completion per source
                 outcomes[check(item)] += 1
+                errors[item.source] = item.error
                 if sum(outcomes.values()) % 500 == 0:
                     memory.sample()
     elapsed = time.perf_counter() - started
@@ -304,6 +343,8 @@ async def test_ten_thousand_streams_at_once() -> None:
     assert barrier.waiting == STREAMS
     assert sum(outcomes.values()) == STREAMS
     assert outcomes == expected_outcomes()
+    assert reported == outcomes  # every source reported once, after its result
+    assert errors == {}
     assert outcomes["healthy"] == STREAMS - STREAMS // FAULTY_EVERY
     assert all(outcomes[fault] == STREAMS // FAULTY_EVERY // len(FAULTS) for fault in FAULTS)
     assert memory.growth < MEMORY_BOUND, f"resident memory grew {memory.growth / 2**20:.0f} MB"

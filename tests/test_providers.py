@@ -39,12 +39,23 @@ def _expected(path: Path) -> list[dict[str, Any]]:
     return completions
 
 
+def _check_report(assembler: Assembler, results: list[Result], name: str) -> None:
+    """The source had no trouble of its own: none outside its completions."""
+    report = assembler.report
+    assert report is not None
+    assert report.source == name
+    assert report.problems == ()
+    assert report.completions == len(results) > 0
+    # an error that ended the source is the one that ended its completions, nothing else
+    assert report.error is None or any(report.error is r.error for r in results)
+
+
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
 def test_recording_assembles_to_expected(path: Path) -> None:
     assembler = Assembler(path.name)
     results = assembler.feed(path.read_bytes()) + assembler.close()
-    assert assembler.errors == []
     assert [_summary(r) for r in results] == _expected(path)
+    _check_report(assembler, results, path.name)
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
@@ -56,6 +67,7 @@ def test_recording_fed_byte_by_byte(path: Path) -> None:
         results += assembler.feed(data[i : i + 1])
     results += assembler.close()
     assert [_summary(r) for r in results] == _expected(path)
+    _check_report(assembler, results, path.name)
 
 
 def test_every_recording_has_an_expected_result() -> None:
@@ -79,6 +91,10 @@ def test_error_payload_keeps_partial_and_names_place() -> None:
     assert isinstance(result.error, UpstreamError)
     assert str(result.error).startswith(f"{path.name}, line 190 (event 95): upstream error: ")
     assert result.error.payload["code"] == "tool_use_failed"
+    # the error event ended the source too (strict): its report carries the same error
+    assert assembler.report is not None
+    assert assembler.report.error is result.error
+    assert assembler.report.completions == 1
     assert result.chunks == 94
     message = result.completion.choices[0].message  # type: ignore[union-attr]
     assert message.reasoning is not None

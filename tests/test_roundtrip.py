@@ -38,14 +38,22 @@ from .strategies import (
 FRAMINGS = st.sampled_from(["sse", "jsonl"])
 
 
-def assemble_pieces(pieces: Sequence[bytes], *, format: aggregator.Format = "auto") -> list[Result]:
-    """Feed ``pieces`` one by one, then close: every result, in order."""
-    assembler = Assembler("roundtrip", format=format)
+def assemble_pieces(
+    pieces: Sequence[bytes], *, format: aggregator.Format = "auto", interleaved: bool = False
+) -> list[Result]:
+    """Feed ``pieces`` one by one, then close: every result, in order. The source itself had
+    no trouble (its report is clean)."""
+    assembler = Assembler("roundtrip", format=format, interleaved=interleaved)
     results: list[Result] = []
     for piece in pieces:
         results += assembler.feed(piece)
     results += assembler.close()
-    assert assembler.errors == []
+    report = assembler.report
+    assert report is not None
+    assert report.error is None
+    assert report.problems == ()
+    assert report.completions == len(results)
+    assert report.ok
     return results
 
 
@@ -82,6 +90,7 @@ def check_single(data: st.DataObject, completion: JSON, endings: Sequence[str]) 
     result = results[0]
     assert result.error is None
     assert result.problems == ()
+    assert result.notes == ()  # nothing absorbed: the stream is as the API sends it
     assert result.reason is (EndReason.DONE if framing == "sse" else EndReason.EXHAUSTED)
     assert result.complete
     assert result.chunks == len(chunks)
@@ -129,7 +138,7 @@ def test_bare_cr_then_lf_split_before_the_lf() -> None:
 @given(data=st.data())
 @bounded(60)
 def test_roundtrip_from_dicts(data: st.DataObject) -> None:
-    """No framing: the chunk dicts through ``add_dict`` (an exhausted source, so complete
+    """No framing: the chunk dicts through ``add`` (an exhausted source, so complete
     because every choice has a finish reason). The dicts are the caller's: never changed."""
     completion = data.draw(completions(), label="completion")
     chunks = data.draw(stream_of(completion, vary_header=True), label="chunks")
@@ -138,8 +147,10 @@ def test_roundtrip_from_dicts(data: st.DataObject) -> None:
     assembler = Assembler("dicts")
     results: list[Result] = []
     for chunk in chunks:
-        results += assembler.add_dict(chunk)
+        results += assembler.add(chunk)
     results += assembler.close()
+    assert assembler.report is not None
+    assert assembler.report.ok
     assert len(results) == 1
     assert results[0].reason is EndReason.EXHAUSTED
     assert results[0].complete
@@ -165,19 +176,40 @@ def test_several_completions_sse(data: st.DataObject) -> None:
 
 @given(data=st.data())
 @bounded(40)
-def test_several_completions_jsonl_interleaved(data: st.DataObject) -> None:
-    """JSON Lines of several completions, their chunks interleaved, told apart by ``id``."""
+def test_several_completions_jsonl_one_after_another(data: st.DataObject) -> None:
+    """JSON Lines of several completions, one response body after another with no end marker:
+    a chunk with a new ``id`` after a finished completion starts the next (no ``interleaved``)."""
     originals = data.draw(
         st.lists(completions(max_choices=2), min_size=2, max_size=3, unique_by=lambda c: c["id"])
     )
-    streams = [data.draw(stream_of(c, vary_header=False)) for c in originals]
-    lines = data.draw(interleavings(streams))
+    lines = [line for c in originals for line in data.draw(stream_of(c, vary_header=False))]
     raw = data.draw(jsonl_bytes(lines, endings=data.draw(line_endings())))
     results = assemble_pieces(data.draw(byte_pieces(raw)))
 
     assert [(r.reason, r.complete) for r in results] == [(EndReason.EXHAUSTED, True)] * len(
         originals
     )
+    assert [r.notes for r in results] == [()] * len(originals)
+    assert [to_dict(r.completion) for r in results] == [drop_nones(c) for c in originals]
+
+
+@given(data=st.data())
+@bounded(40)
+def test_several_completions_jsonl_interleaved(data: st.DataObject) -> None:
+    """JSON Lines of several completions, their chunks interleaved, told apart by ``id``
+    (``interleaved=True``: by default one response body is one completion)."""
+    originals = data.draw(
+        st.lists(completions(max_choices=2), min_size=2, max_size=3, unique_by=lambda c: c["id"])
+    )
+    streams = [data.draw(stream_of(c, vary_header=False)) for c in originals]
+    lines = data.draw(interleavings(streams))
+    raw = data.draw(jsonl_bytes(lines, endings=data.draw(line_endings())))
+    results = assemble_pieces(data.draw(byte_pieces(raw)), interleaved=True)
+
+    assert [(r.reason, r.complete) for r in results] == [(EndReason.EXHAUSTED, True)] * len(
+        originals
+    )
+    assert [r.notes for r in results] == [()] * len(originals)
     by_id = {r.completion.id: to_dict(r.completion) for r in results}
     assert by_id == {c["id"]: drop_nones(c) for c in originals}
 
