@@ -123,7 +123,8 @@ def is_plain_text(obj: Any) -> bool:
         return False
     get = obj.get
     if (
-        get("object") not in _TEXT_OBJECTS
+        get("object").__class__ is not _STR
+        or get("object") not in _TEXT_OBJECTS
         or get("id").__class__ is not _STR
         or get("created").__class__ is not int
         or get("model").__class__ is not _STR
