@@ -346,8 +346,10 @@ def _arguments(
         or function.get("arguments").__class__ is not str
     ):
         return None
-    # (its id, type and name were merged just now: first non-empty wins, and a new id made the
-    # call that index now names, so merging them again changes nothing)
+    # No id, type or name: such a fragment continues whatever call its index names when it is
+    # merged (an id may start a new call at that index, later, when another call holds it).
+    if call.get("id") or call.get("type") or function.get("name"):
+        return None
     if acc.tool_call(index, call["index"]) is None:
         return None
     return (index, call["index"], "arguments")
