@@ -112,6 +112,8 @@ _TEXT_CHOICE = frozenset({"index", "text", "logprobs", "finish_reason"})
 _TEXT_LOGPROBS = frozenset({"tokens", "token_logprobs", "top_logprobs", "text_offset"})
 _NUMBER = frozenset({int, float})
 _NUMBER_OR_NONE = frozenset({int, float, type(None)})
+_STR_ONLY = frozenset({str})
+_INT_ONLY = frozenset({int})
 
 
 def is_plain_text(obj: Any) -> bool:
@@ -151,31 +153,28 @@ def is_plain_text(obj: Any) -> bool:
     return True
 
 
+def _list_of(values: Any, kinds: frozenset[Any]) -> bool:
+    """Whether ``values`` is absent, or a list of values of those classes only."""
+    if values is None:
+        return True
+    if values.__class__ is not list:
+        return False
+    for value in values:  # noqa: SIM110 - a loop, not all() of a generator: every chunk
+        if value.__class__ not in kinds:
+            return False
+    return True
+
+
 def _plain_text_logprobs(logprobs: Any) -> bool:
     if logprobs.__class__ is not dict or not logprobs.keys() <= _TEXT_LOGPROBS:
         return False
     get = logprobs.get
-    values = get("tokens")
-    if values is not None:
-        if values.__class__ is not list:
-            return False
-        for v in values:
-            if v.__class__ is not _STR:
-                return False
-    values = get("token_logprobs")
-    if values is not None:
-        if values.__class__ is not list:
-            return False
-        for v in values:
-            if v.__class__ not in _NUMBER_OR_NONE:
-                return False
-    values = get("text_offset")
-    if values is not None:
-        if values.__class__ is not list:
-            return False
-        for v in values:
-            if v.__class__ is not int:
-                return False
+    if not (
+        _list_of(get("tokens"), _STR_ONLY)
+        and _list_of(get("token_logprobs"), _NUMBER_OR_NONE)
+        and _list_of(get("text_offset"), _INT_ONLY)
+    ):
+        return False
     values = get("top_logprobs")
     if values is not None:
         if values.__class__ is not list:
