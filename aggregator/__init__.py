@@ -32,7 +32,7 @@ from ._core._errors import (
 )
 from ._core._framing import Format
 from ._core._limits import Limits
-from ._core._results import EndReason, Result, SourceReport
+from ._core._results import EndReason, Result, SourceReport, Timings
 from ._reading import Source, Sources
 from ._run import fan_in, results
 from ._tee import Tee
@@ -56,6 +56,7 @@ __all__ = [
     "StreamError",
     "StructureError",
     "Tee",
+    "Timings",
     "UpstreamError",
     "UsageError",
     "assemble",

@@ -27,7 +27,7 @@ import orjson
 from ._core._converter import to_dict
 from ._core._limits import Limits
 from ._core._merge import add_usage
-from ._core._results import EndReason, Result, SourceReport
+from ._core._results import EndReason, Result, SourceReport, Timings
 from ._run import fan_in
 from .sources import from_file, from_stdin
 
@@ -86,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     assemble.add_argument(
+        "--timings",
+        action="store_true",
+        help=(
+            'add a "timings" object to each completion: seconds from the start of its input '
+            "(or of the completion before it) to the first byte, first chunk, first output "
+            "and end, time to first token and per output chunk (for files: when they were read)"
+        ),
+    )
+    assemble.add_argument(
         "--stats",
         action="store_true",
         help="at the end, print on stderr the inputs, streams, chunks and usage by model",
@@ -126,7 +135,10 @@ class _Run:
     def emit(self, result: Result) -> None:
         if self.bar_on_out and self.bar is not None:
             self.bar.clear()
-        self.out.write(orjson.dumps(to_dict(result.completion), option=self.option) + b"\n")
+        line = to_dict(result.completion)
+        if self.args.timings and result.timings is not None:
+            line["timings"] = _timings(result.timings)
+        self.out.write(orjson.dumps(line, option=self.option) + b"\n")
         self.out.flush()
         for problem in result.problems:
             self.problem(str(problem))
@@ -308,6 +320,29 @@ class _Watched:
         if self.ended is not None:
             ended, self.ended = self.ended, None
             ended()
+
+
+def _timings(t: Timings) -> dict[str, Any]:
+    """``--timings``: the readings as seconds from the stream's start, and what they give."""
+
+    def since(when: float | None) -> float | None:
+        return None if when is None else round(when - t.started, 6)
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 6)
+
+    return {
+        "first_byte": since(t.first_byte),
+        "first_chunk": since(t.first_chunk),
+        "first_output": since(t.first_output),
+        "output_kind": t.output_kind,
+        "last_chunk": since(t.last_chunk),
+        "ended": since(t.ended),
+        "chunks": t.chunks,
+        "output_chunks": t.output_chunks,
+        "time_to_first_token": rounded(t.time_to_first_token),
+        "time_per_output_chunk": rounded(t.time_per_output_chunk),
+    }
 
 
 def _isatty(stream: IO[Any]) -> bool:

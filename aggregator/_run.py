@@ -47,7 +47,10 @@ async def drive(
     source, whatever happens."""
     import anyio.lowlevel  # imported here: `import aggregator` stays light
 
+    clock = anyio.current_time
     reader = SourceReader(source, limits)
+    if engine.started is None:
+        engine.started = clock()
     try:
         if reader.is_async:
             feed_item = engine.feed_item
@@ -57,14 +60,14 @@ async def drive(
                 except StopAsyncIteration:
                     break
                 except LimitError as exc:  # a time limit
-                    yield engine.fail(source_error(exc, engine.name, engine.items))
+                    yield engine.fail(source_error(exc, engine.name, engine.items), clock())
                     return
                 except Exception as exc:
                     if fail_fast:
                         raise
-                    yield engine.fail(source_error(exc, engine.name, engine.items))
+                    yield engine.fail(source_error(exc, engine.name, engine.items), clock())
                     return
-                ended = feed_item(raw)
+                ended = feed_item(raw, clock())
                 if ended:
                     yield ended
         else:
@@ -73,17 +76,18 @@ async def drive(
                 batch: Batch = []
                 before = engine.items
                 try:  # a batch of items, read and fed in one loop
-                    engine.feed_items(islice(iterator, _SYNC_BATCH), batch)
+                    engine.feed_items(islice(iterator, _SYNC_BATCH), batch, clock())
                 except SourceRaised as raised:
                     if fail_fast:
                         raise raised.exception from None
-                    batch += engine.fail(source_error(raised.exception, engine.name, raised.number))
+                    error = source_error(raised.exception, engine.name, raised.number)
+                    batch += engine.fail(error, clock())
                 if batch:
                     yield batch
                 if engine.stopped or engine.items - before < _SYNC_BATCH:
                     break
                 await anyio.lowlevel.checkpoint()  # let the other tasks run
-        ended = engine.close()
+        ended = engine.close(now=clock())
         if ended:
             yield ended
     finally:

@@ -32,11 +32,13 @@ from ._core._limits import Limits
 from ._core._merge import add_usage
 from ._core._model import Model
 from ._core._results import Result
+from ._core._usage import Tokens, tokens
 
 __all__ = [
     "AsyncStage",
     "Pipeline",
     "Stage",
+    "Tokens",
     "UsageTotals",
     "assemble",
     "collect_usage",
@@ -318,10 +320,19 @@ class snapshots(Stage):
 @final
 @attrs.frozen(repr=False)
 class UsageTotals(Model):
-    """Usage summed across streams, by model (emitted by :class:`total_usage` at the end)."""
+    """Usage summed across streams, by model (emitted by :class:`total_usage` at the end).
+
+    Attributes:
+        by_model: each model's usage objects summed, in its protocol's own shape (a model
+            reported by two protocols has its second one under ``"model (protocol)"``).
+        streams: the streams that reported usage.
+        tokens: each model's :class:`Tokens` summed across every protocol, in one vocabulary
+            (input with cached tokens included, output, cache reads and writes, reasoning).
+    """
 
     by_model: dict[str, Any]
     streams: int
+    tokens: dict[str, Tokens] = attrs.field(factory=dict)
 
 
 @final
@@ -334,17 +345,27 @@ class total_usage(Stage):
 
     def __init__(self) -> None:
         self.totals: dict[str, Any] = {}
+        self.tokens: dict[str, Tokens] = {}
         self.streams = 0
 
     def process(self, item: Any, out: list[Any]) -> None:
-        if item.__class__ is Result and item.usage is not None:
-            model = item.completion.model
-            self.totals[model] = add_usage(self.totals.get(model), item.usage)
+        if item.__class__ is Result and (usage := item.usage) is not None:
+            model = str(getattr(item.completion, "model", "") or "")
+            held = self.totals.get(model)
+            key = model
+            if held is not None and type(held) is not type(usage):
+                key = f"{model} ({item.protocol})"
+                held = self.totals.get(key)
+            self.totals[key] = add_usage(held, usage)
+            counted = tokens(usage)
+            if counted is not None:
+                before = self.tokens.get(model)
+                self.tokens[model] = counted if before is None else before + counted
             self.streams += 1
         out.append(item)
 
     def finish(self, out: list[Any]) -> None:
-        out.append(UsageTotals(dict(self.totals), self.streams))
+        out.append(UsageTotals(dict(self.totals), self.streams, dict(self.tokens)))
 
 
 def default_pipeline() -> Pipeline:

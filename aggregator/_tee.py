@@ -139,14 +139,16 @@ class Tee(Generic[T]):
     async def _step(self) -> T:
         """Read the next item, assemble it and return it; record how the source ended."""
         engine = self._engine
+        if engine.started is None:
+            engine.started = _clock()
         try:
             raw = await self._reader.next()
         except StopAsyncIteration:
-            await self._end(engine.close())
+            await self._end(engine.close(now=_clock()))
             raise
         except Exception as exc:
             error = source_error(exc, self.name, engine.items)
-            await self._end(engine.fail(error))
+            await self._end(engine.fail(error, _clock()))
             if isinstance(exc, LimitError):  # a time limit: raised named and placed
                 raise error from None
             raise
@@ -178,7 +180,7 @@ class Tee(Generic[T]):
                     if self._drain_by is None:
                         self._drain_by = deadline + self._drain_timeout
         # the source did not answer within drain_timeout of the caller's deadline
-        await self._end(self._engine.fail(self._drain_error()))
+        await self._end(self._engine.fail(self._drain_error(), _clock()))
         await anyio.lowlevel.checkpoint()  # raises the caller's cancellation
         raise StopAsyncIteration  # pragma: no cover - the caller's deadline has passed
 
@@ -196,7 +198,7 @@ class Tee(Generic[T]):
             if self._on_disconnect == "finish" and self._state == "open":
                 await self._drain()
             else:
-                self._keep(engine.close(cancelled=True))
+                self._keep(engine.close(cancelled=True, now=_clock()))
             await self._end([])
         return self.results
 
@@ -226,17 +228,17 @@ class Tee(Generic[T]):
                 try:
                     raw = await self._reader.next()
                 except StopAsyncIteration:
-                    self._keep(engine.close())
+                    self._keep(engine.close(now=_clock()))
                     return
                 except Exception as exc:  # noqa: BLE001 - recorded in the results
-                    self._keep(engine.fail(source_error(exc, self.name, engine.items)))
+                    self._keep(engine.fail(source_error(exc, self.name, engine.items), _clock()))
                     return
                 self._take(raw)
             return
-        self._keep(engine.fail(self._drain_error()))
+        self._keep(engine.fail(self._drain_error(), _clock()))
 
     def _take(self, raw: Any) -> None:
-        self._keep(self._engine.feed_item(raw))
+        self._keep(self._engine.feed_item(raw, _clock()))
 
     def _keep(self, ended: list[Any]) -> None:
         self.results += [r for r in ended if r.__class__ is Result]
@@ -245,3 +247,10 @@ class Tee(Generic[T]):
         self._keep(ended)
         self._state = "ended"
         await self._reader.aclose()
+
+
+def _clock() -> float:
+    """anyio's clock (the tee runs in an async task)."""
+    import anyio  # imported here: `import aggregator` stays light
+
+    return anyio.current_time()

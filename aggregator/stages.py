@@ -11,5 +11,6 @@ from . import _stages
 from ._core import _items
 from ._core._items import *  # noqa: F403
 from ._stages import *  # noqa: F403
+from ._telemetry import genai_telemetry
 
-__all__ = [*_items.__all__, *_stages.__all__]
+__all__ = [*_items.__all__, *_stages.__all__, "genai_telemetry"]

@@ -60,34 +60,49 @@ class Assembler:
         )
 
     @property
+    def started(self) -> float | None:
+        """When the source started (the request was sent), on the clock of the times you give
+        :meth:`feed`; by default the first of them. The first stream's timings count from it."""
+        return self._engine.started
+
+    @started.setter
+    def started(self, when: float | None) -> None:
+        self._engine.started = when
+
+    @property
     def report(self) -> SourceReport | None:
         """How the source ended and its trouble outside any completion, once it ended."""
         return self._engine.report
 
-    def feed(self, data: bytes) -> list[Result]:
-        """Take the next bytes of the source; return the results of completions that ended."""
-        return _results(self._engine.feed(data))
+    def feed(self, data: bytes, now: float | None = None) -> list[Result]:
+        """Take the next bytes of the source; return the results of completions that ended.
 
-    def add(self, item: Any) -> list[Result]:
+        ``now``: when the bytes arrived, in seconds on a monotonic clock of yours (the core
+        reads none); given, each result has its :class:`~aggregator.Timings`.
+        """
+        return _results(self._engine.feed(data, now))
+
+    def add(self, item: Any, now: float | None = None) -> list[Result]:
         """Take one item: a parsed payload (a chunk, or an ``{"error": ...}`` object), a chunk
-        event, an SDK's chunk object, or a ``(dedupe_id, payload)`` pair.
+        event, an SDK's chunk object, or a ``(dedupe_id, payload)`` pair; ``now``: as for
+        :meth:`feed`.
 
         Raises:
             UsageError: ``item`` is none of these.
         """
-        return _results(self._engine.feed_item(item))
+        return _results(self._engine.feed_item(item, now))
 
-    def close(self, *, cancelled: bool = False) -> list[Result]:
+    def close(self, *, cancelled: bool = False, now: float | None = None) -> list[Result]:
         """End the source; return the results of every completion still open.
 
         Open completions end as ``cut_off`` when the source was SSE (which promises ``[DONE]``),
         ``exhausted`` otherwise, or ``cancelled`` when ``cancelled`` is true.
         """
-        return _results(self._engine.close(cancelled=cancelled))
+        return _results(self._engine.close(cancelled=cancelled, now=now))
 
-    def fail(self, error: StreamError) -> list[Result]:
+    def fail(self, error: StreamError, now: float | None = None) -> list[Result]:
         """The source failed (it raised, say): end every open completion with ``error``."""
-        return _results(self._engine.fail(error))
+        return _results(self._engine.fail(error, now))
 
 
 def _results(ended: list[Any]) -> list[Result]:

@@ -37,7 +37,7 @@ from ._items import End, Envelope, Snapshot, SnapshotRequest, StreamKey
 from ._limits import DEFAULT_LIMITS, Limits
 from ._protocol import CHUNK, ERROR, LAST, LAST_ERROR, SKIP, START, Protocol, StreamAccumulator
 from ._protocols import PROTOCOLS
-from ._results import EndReason, Result, SourceReport
+from ._results import EndReason, Result, SourceReport, Timings
 
 __all__ = ["Engine", "SourceRaised", "StreamBudget", "internal_error", "source_error"]
 
@@ -119,6 +119,7 @@ class _Stream:
         "notes",
         "problems",
         "seen",
+        "timed",
     )
 
     def __init__(self, key: StreamKey, id_: str, acc: StreamAccumulator | None) -> None:
@@ -136,6 +137,25 @@ class _Stream:
         self.changes = 0
         #: the limit this stream passed (it takes nothing more), or, refused, why.
         self.failed: LimitError | None = None
+        #: its clock readings, when the caller gives times (see ``Engine._stamp``).
+        self.timed: _Times | None = None
+
+
+@final
+class _Times:
+    """When a stream's parts were seen, by the times the caller gave (the core reads no clock)."""
+
+    __slots__ = ("chunks", "first", "kind", "last", "output", "output_from", "started")
+
+    def __init__(self, started: float, now: float) -> None:
+        self.started = started
+        self.first = now
+        self.last = now
+        self.chunks = 0
+        self.output: float | None = None
+        self.kind: str | None = None
+        #: the chunks merged before the feed that brought the first output.
+        self.output_from = 0
 
 
 _SDK_HINT = (
@@ -205,6 +225,14 @@ class Engine:
         self.stopped = False
         #: the source's report, once it is finished with.
         self.report: SourceReport | None = None
+        #: when the source started (the request was sent), on the caller's clock; by default
+        #: the first time it gave (see :meth:`feed`).
+        self.started: float | None = None
+        self._now: float | None = None
+        self._first_byte: float | None = None
+        #: when the next stream of a sequence started: the source's start, then the end of
+        #: the stream before it.
+        self._since: float | None = None
 
     @property
     def line(self) -> int:
@@ -218,23 +246,39 @@ class Engine:
 
     # -- the ways in -------------------------------------------------------------------------
 
-    def feed(self, data: bytes) -> list[Any]:
-        """Take the next bytes of the source; return what ended (results, the report)."""
+    def feed(self, data: bytes, now: float | None = None) -> list[Any]:
+        """Take the next bytes of the source; return what ended (results, the report).
+
+        ``now``: when the bytes arrived, on a monotonic clock of the caller's, in seconds
+        (every way in takes one). Given, each result has its :class:`Timings`; the engine
+        reads no clock itself.
+        """
         out: list[Any] = []
         if not self.stopped:
+            if now is not None:
+                self._tick(now)
             self._records(self._framing.feed(data), out)
+            if now is not None and self._current is not None:
+                self._stamp(self._current)
         return out
 
-    def feed_item(self, raw: Any) -> list[Any]:
+    def feed_item(self, raw: Any, now: float | None = None) -> list[Any]:
         """Take the next item a source yielded: bytes, a parsed payload, an event, an SDK's chunk
         object, or a ``(dedupe_id, payload)`` pair. Bad data never raises: it becomes results.
-        Should a bug of ours raise, the source fails with an error saying so.
+        Should a bug of ours raise, the source fails with an error saying so. ``now``: as for
+        :meth:`feed`.
 
         Raises:
             UsageError: ``raw`` is none of these.
         """
         out: list[Any] = []
-        self._item(raw, out)
+        if now is not None and not self.stopped:
+            self._tick(now)
+            self._item(raw, out)
+            if self._current is not None:
+                self._stamp(self._current)
+        else:
+            self._item(raw, out)
         return out
 
     def _item(self, raw: Any, out: list[Any]) -> None:
@@ -269,9 +313,10 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - one source's bug must not end the others
             out += self.fail(internal_error(exc, self.name, number))
 
-    def feed_items(self, raws: Iterable[Any], out: list[Any]) -> None:
+    def feed_items(self, raws: Iterable[Any], out: list[Any], now: float | None = None) -> None:
         """:meth:`feed_item` for each item of ``raws``, with what ends appended to ``out``,
-        until ``raws`` runs out or the source stops.
+        until ``raws`` runs out or the source stops; ``now``: when they were read (one time
+        for them all).
 
         An event that continues the current stream as a plain chunk (what the protocol's
         ``chunk_id`` says of it: no error on it; no dedupe id, no chunk stage, a stream not
@@ -282,6 +327,8 @@ class Engine:
             SourceRaised: ``raws`` raised (a sync source failing); what was fed is in ``out``.
             UsageError: an item of a wrong type.
         """
+        if now is not None and not self.stopped:
+            self._tick(now)
         item = self._item
         hot_cls: Any = None
         chunk_id: Any = None
@@ -314,8 +361,10 @@ class Engine:
             raise SourceRaised(exc, number) from exc
         finally:
             self.items = number
+            if now is not None and self._current is not None:
+                self._stamp(self._current)
 
-    def close(self, *, cancelled: bool = False) -> list[Any]:
+    def close(self, *, cancelled: bool = False, now: float | None = None) -> list[Any]:
         """End the source: every open stream ends, then the source's report.
 
         Open streams end ``cut_off`` when the source was SSE (which promises ``[DONE]``),
@@ -327,6 +376,8 @@ class Engine:
         out: list[Any] = []
         if self.stopped:
             return out
+        if now is not None:
+            self._tick(now)
         if not cancelled:
             self._records(self._framing.close(), out)
             if self.stopped:
@@ -338,12 +389,52 @@ class Engine:
         self._stop(reason or self._run_out(None), where, out)
         return out
 
-    def fail(self, error: StreamError) -> list[Any]:
+    def fail(self, error: StreamError, now: float | None = None) -> list[Any]:
         """The source itself failed (it raised, say): its open streams end with ``error``."""
         out: list[Any] = []
         if not self.stopped:
+            if now is not None:
+                self._tick(now)
             self._fatal(error, out)
         return out
+
+    # -- times -------------------------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        """The caller gave the time: it is ``now``."""
+        self._now = now
+        if self._first_byte is None:
+            self._first_byte = now
+            if self.started is None:
+                self.started = now
+            self._since = self.started
+
+    def _stamp(self, stream: _Stream) -> None:
+        """Note the time on ``stream`` if chunks were merged into it since it was last noted.
+
+        Called when a feed is over, when the stream stops being current, and when it ends: the
+        time is the same within one feed, so the readings are those of each chunk's arrival,
+        to the feed, while the merge paths (the lane, the hot branch) carry no clock.
+        """
+        acc = stream.acc
+        now = self._now
+        if acc is None or now is None:
+            return
+        chunks = acc.chunks
+        timed = stream.timed
+        if timed is None:
+            if not chunks:
+                return
+            since = self._since
+            timed = stream.timed = _Times(now if since is None else since, now)
+        elif chunks == timed.chunks:
+            return
+        timed.last = now
+        if timed.kind is None:
+            kind = getattr(acc, "output_kind", None)
+            if kind is not None:
+                timed.kind, timed.output, timed.output_from = kind, now, timed.chunks
+        timed.chunks = chunks
 
     # -- payloads ----------------------------------------------------------------------------
 
@@ -542,6 +633,9 @@ class Engine:
         return current
 
     def _set_current(self, stream: _Stream | None) -> None:
+        current = self._current
+        if current is not None and current is not stream and self._now is not None:
+            self._stamp(current)
         self._current = stream
         if self._lane is not None:
             self._lane.clear()  # its shapes merge into the stream that was current
@@ -603,6 +697,10 @@ class Engine:
         """End one open stream: its result goes to ``out``."""
         if self._stages:  # the stages see the end first, and may let held chunks go
             self._settle(self._run_stages([End(stream.key, reason, where, error)]), out)
+        if self._now is not None:
+            self._stamp(stream)
+            if not self._interleaved:
+                self._since = self._now  # the next request of a sequence is sent now
         del self._open[stream.key]
         if self._budget is not None:
             self._budget.give(1)
@@ -645,6 +743,23 @@ class Engine:
             notes=(*_notes(stream), *acc.notes),
             chunks=acc.chunks,
             duplicates=stream.duplicates,
+            protocol=self._protocol.name if self._protocol is not None else "chat",
+            timings=None if stream.timed is None else self._timings(stream.timed, acc.chunks),
+        )
+
+    def _timings(self, timed: _Times, chunks: int) -> Timings:
+        assert self._now is not None
+        assert self._first_byte is not None
+        return Timings(
+            started=timed.started,
+            first_byte=self._first_byte,
+            first_chunk=timed.first,
+            first_output=timed.output,
+            output_kind=timed.kind,
+            last_chunk=timed.last,
+            ended=self._now,
+            chunks=chunks,
+            output_chunks=chunks - timed.output_from if timed.output is not None else 0,
         )
 
     def _stop(self, reason: EndReason, where: str, out: list[Any]) -> None:

@@ -19,7 +19,9 @@ protocol has one (a sequence number; else the SSE ``id:`` or the source's id is 
 - ``ERROR``: the value is the :class:`UpstreamError` the server sent; ``SKIP``: a keep-alive.
 
 An accumulator may report what it found itself: its ``notes`` and ``problems`` (lists, read when
-its stream ends) join the stream's own in the :class:`~aggregator.Result`.
+its stream ends) join the stream's own in the :class:`~aggregator.Result`. It may say what output
+it holds (``output_kind``: ``"content"``, ``"reasoning"``, ``"tool_call"``..., or ``None`` before
+any), read once a feed until it says, for :class:`~aggregator.Timings`' first output.
 """
 
 from __future__ import annotations

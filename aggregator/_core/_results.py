@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ._chat._completions import ChatCompletion, Completion
     from ._chat._events import Usage
 
-__all__ = ["EndReason", "Result", "SourceReport"]
+__all__ = ["EndReason", "Result", "SourceReport", "Timings"]
 
 
 class EndReason(str, enum.Enum):
@@ -39,6 +39,67 @@ class EndReason(str, enum.Enum):
     CANCELLED = "cancelled"
     #: a configured limit was reached.
     LIMIT = "limit"
+
+
+@final
+@attrs.frozen(kw_only=True, repr=False)
+class Timings(Model):
+    """When the parts of one stream were seen, in seconds on the caller's monotonic clock.
+
+    The async shell reads anyio's clock when each read of the source returns (``results``,
+    ``fan_in``, ``Tee``, the CLI); the sync core takes the times its caller gives
+    (``Engine.feed(data, now=...)``) and reads none. A time is that of the read that brought
+    the chunk, so chunks that arrived in one read share it; for a file, these are the times it
+    was read, not the times the server sent it.
+
+    Attributes:
+        started: when the stream's request started: the source's start (when its reading
+            began, or the time the caller gave first) for its first stream, and for the next
+            streams of a sequence the end of the one before (an interleaved source's streams
+            all start with the source).
+        first_byte: when the source's first bytes (or item) arrived.
+        first_chunk: when the stream's first chunk arrived.
+        first_output: when its first output arrived (text, reasoning, a refusal or tool-call
+            arguments: ``output_kind`` says which), or ``None`` if none did.
+        output_kind: ``"content"``, ``"reasoning"``, ``"refusal"`` or ``"tool_call"`` (each
+            protocol names its own).
+        last_chunk: when its last chunk arrived.
+        ended: when it ended (its end marker, the source's end, an error).
+        chunks: the chunks merged.
+        output_chunks: the chunks from the one that brought the first output on.
+    """
+
+    started: float
+    first_byte: float
+    first_chunk: float
+    first_output: float | None
+    output_kind: str | None
+    last_chunk: float
+    ended: float
+    chunks: int
+    output_chunks: int
+
+    @property
+    def time_to_first_chunk(self) -> float:
+        """From the start to the first chunk."""
+        return self.first_chunk - self.started
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        """From the start to the first output (``None`` if there was none)."""
+        return None if self.first_output is None else self.first_output - self.started
+
+    @property
+    def time_per_output_chunk(self) -> float | None:
+        """The mean time between output chunks after the first (``None`` with fewer than two)."""
+        if self.first_output is None or self.output_chunks < 2:
+            return None
+        return (self.last_chunk - self.first_output) / (self.output_chunks - 1)
+
+    @property
+    def duration(self) -> float:
+        """From the start to the end."""
+        return self.ended - self.started
 
 
 @final
@@ -61,6 +122,11 @@ class Result(Model):
             mid-stream, say); notes do not make a result incomplete.
         chunks: the number of chunks merged.
         duplicates: the number of replayed chunks dropped by ``dedupe``.
+        protocol: the name of the stream's protocol (``"chat"`` for Chat Completions and text
+            completions).
+        timings: when its parts were seen, when the caller gave times (the async shell
+            always does); ``None`` otherwise. Measurements, not content: results that differ
+            only in them are equal.
     """
 
     source: str
@@ -74,6 +140,8 @@ class Result(Model):
     notes: tuple[str, ...] = ()
     chunks: int = 0
     duplicates: int = 0
+    protocol: str = attrs.field(default="chat", repr=False)
+    timings: Timings | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def usage(self) -> Usage | None:

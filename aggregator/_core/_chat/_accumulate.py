@@ -250,14 +250,30 @@ class _ChatChoice:
                 self._add_parts(value)
             elif self.content is None:
                 self.content = [value]
-            else:
+            elif value:  # (an empty piece adds nothing but the field, kept by the first)
                 self.content.append(value)
         else:
             pieces = getattr(self, field)
             if pieces is None:
                 setattr(self, field, [value])
-            else:
+            elif value:
                 pieces.append(value)
+
+    def output_kind(self) -> str | None:
+        """What output the choice holds, if any (the first found, in the order a stream
+        sends them: reasoning, then content, a refusal, tool calls)."""
+        for field, kind in _OUTPUT_FIELDS:
+            pieces = getattr(self, field)
+            if pieces and (pieces[0] or len(pieces) > 1):
+                return kind
+        if self.parts:
+            return "content"
+        tools = self.tools
+        if tools is not None and any(call.function.arguments for call in tools.calls):
+            return "tool_call"
+        if self.function_call is not None and self.function_call.arguments:
+            return "tool_call"
+        return None
 
     def _add_parts(self, content: Any) -> None:
         if self.parts is None:
@@ -291,6 +307,15 @@ class _ChatChoice:
             finish_reason=self.finish_reason,
             extras=dict(self.extras),
         )
+
+
+#: The string fields of a chat choice that are output, and the kind each is.
+_OUTPUT_FIELDS = (
+    ("reasoning_content", "reasoning"),
+    ("reasoning", "reasoning"),
+    ("content", "content"),
+    ("refusal", "refusal"),
+)
 
 
 def _message_extras(delta_extras: dict[str, Any]) -> dict[str, Any]:
@@ -481,6 +506,18 @@ class Accumulator:
         #: usage reported beside the chunk's own (Groq's ``x_groq.usage``), used when the
         #: stream reported none at the top level.
         self._side_usage: Usage | None = None
+
+    @property
+    def output_kind(self) -> str | None:
+        """What output the completion holds, if any: ``"reasoning"``, ``"content"``,
+        ``"refusal"`` or ``"tool_call"`` (arguments); for the engine's timings."""
+        for choice in self._choices.values():
+            if isinstance(choice, _TextChoice):
+                if choice.text:
+                    return "content"
+            elif (kind := choice.output_kind()) is not None:
+                return kind
+        return None
 
     @property
     def finished(self) -> bool:
