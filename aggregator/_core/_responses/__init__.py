@@ -218,7 +218,7 @@ class Accumulator:
                     )
                 )
         data = dict(self._snapshot)
-        data["output"] = output
+        data["output"] = _converter._without_nones(output)  # the API shape: nulls dropped
         return _converter.structure(data, Response)
 
 

@@ -1,0 +1,129 @@
+"""The OpenAI Responses API protocol on every recording in tests/data/responses (vercel/ai,
+Apache-2.0: see its INDEX.md), whole and wrapped as SSE; hostile input; replays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from aggregator._core._converter import to_dict
+from aggregator._core._engine import Engine
+from aggregator._core._errors import ConflictError, UpstreamError
+from aggregator._core._results import EndReason, Result
+
+DATA = Path(__file__).parent / "data" / "responses"
+RECORDINGS = sorted(DATA.glob("*.jsonl"))
+TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
+
+
+def _nonull(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _nonull(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_nonull(v) for v in value]
+    return value
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _run(data: bytes, name: str = "s", **kw: Any) -> list[Result]:
+    engine = Engine(name, **kw)
+    out = engine.feed(data) + engine.close()
+    return [r for r in out if isinstance(r, Result)]
+
+
+def _sse(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(
+        b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events
+    )
+
+
+def test_there_are_forty_recordings() -> None:
+    assert len(RECORDINGS) == 40
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("framing", ["jsonl", "sse"])
+def test_each_response_equals_its_terminal_response(path: Path, framing: str) -> None:
+    events = _events(path)
+    data = path.read_bytes() if framing == "jsonl" else _sse(events)
+    terminals = [e["response"] for e in events if e["type"] in TERMINAL]
+    results = _run(data, path.name)
+    assert len(results) == len(terminals)
+    for result, terminal in zip(results, terminals, strict=True):
+        if terminal["status"] != "failed":
+            assert to_dict(result.completion) == _nonull(terminal)
+        else:  # an ``error`` event ended it first: the failed snapshot after it is skipped
+            assert result.completion.output == terminal["output"]
+            assert result.reason is EndReason.ERROR
+            assert isinstance(result.error, UpstreamError)
+        if terminal["status"] != "failed":
+            assert result.complete, (result.error, result.problems)
+            assert result.reason is EndReason.DONE
+
+
+@pytest.mark.parametrize("path", RECORDINGS[:10], ids=lambda p: p.stem)
+def test_split_at_every_byte_gives_the_same(path: Path) -> None:
+    data = path.read_bytes()
+    whole = [to_dict(r.completion) for r in _run(data)]
+    engine = Engine("s")
+    out: list[Any] = []
+    for i in range(0, len(data), 7):
+        out += engine.feed(data[i : i + 7])
+    out += engine.close()
+    assert [to_dict(r.completion) for r in out if isinstance(r, Result)] == whole
+
+
+def test_a_replayed_event_merges_once() -> None:
+    path = DATA / "azure_text_single_delta.jsonl"
+    events = _events(path)
+    doubled = [e for e in events for _ in (0, 1)]
+    (result,) = _run(b"\n".join(orjson.dumps(e) for e in doubled))
+    (plain,) = _run(path.read_bytes())
+    assert to_dict(result.completion) == to_dict(plain.completion)
+    assert result.duplicates == len(events) - 1  # the replayed created is routed, then dropped
+
+
+def test_cut_off_keeps_the_streamed_text() -> None:
+    events = [e for e in _events(DATA / "azure_text_single_delta.jsonl") if e["type"] not in TERMINAL]
+    (result,) = _run(_sse(events))
+    assert result.reason is EndReason.CUT_OFF and not result.complete
+    texts = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    part = result.completion.output[0]
+    assert "".join(texts) in orjson.dumps(part).decode()
+
+
+def test_an_empty_terminal_output_keeps_the_streamed_output() -> None:
+    events = _events(DATA / "azure_text_single_delta.jsonl")
+    events[-1] = {**events[-1], "response": {**events[-1]["response"], "output": []}}
+    (result,) = _run(_sse(events))
+    assert result.completion.output and result.completion.output[0]["type"] == "message"
+    assert any(isinstance(p, ConflictError) for p in result.problems)
+
+
+def test_hostile_indexes_are_located_problems() -> None:
+    events = _events(DATA / "azure_text_single_delta.jsonl")
+    bad = [
+        {"type": "response.output_text.delta", "output_index": 10**9, "content_index": 0,
+         "delta": "x", "sequence_number": 10**6},
+        {"type": "response.output_text.delta", "output_index": 0, "content_index": 10**9,
+         "delta": "x", "sequence_number": 10**6 + 1},
+    ]
+    at = next(i for i, e in enumerate(events) if e["type"] == "response.output_text.delta")
+    (result,) = _run(_sse(events[:at] + bad + events[at:]))
+    assert len(result.problems) == 2
+    assert all("never added" in p.detail and "line" in p.where for p in result.problems)
+
+
+def test_unknown_events_and_events_after_the_end_are_not_fatal() -> None:
+    events = _events(DATA / "azure_text_single_delta.jsonl")
+    extra = [{"type": "keepalive", "sequence_number": 999},
+             {"type": "response.rate_limits.updated", "sequence_number": 1000}]
+    (result,) = _run(_sse(events[:3] + [{"type": "response.new_thing", "sequence_number": 998}]
+                          + events[3:] + extra))
+    assert result.complete
