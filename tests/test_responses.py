@@ -12,6 +12,7 @@ import pytest
 from aggregator._core._converter import to_dict
 from aggregator._core._engine import Engine
 from aggregator._core._errors import ConflictError, UpstreamError
+from aggregator._core._responses import Response
 from aggregator._core._results import EndReason, Result
 
 DATA = Path(__file__).parent / "data" / "responses"
@@ -25,6 +26,12 @@ def _nonull(value: Any) -> Any:
     if isinstance(value, list):
         return [_nonull(v) for v in value]
     return value
+
+
+def _response(result: Result) -> Response:
+    completion: Any = result.completion
+    assert isinstance(completion, Response)
+    return completion
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
@@ -59,7 +66,7 @@ def test_each_response_equals_its_terminal_response(path: Path, framing: str) ->
         if terminal["status"] != "failed":
             assert to_dict(result.completion) == _nonull(terminal)
         else:  # an ``error`` event ended it first: the failed snapshot after it is skipped
-            assert result.completion.output == terminal["output"]
+            assert _response(result).output == terminal["output"]
             assert result.reason is EndReason.ERROR
             assert isinstance(result.error, UpstreamError)
         if terminal["status"] != "failed":
@@ -90,11 +97,14 @@ def test_a_replayed_event_merges_once() -> None:
 
 
 def test_cut_off_keeps_the_streamed_text() -> None:
-    events = [e for e in _events(DATA / "azure_text_single_delta.jsonl") if e["type"] not in TERMINAL]
+    events = [
+        e for e in _events(DATA / "azure_text_single_delta.jsonl") if e["type"] not in TERMINAL
+    ]
     (result,) = _run(_sse(events))
-    assert result.reason is EndReason.CUT_OFF and not result.complete
+    assert result.reason is EndReason.CUT_OFF
+    assert not result.complete
     texts = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
-    part = result.completion.output[0]
+    part = _response(result).output[0]
     assert "".join(texts) in orjson.dumps(part).decode()
 
 
@@ -102,17 +112,28 @@ def test_an_empty_terminal_output_keeps_the_streamed_output() -> None:
     events = _events(DATA / "azure_text_single_delta.jsonl")
     events[-1] = {**events[-1], "response": {**events[-1]["response"], "output": []}}
     (result,) = _run(_sse(events))
-    assert result.completion.output and result.completion.output[0]["type"] == "message"
+    assert _response(result).output
+    assert _response(result).output[0]["type"] == "message"
     assert any(isinstance(p, ConflictError) for p in result.problems)
 
 
 def test_hostile_indexes_are_located_problems() -> None:
     events = _events(DATA / "azure_text_single_delta.jsonl")
     bad = [
-        {"type": "response.output_text.delta", "output_index": 10**9, "content_index": 0,
-         "delta": "x", "sequence_number": 10**6},
-        {"type": "response.output_text.delta", "output_index": 0, "content_index": 10**9,
-         "delta": "x", "sequence_number": 10**6 + 1},
+        {
+            "type": "response.output_text.delta",
+            "output_index": 10**9,
+            "content_index": 0,
+            "delta": "x",
+            "sequence_number": 10**6,
+        },
+        {
+            "type": "response.output_text.delta",
+            "output_index": 0,
+            "content_index": 10**9,
+            "delta": "x",
+            "sequence_number": 10**6 + 1,
+        },
     ]
     at = next(i for i, e in enumerate(events) if e["type"] == "response.output_text.delta")
     (result,) = _run(_sse(events[:at] + bad + events[at:]))
@@ -122,8 +143,18 @@ def test_hostile_indexes_are_located_problems() -> None:
 
 def test_unknown_events_and_events_after_the_end_are_not_fatal() -> None:
     events = _events(DATA / "azure_text_single_delta.jsonl")
-    extra = [{"type": "keepalive", "sequence_number": 999},
-             {"type": "response.rate_limits.updated", "sequence_number": 1000}]
-    (result,) = _run(_sse(events[:3] + [{"type": "response.new_thing", "sequence_number": 998}]
-                          + events[3:] + extra))
+    extra = [
+        {"type": "keepalive", "sequence_number": 999},
+        {"type": "response.rate_limits.updated", "sequence_number": 1000},
+    ]
+    (result,) = _run(
+        _sse(
+            [
+                *events[:3],
+                {"type": "response.new_thing", "sequence_number": 998},
+                *events[3:],
+                *extra,
+            ]
+        )
+    )
     assert result.complete

@@ -179,7 +179,11 @@ class Accumulator:
             if index.__class__ is not int:
                 raise ConflictError("annotation.added without an int annotation_index")
             most = self.limits.max_tool_calls
-            if most is not None and index not in part_.annotations and len(part_.annotations) >= most:
+            if (
+                most is not None
+                and index not in part_.annotations
+                and len(part_.annotations) >= most
+            ):
                 raise LimitError(f"more than {most} annotations", limit="max_tool_calls")
             part_.annotations[index] = obj.get("annotation")
         elif prefix in _ITEM_FIELDS:
@@ -249,8 +253,11 @@ class ResponsesProtocol(Protocol):
 
     def parse(self, obj: Any, where: Where) -> Parsed:
         if obj.__class__ is not dict or obj.get("type").__class__ is not str:
-            raise StreamError("a Responses event must be an object with a type",
-                              source=self.source, where=where_text(where))
+            raise StreamError(
+                "a Responses event must be an object with a type",
+                source=self.source,
+                where=where_text(where),
+            )
         kind = obj["type"]
         seq = obj.get("sequence_number")
         if kind == "response.created":
@@ -269,8 +276,12 @@ class ResponsesProtocol(Protocol):
             if kind == "response.failed":
                 response = obj.get("response")
                 error = response.get("error") if response.__class__ is dict else None
-                end = (EndReason.ERROR, upstream_error(
-                    error or {"message": "response failed"}, self.source, where_text(where)))
+                end = (
+                    EndReason.ERROR,
+                    upstream_error(
+                        error or {"message": "response failed"}, self.source, where_text(where)
+                    ),
+                )
             return (LAST, "", obj, seq, end)
         if kind == "error":
             self._ended = True
