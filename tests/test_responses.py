@@ -158,3 +158,65 @@ def test_unknown_events_and_events_after_the_end_are_not_fatal() -> None:
         )
     )
     assert result.complete
+
+
+def _sdk_final(events: list[dict[str, Any]]) -> Any:
+    """openai-python's own accumulator on one response's events: its final response's JSON,
+    or the exception it raises."""
+    from openai import omit
+    from openai._models import construct_type
+    from openai.lib.streaming.responses._responses import ResponseStreamState
+    from openai.types.responses import ResponseStreamEvent
+
+    state: Any = ResponseStreamState(input_tools=omit, text_format=omit)
+    final = None
+    try:
+        for raw in events:
+            event = construct_type(type_=ResponseStreamEvent, value=raw)
+            state.handle_event(event)
+            if raw["type"] == "response.completed":
+                final = state.accumulate_event(event)  # its own snapshot, parsed
+        if final is None:
+            raise RuntimeError("Didn't receive a response.completed event.")
+    except Exception as exc:  # noqa: BLE001 - what the SDK raises is what we compare against
+        return exc
+    return final.to_dict(mode="json", warnings=False)
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
+def test_differential_against_openai_python(path: Path) -> None:
+    events = _events(path)
+    segments: list[list[dict[str, Any]]] = []
+    for event in events:
+        if event["type"] == "response.created" or not segments:
+            segments.append([])
+        segments[-1].append(event)
+    results = _run(path.read_bytes(), path.name)
+    assert len(results) == len(segments)
+    for result, segment in zip(results, segments, strict=True):
+        theirs = _sdk_final(segment)
+        if isinstance(theirs, Exception):  # it raises: ours gives the result, with its reason
+            assert result.reason in (EndReason.ERROR, EndReason.DONE)
+            assert result.complete or result.error is not None
+        else:
+            ours = _digest(to_dict(result.completion)["output"])
+            if ours != _digest(theirs["output"]):  # where they part, the terminal says who is right
+                terminal = next(e["response"] for e in segment if e["type"] in TERMINAL)
+                assert ours == _digest(_nonull(terminal["output"]))
+                DIFFERED.add(path.stem)
+
+
+#: the recordings where openai-python's final response differs from ours (ours is the terminal's)
+DIFFERED: set[str] = set()
+
+
+def _digest(items: list[dict[str, Any]]) -> list[Any]:
+    """What openai-python accumulates: each item's type, text parts and arguments."""
+    return [
+        (
+            item.get("type"),
+            [part.get("text") for part in item.get("content") or [] if isinstance(part, dict)],
+            item.get("arguments"),
+        )
+        for item in items
+    ]
