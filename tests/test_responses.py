@@ -220,3 +220,28 @@ def _digest(items: list[dict[str, Any]]) -> list[Any]:
         )
         for item in items
     ]
+
+
+@pytest.mark.anyio
+async def test_aggregator_assemble_recognises_a_responses_stream() -> None:
+    import aggregator
+
+    path = DATA / "azure_text_single_delta.jsonl"
+    terminal = next(e["response"] for e in _events(path) if e["type"] == "response.completed")
+    completion = await aggregator.assemble([path.read_bytes()], name=path.name)
+    assert to_dict(completion) == _nonull(terminal)
+
+
+def test_the_cli_recognises_a_responses_stream_by_itself() -> None:
+    import subprocess
+    import sys
+
+    path = DATA / "azure_text_single_delta.jsonl"
+    terminal = next(e["response"] for e in _events(path) if e["type"] == "response.completed")
+    done = subprocess.run(
+        [sys.executable, "-m", "aggregator", "assemble", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout.splitlines()[0]) == _nonull(terminal)
