@@ -540,6 +540,8 @@ class Engine:
             reason, error = (EndReason.DONE, None) if end is None else end
             if stream.key in self._open:
                 self._end(stream, reason, error, where_text(where), out)
+            if not self._open:
+                self.done = True  # a protocol's last event is its source's end marker
         elif action == LAST_ERROR:
             self._end_all(EndReason.ERROR, end, where_text(where), out)
 

@@ -15,6 +15,8 @@ protocol has one (a sequence number; else the SSE ``id:`` or the source's id is 
 - ``START``: merge into a new stream, ending any in progress (a message's first event);
 - ``LAST``: merge, then end the stream: properly (``end`` is ``None``), or as ``end`` says, an
   ``(EndReason, StreamError | None)`` pair (a response that ended incomplete or failed);
+  a ``LAST`` that ends the source's last open stream is its end marker, as ``[DONE]`` is
+  (``Engine.done``: the source ends ``done``, not ``cut_off``, for a protocol with no ``[DONE]``);
 - ``LAST_ERROR``: merge, then end the source's streams with the error ``end`` (on a chunk);
 - ``ERROR``: the value is the :class:`UpstreamError` the server sent; ``SKIP``: a keep-alive.
 

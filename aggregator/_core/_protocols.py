@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ._chat import ChatProtocol
 from ._protocol import Protocol
+from ._responses import ResponsesProtocol
 
 __all__ = ["PROTOCOLS"]
 
 #: Asked in order; the last recognises everything.
-PROTOCOLS: tuple[type[Protocol], ...] = (ChatProtocol,)
+PROTOCOLS: tuple[type[Protocol], ...] = (ResponsesProtocol, ChatProtocol)
