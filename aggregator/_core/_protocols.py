@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ._anthropic import AnthropicProtocol
 from ._chat import ChatProtocol
 from ._protocol import Protocol
 
 __all__ = ["PROTOCOLS"]
 
 #: Asked in order; the last recognises everything.
-PROTOCOLS: tuple[type[Protocol], ...] = (ChatProtocol,)
+PROTOCOLS: tuple[type[Protocol], ...] = (AnthropicProtocol, ChatProtocol)
