@@ -30,7 +30,8 @@ def expected(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for event in events:
         kind = event["type"]
         if kind == "message_start":
-            messages.append({"blocks": {}, "json": {}, "output": None})
+            prefilled = dict(enumerate(event["message"].get("content") or []))
+            messages.append({"blocks": prefilled, "json": {}, "output": None})
         elif kind == "content_block_start":
             messages[-1]["blocks"][event["index"]] = dict(event["content_block"])
         elif kind == "content_block_delta":
@@ -146,3 +147,75 @@ def test_usage_is_replaced_field_by_field_never_summed() -> None:
         "cache_read_input_tokens": 2,
     }
     assert result.completion.stop_reason == "end_turn"
+
+
+# -- differential: the anthropic SDK's own accumulation -----------------------------------------
+
+#: What the SDK (anthropic.lib.streaming.accumulate_event) loses, per top-level key or block
+#: field; each is explained in docs/merge-rules-anthropic.md ("Differences from the SDK").
+SDK_LOSES = {
+    "container",  # sent only in message_delta.delta; the SDK copies stop_reason/sequence only
+    "context_management",  # a top-level message_delta field the SDK does not copy
+    "usage.iterations",  # a usage field of message_delta the SDK's update does not name
+    "content.mcp_tool_use.input",  # the SDK joins input_json_delta for tool_use kinds it names
+    "content.compaction.content",  # compaction_delta is a delta type the SDK does not apply
+}
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def _differences(sdk: dict[str, Any], ours: dict[str, Any]) -> set[str]:
+    found: set[str] = set()
+    for key in set(sdk) | set(ours):
+        if sdk.get(key) == ours.get(key):
+            continue
+        if key == "content" and len(sdk[key]) == len(ours[key]):
+            for a, b in zip(sdk[key], ours[key], strict=True):
+                found |= {
+                    f"content.{b['type']}.{k}" for k in set(a) | set(b) if a.get(k) != b.get(k)
+                }
+        elif key == "usage":
+            found |= {
+                f"usage.{k}"
+                for k in set(sdk[key]) | set(ours[key])
+                if sdk[key].get(k) != ours[key].get(k)
+            }
+        else:
+            found.add(key)
+    return found
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("path", RECORDINGS, ids=[p.stem for p in RECORDINGS])
+def test_against_the_sdks_accumulation(path: Path) -> None:
+    from anthropic._models import construct_type
+    from anthropic.lib.streaming._messages import accumulate_event
+    from anthropic.types import RawMessageStreamEvent
+
+    from aggregator._core._converter import to_dict
+
+    snapshots: list[Any] = []
+    snapshot: Any = None
+    buffers: dict[int, bytes] = {}
+    for line in path.read_bytes().splitlines():
+        event = orjson.loads(line)
+        if event["type"] in ("ping", "error"):
+            continue
+        if event["type"] == "message_start":
+            if snapshot is not None:
+                snapshots.append(snapshot)
+            snapshot, buffers = None, {}
+        typed = construct_type(type_=RawMessageStreamEvent, value=event)
+        snapshot = accumulate_event(event=typed, current_snapshot=snapshot, json_bufs=buffers)
+    snapshots.append(snapshot)
+    _, results = run(path.name, [path.read_bytes()])
+    assert len(results) == len(snapshots)
+    for sdk, result in zip(snapshots, results, strict=True):
+        found = _differences(_strip(sdk.to_dict()), _strip(to_dict(result.completion)))
+        assert found <= SDK_LOSES, found - SDK_LOSES

@@ -7,8 +7,10 @@ kept). Everything else is a CHUNK merged by :class:`MessageAccumulator`: content
 their ``index`` in a dict (an index of 10**9 allocates nothing), text / thinking / signature /
 tool input fragments joined once when the block stops (a tool input of ``""`` is ``{}``), usage
 from ``message_start`` replaced field by field by each ``message_delta`` (never summed).
-Unknown event, block and delta types are kept as data, never fatal. A ``message_start`` while a
-message is open ends the open one (cut off) and starts the new one (the engine's START rule).
+Unknown event, block and delta types are kept as data, never fatal. The blocks a
+``message_start`` already carries (programmatic tool calling prefills them) are blocks 0..n-1.
+A ``message_start`` while a message is open ends the open one (cut off) and starts the new
+one (the engine's START rule).
 
 A malformed event (a delta for a block never started, a usage count that is a string or
 negative) is a :class:`ConflictError`: the engine records it, placed, as a problem, and keeps
@@ -112,6 +114,13 @@ class MessageAccumulator:
                 raise ConflictError("a message_start without a message object")
             self.message = {k: v for k, v in message.items() if k not in ("content", "usage")}
             self._usage(message.get("usage"))
+            prefilled = message.get("content")
+            if isinstance(prefilled, list):  # a prefilled message_start: its blocks, by place
+                if len(prefilled) > MAX_BLOCKS:
+                    raise LimitError(f"more than {MAX_BLOCKS} content blocks")
+                for index, block in enumerate(prefilled):
+                    if isinstance(block, dict):
+                        self.blocks[index] = dict(block)
         elif kind == "content_block_start":
             index = self._index(payload)
             block = payload.get("content_block")
