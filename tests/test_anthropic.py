@@ -211,7 +211,7 @@ def test_against_the_sdks_accumulation(path: Path) -> None:
             if snapshot is not None:
                 snapshots.append(snapshot)
             snapshot, buffers = None, {}
-        typed = construct_type(type_=RawMessageStreamEvent, value=event)
+        typed: Any = construct_type(type_=RawMessageStreamEvent, value=event)
         snapshot = accumulate_event(event=typed, current_snapshot=snapshot, json_bufs=buffers)
     snapshots.append(snapshot)
     _, results = run(path.name, [path.read_bytes()])
