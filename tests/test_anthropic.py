@@ -219,3 +219,17 @@ def test_against_the_sdks_accumulation(path: Path) -> None:
     for sdk, result in zip(snapshots, results, strict=True):
         found = _differences(_strip(sdk.to_dict()), _strip(to_dict(result.completion)))
         assert found <= SDK_LOSES, found - SDK_LOSES
+
+
+def test_an_error_mid_stream_gives_the_partial_message_the_error_and_the_usage() -> None:
+    lines = [
+        START,
+        b'{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n',
+        b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}}\n',
+        b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n',
+    ]
+    _, (result,) = run("s", lines)
+    assert not result.complete
+    assert result.completion.content == [{"type": "text", "text": "Hel"}]
+    assert result.completion.usage == {"input_tokens": 3, "output_tokens": 1}
+    assert "Overloaded" in str(result.error)
