@@ -233,3 +233,28 @@ def test_an_error_mid_stream_gives_the_partial_message_the_error_and_the_usage()
     assert result.completion.content == [{"type": "text", "text": "Hel"}]
     assert result.completion.usage == {"input_tokens": 3, "output_tokens": 1}
     assert "Overloaded" in str(result.error)
+
+
+def test_a_tool_input_past_the_block_limit_fails_the_stream_placed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aggregator._core import _anthropic
+
+    monkeypatch.setattr(_anthropic, "MAX_BLOCK_BYTES", 1000)
+    piece = orjson.dumps(
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": "x" * 400},
+        }
+    )
+    lines = [
+        START,
+        b'{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}\n',
+        *[piece + b"\n"] * 5,
+    ]
+    _, (result,) = run("s", lines)
+    assert not result.complete
+    assert "line 5" in str(result.error)
+    assert "more than 1000" in str(result.error)
+    assert len(result.completion.content[0]["partial_json"]) == 800
