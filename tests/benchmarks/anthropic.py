@@ -34,7 +34,7 @@ _START = {
 
 def _stream(kind: str, n: int) -> bytes:
     if kind == "text":
-        block = {"type": "text", "text": ""}
+        block: dict[str, Any] = {"type": "text", "text": ""}
         delta = {"type": "text_delta", "text": "word "}
     else:
         block = {"type": "tool_use", "id": "t", "name": "f", "input": {}}
