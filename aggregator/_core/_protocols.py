@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._anthropic import AnthropicProtocol
 from ._chat import ChatProtocol
 from ._protocol import Protocol
 from ._responses import ResponsesProtocol
@@ -9,4 +10,4 @@ from ._responses import ResponsesProtocol
 __all__ = ["PROTOCOLS"]
 
 #: Asked in order; the last recognises everything.
-PROTOCOLS: tuple[type[Protocol], ...] = (ResponsesProtocol, ChatProtocol)
+PROTOCOLS: tuple[type[Protocol], ...] = (ResponsesProtocol, AnthropicProtocol, ChatProtocol)
