@@ -46,7 +46,6 @@ return 0
 """
 
 
-
 class Keys:
     """The key names used in Redis, under one ``prefix``."""
 
@@ -161,11 +160,12 @@ class Worker:
                     self._open.pop(shard, None)
             elif await self.client.set(lease, self.name, condition=_nx(), px=self.lease_ms):
                 stream = self.keys.chunks(shard)
+                from coredis.exceptions import StreamDuplicateConsumerGroupError
+
                 try:
                     await self.client.xgroup_create(stream, GROUP, "0", mkstream=True)
-                except Exception as error:  # BUSYGROUP: the group exists
-                    if "BUSYGROUP" not in str(error):
-                        raise
+                except StreamDuplicateConsumerGroupError:  # BUSYGROUP: the group exists
+                    pass
                 self.held.add(shard)
                 self._open[shard] = {}
                 await self._read(shard, "0")
