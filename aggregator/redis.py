@@ -251,3 +251,32 @@ async def read_results(
             for entry in entries:
                 last = entry.identifier
                 yield entry.field_values[b"result"]
+
+
+async def serve(url: str, *, shards: int = 4, name: str = "worker", lease_ms: int = 3000) -> None:
+    """Run a worker on ``url`` until SIGTERM or SIGINT, then hand its leases back and return."""
+    import signal
+
+    client = _client(url)
+    async with client:
+        worker = Worker(client, Keys(shards=shards), name=name, lease_ms=lease_ms)
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        worker.stopping = True
+                        return
+
+            tg.start_soon(watch)
+            await worker.run()
+            tg.cancel_scope.cancel()
+
+
+if __name__ == "__main__":  # python -m aggregator.redis URL SHARDS NAME [BACKEND]
+    import sys
+
+    anyio.run(
+        lambda: serve(sys.argv[1], shards=int(sys.argv[2]), name=sys.argv[3], lease_ms=1000),
+        backend=sys.argv[4] if len(sys.argv) > 4 else "asyncio",
+    )

@@ -77,3 +77,57 @@ async def test_every_recording_assembled_once(redis_url: str) -> None:
             await second.step()
         got = [line async for line in read_results(client, keys)]
     assert sorted(got) == sorted(await _expected(RECORDINGS))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("workers", [2, 3])
+async def test_worker_processes_killed_and_stopped(
+    redis_url: str, workers: int, anyio_backend: str
+) -> None:
+    import signal
+    import sys
+
+    import anyio
+    import coredis
+
+    client = coredis.Redis.from_url(redis_url, decode_responses=False)
+    async with client:
+        await client.flushall()
+        keys = Keys(shards=4)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "aggregator.redis", redis_url, "4", f"w{i}", anyio_backend]
+            )
+            for i in range(workers)
+        ]
+        with anyio.fail_after(20):  # every worker started and installed its signal handler
+            while await client.exists([keys.lease(s) for s in range(4)]) < 4:
+                await anyio.sleep(0.1)
+        await anyio.sleep(2)
+        publisher = Publisher(client, keys)
+        for n, path in enumerate(RECORDINGS):
+            data = path.read_bytes()
+            await publisher.publish_all(
+                str(path), [data[i : i + 97] for i in range(0, len(data), 97)]
+            )
+            if n == len(RECORDINGS) // 3:
+                procs[0].send_signal(signal.SIGKILL)
+                procs[0].wait()
+            if n == len(RECORDINGS) // 2:
+                procs[1].send_signal(signal.SIGTERM)
+        assert procs[1].wait(timeout=20) == 0
+        procs[1] = subprocess.Popen(
+            [sys.executable, "-m", "aggregator.redis", redis_url, "4", "w-late", anyio_backend]
+        )
+        want = await _expected(RECORDINGS)
+        got: list[bytes] = []
+        with anyio.fail_after(40):
+            while len(got) < len(want):
+                await anyio.sleep(0.3)
+                got = [line async for line in read_results(client, keys)]
+        await anyio.sleep(1.5)
+        got = [line async for line in read_results(client, keys)]
+        for proc in procs[1:]:
+            proc.terminate()
+            proc.wait(timeout=20)
+    assert sorted(got) == sorted(want)
