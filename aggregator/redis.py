@@ -22,12 +22,14 @@ Keys (prefix ``agg`` by default, settable): shard streams ``agg:chunks:{agg:<n>}
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import orjson
 
 from ._api import assemble_all
@@ -58,7 +60,7 @@ class Keys:
         return zlib.crc32(stream_key.encode()) % self.shards
 
     def tag(self, shard: int) -> str:
-        return "{%s:%d}" % (self.prefix, shard)
+        return "{" + f"{self.prefix}:{shard}" + "}"
 
     def chunks(self, shard: int) -> str:
         return f"{self.prefix}:chunks:{self.tag(shard)}"
@@ -162,10 +164,8 @@ class Worker:
                 stream = self.keys.chunks(shard)
                 from coredis.exceptions import StreamDuplicateConsumerGroupError
 
-                try:
+                with contextlib.suppress(StreamDuplicateConsumerGroupError):  # the group exists
                     await self.client.xgroup_create(stream, GROUP, "0", mkstream=True)
-                except StreamDuplicateConsumerGroupError:  # BUSYGROUP: the group exists
-                    pass
                 self.held.add(shard)
                 self._open[shard] = {}
                 await self._read(shard, "0")
@@ -216,7 +216,7 @@ class Worker:
         """Run until :attr:`stopping` is set, then hand the leases back."""
         while not self.stopping:
             await self.step()
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         for shard in self.held:
             await self.client.delete([self.keys.lease(shard)])
 

@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC110, ASYNC220  (the worker processes are the point; polling Redis is the wait)
 """Scale-out on Redis Streams (aggregator.redis) against a real redis-server on loopback."""
 
 from __future__ import annotations
