@@ -10,6 +10,8 @@ import pytest
 
 from aggregator._core._engine import Engine
 
+from .conftest import without_nulls
+
 DATA = Path(__file__).parent / "data" / "anthropic"
 RECORDINGS = sorted(DATA.glob("*.jsonl"))
 
@@ -162,14 +164,6 @@ SDK_LOSES = {
 }
 
 
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
-
-
 def _differences(sdk: dict[str, Any], ours: dict[str, Any]) -> set[str]:
     found: set[str] = set()
     for key in set(sdk) | set(ours):
@@ -217,7 +211,9 @@ def test_against_the_sdks_accumulation(path: Path) -> None:
     _, results = run(path.name, [path.read_bytes()])
     assert len(results) == len(snapshots)
     for sdk, result in zip(snapshots, results, strict=True):
-        found = _differences(_strip(sdk.to_dict()), _strip(to_dict(result.completion)))
+        found = _differences(
+            without_nulls(sdk.to_dict()), without_nulls(to_dict(result.completion))
+        )
         assert found <= SDK_LOSES, found - SDK_LOSES
 
 

@@ -15,17 +15,11 @@ from aggregator._core._errors import ConflictError, UpstreamError
 from aggregator._core._responses import Response
 from aggregator._core._results import EndReason, Result
 
+from .conftest import without_nulls
+
 DATA = Path(__file__).parent / "data" / "responses"
 RECORDINGS = sorted(DATA.glob("*.jsonl"))
 TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
-
-
-def _nonull(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _nonull(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_nonull(v) for v in value]
-    return value
 
 
 def _response(result: Result) -> Response:
@@ -64,7 +58,7 @@ def test_each_response_equals_its_terminal_response(path: Path, framing: str) ->
     assert len(results) == len(terminals)
     for result, terminal in zip(results, terminals, strict=True):
         if terminal["status"] != "failed":
-            assert to_dict(result.completion) == _nonull(terminal)
+            assert to_dict(result.completion) == without_nulls(terminal)
         else:  # an ``error`` event ended it first: the failed snapshot after it is skipped
             assert _response(result).output == terminal["output"]
             assert result.reason is EndReason.ERROR
@@ -202,7 +196,7 @@ def test_differential_against_openai_python(path: Path) -> None:
             ours = _digest(to_dict(result.completion)["output"])
             if ours != _digest(theirs["output"]):  # where they part, the terminal says who is right
                 terminal = next(e["response"] for e in segment if e["type"] in TERMINAL)
-                assert ours == _digest(_nonull(terminal["output"]))
+                assert ours == _digest(without_nulls(terminal["output"]))
                 DIFFERED.add(path.stem)
 
 
@@ -229,7 +223,7 @@ async def test_aggregator_assemble_recognises_a_responses_stream() -> None:
     path = DATA / "azure_text_single_delta.jsonl"
     terminal = next(e["response"] for e in _events(path) if e["type"] == "response.completed")
     completion = await aggregator.assemble([path.read_bytes()], name=path.name)
-    assert to_dict(completion) == _nonull(terminal)
+    assert to_dict(completion) == without_nulls(terminal)
 
 
 def test_the_cli_recognises_a_responses_stream_by_itself() -> None:
@@ -244,4 +238,4 @@ def test_the_cli_recognises_a_responses_stream_by_itself() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert orjson.loads(done.stdout.splitlines()[0]) == _nonull(terminal)
+    assert orjson.loads(done.stdout.splitlines()[0]) == without_nulls(terminal)
