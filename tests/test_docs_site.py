@@ -290,7 +290,7 @@ def browser_page() -> Iterator[Any]:
 
 def test_in_a_browser(site: Path, browser_page: Any, tmp_path: Path) -> None:
     """The built pages as a reader sees them: the example on the first screen of the home page,
-    the models' fields on the API page."""
+    the README's sections on its page, the models' fields on the API page."""
     shots = Path(os.environ.get("AGGREGATOR_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     page = browser_page
@@ -309,6 +309,10 @@ def test_in_a_browser(site: Path, browser_page: Any, tmp_path: Path) -> None:
         code = block.locator("code")
         assert code.evaluate("e => e.scrollWidth <= e.clientWidth"), code.inner_text()
     page.screenshot(path=str(shots / "home.png"))
+
+    page.goto((site / "readme" / "index.html").as_uri())
+    assert page.get_by_role("heading", name="Two commands").is_visible()
+    page.screenshot(path=str(shots / "readme.png"))
 
     page.goto((site / "api" / "index.html").as_uri())
     for model, fields in {
