@@ -47,9 +47,9 @@ def _no_time() -> None:
 
 def clock() -> Callable[[], float]:
     """anyio's clock, looked up once: the function ``anyio.current_time()`` calls on the
-    running backend (the event loop's ``time`` on asyncio, ``trio.current_time`` on trio),
+    running backend (the event loop's ``time`` on asyncio, the run's clock on trio),
     without the look-up of the backend that ``anyio.current_time()`` makes on every call
-    (0.83 µs against 0.09 µs a reading on asyncio, measured here)."""
+    (0.83 µs against 0.09 µs a reading on asyncio, 0.49 against 0.13 on trio, measured here)."""
     import asyncio
 
     try:
@@ -58,12 +58,11 @@ def clock() -> Callable[[], float]:
         pass
     trio = sys.modules.get("trio")
     if trio is not None:
-        try:
-            trio.lowlevel.current_task()
-        except RuntimeError:
+        try:  # what trio.current_time() reads, without its look-up of the run
+            now: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        except RuntimeError:  # not trio either
             pass
         else:
-            now: Callable[[], float] = trio.current_time
             return now
     import anyio  # imported here: `import aggregator` stays light
 
