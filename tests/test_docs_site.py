@@ -99,6 +99,12 @@ def test_pages_name_no_tracker_issue() -> None:
 
 
 def test_site_builds_strict(site: Path) -> None:
+    # A page loads nothing from another host (theme.font is off: no Google Fonts).
+    for html_page in site.rglob("*.html"):
+        tags = re.findall(r"<(?:link|script|img)\b[^>]*>", html_page.read_text("utf-8"))
+        remote = [t for t in tags if re.search(r'(?:href|src)="(?:https?:)?//', t)]
+        remote = [t for t in remote if 'rel="canonical"' not in t]
+        assert not remote, (html_page, remote)
     api = (site / "api" / "index.html").read_text("utf-8")
     # The reference was generated from the docstrings, not left as ``::: name`` lines.
     assert ":::" not in api
@@ -276,16 +282,30 @@ def chromium() -> str:
 
 @pytest.fixture
 def browser_page() -> Iterator[Any]:
-    """A Playwright page in a headless Chromium, 1280 by 900 pixels."""
+    """A Playwright page in a headless Chromium, 1280 by 900 pixels, that reads local files
+    only: any other request is refused, and the test fails if the site made one."""
     executable = chromium()
     from playwright.sync_api import sync_playwright
+
+    refused: list[str] = []
+
+    def route(request_route: Any) -> None:
+        url = request_route.request.url
+        if url.startswith("file://"):
+            request_route.continue_()
+        else:
+            refused.append(url)
+            request_route.abort()
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable)
         try:
-            yield browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.route("**/*", route)
+            yield page
         finally:
             browser.close()
+    assert not refused, f"the site asked for other hosts: {refused}"
 
 
 def test_in_a_browser(site: Path, browser_page: Any, tmp_path: Path) -> None:
