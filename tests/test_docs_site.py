@@ -325,6 +325,11 @@ def test_in_a_browser(site: Path, browser_page: Any, tmp_path: Path) -> None:
     box = output.bounding_box()
     assert box is not None
     assert box["y"] + box["height"] <= 900
+    # So are the install line and the way on (a link to the quickstart's install section).
+    install = page.locator('article a[href="quickstart/#install"]').first
+    install_box = install.bounding_box()
+    assert install_box is not None
+    assert install_box["y"] + install_box["height"] <= 900
     for block in [example, output]:
         code = block.locator("code")
         assert code.evaluate("e => e.scrollWidth <= e.clientWidth"), code.inner_text()
