@@ -523,7 +523,12 @@ def create_app(
             sent = client.build_request("POST", endpoint, content=body, headers=headers)
             try:
                 with anyio.fail_after(first_byte_timeout):
-                    answer = await client.send(sent, stream=True)
+                    try:
+                        answer = await client.send(sent, stream=True)
+                    except (httpx.RemoteProtocolError, httpx.ConnectError):  # a pooled connection the
+                        # upstream closed, or a refused connect: the request was not taken; once more
+                        sent = client.build_request("POST", endpoint, content=body, headers=headers)
+                        answer = await client.send(sent, stream=True)
             except TimeoutError:
                 message = f"the upstream sent no response within {first_byte_timeout:g} s"
                 return failure(base, secrets, 502, "upstream_timeout", message)

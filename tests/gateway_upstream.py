@@ -59,6 +59,9 @@ def chat_final(name: str) -> dict[str, Any]:
 class Misbehaving(Upstream):
     """The recordings, and on demand (by model name) the ways an upstream fails."""
 
+    #: Fewer, larger pieces than the default: the tests run three processes on a small machine.
+    max_pieces = 60
+
     async def answer(self, request: Request) -> Response:
         body = orjson.loads(await request.body())
         name = str(body.get("model", ""))
@@ -114,6 +117,8 @@ def app(upstream: Misbehaving) -> Starlette:
 
 def main(port: int) -> None:
     import uvicorn
+
+    from . import test_differential  # noqa: F401 - imported before the first request needs it
 
     uvicorn.run(app(Misbehaving()), host="127.0.0.1", port=port, log_level="critical")
 
