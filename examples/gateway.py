@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import orjson
@@ -30,8 +31,8 @@ UPSTREAM = os.environ.get("UPSTREAM", "https://api.openai.com")
 def log(tee: aggregator.Tee[bytes]) -> None:
     """One JSON line per completion the tee assembled."""
     for result in tee.results:
-        line = {"request": tee.name, "reason": result.reason.value, "complete": result.complete}
-        line["completion"] = aggregator.to_dict(result.completion)
+        line: dict[str, Any] = {"request": tee.name, "reason": result.reason.value}
+        line.update(complete=result.complete, completion=aggregator.to_dict(result.completion))
         sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
         sys.stdout.flush()
 

@@ -599,7 +599,7 @@ async def test_upstream_500_not_json_is_an_error_in_the_apis_shape(gateway: Gate
         with pytest.raises(openai.InternalServerError) as info:
             await create(client, "error/500", request)
     assert info.value.status_code == 500
-    assert info.value.body["type"] == "upstream_error"  # type: ignore[index]
+    assert info.value.body["type"] == "upstream_error"
     assert "Internal Server Error" in info.value.message
     (record,) = await gateway.lines_for(request)
     assert record["status"] == 500
@@ -766,9 +766,9 @@ async def test_200_concurrent_streams_lose_and_double_no_log_line(gateway: Gatew
     expected = {name: (await from_the_bytes(name, name))[0] for name in set(names)}
     for name, request in zip(names, requests, strict=True):
         assert received[request] == recording_bytes(name)
-        record = by_request[request]
-        assert record["completion"] == to_dict(expected[name].completion)
-        assert (record["reason"], record["chunks"]) == (expected[name].reason.value, expected[name].chunks)
+        record, result = by_request[request], expected[name]
+        assert record["completion"] == to_dict(result.completion)
+        assert (record["reason"], record["chunks"]) == (result.reason.value, result.chunks)
 
 
 # -- a gateway of its own: include_usage, SIGTERM ------------------------------------------------
@@ -809,9 +809,8 @@ async def test_include_usage_first_byte_timeout_and_sigterm_drain(
         stripper = UsageStripper()  # (the usage chunk the gateway asked for is not sent on)
         assert received == stripper.feed(recording_bytes(SLOW_FINISH)) + stripper.close()
         assert gateway.process is not None
-        with anyio.fail_after(15):
-            while gateway.process.poll() is None:
-                await anyio.sleep(0.05)
+        process = gateway.process
+        await eventually(lambda: process.poll() is not None)
         # uvicorn re-raises the signal once it has drained; hypercorn returns
         assert gateway.process.returncode in (0, -signal.SIGTERM)
         (record,) = await gateway.lines_for(request)
