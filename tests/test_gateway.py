@@ -355,18 +355,7 @@ async def test_every_chat_and_text_recording(gateway: Gateway) -> None:
             tg.start_soon(limited, limiter, one, client, name)
 
 
-#: Responses recordings whose terminal ``response`` is poorer than what streamed (its ``output``
-#: empty or short, docs/merge-rules-responses.md): the SDK's final response is that terminal one,
-#: the gateway logs the streamed output.
-def _terminal_is_poorer(logged: dict[str, Any], final: dict[str, Any]) -> bool:
-    return len(final.get("output", [])) < len(logged["output"]) or any(
-        len(without_nulls(a)) < len(b)
-        for a, b in zip(final["output"], logged["output"], strict=False)
-    )
-
-
 async def test_every_responses_recording(gateway: Gateway) -> None:
-    poorer: list[str] = []
     raised: list[str] = []
 
     async def one(client: Any, name: str) -> None:
@@ -389,19 +378,14 @@ async def test_every_responses_recording(gateway: Gateway) -> None:
             raised.append(name)
             return
         theirs = without_nulls(final.to_dict(mode="json", warnings=False))
-        logged = without_nulls(records[-1]["completion"])
-        if theirs != logged:
-            assert _terminal_is_poorer(logged, theirs) or {
-                k: v for k, v in theirs.items() if k != "output"
-            } == {k: v for k, v in logged.items() if k != "output"}, name
-            poorer.append(name)
+        assert theirs == without_nulls(records[-1]["completion"]), name
 
     async with sdk(gateway) as client, anyio.create_task_group() as tg:
         limiter = anyio.CapacityLimiter(AT_ONCE)
         for name in RESPONSES:
             tg.start_soon(limited, limiter, one, client, name)
-    print("SDK raised:", raised, "poorer terminal:", poorer)
-    assert len(poorer) + len(raised) < len(RESPONSES) // 2, (poorer, raised)
+    # it raises on failed and incomplete responses, and on several in one stream
+    assert len(raised) < len(RESPONSES) // 4, raised
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # (pydantic's, on the SDK's own models)
@@ -882,3 +866,12 @@ def test_the_example_gateway_is_short_and_runs_on_the_library(
             if e.startswith(b"data: {")
         ]
     )
+
+
+def test_the_command_line_does_not_import_the_web_libraries() -> None:
+    code = (
+        "import sys; from aggregator import _cli; _cli._parser(); "
+        "print(sorted({'starlette', 'httpx', 'uvicorn', 'hypercorn'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert done.stdout.strip() == b"[]"
