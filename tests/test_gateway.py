@@ -66,6 +66,8 @@ SERVER_OF = {"asyncio": "uvicorn", "trio": "hypercorn"}
 LOG_WAIT = 15.0
 #: The gateway's first-byte timeout in these tests.
 FIRST_BYTE = 1.0
+#: The idle timeout of the test's own gateway process.
+IDLE = 1.0
 #: The gateway's request body limit in these tests.
 MAX_BODY = 200_000
 SLOW = "openai/a491adda08c3.sse"
@@ -617,6 +619,19 @@ async def a_slow_upstream_is_a_502_after_the_first_byte_timeout(gateway: Gateway
     assert "no response within 1 s" in record["error"]
 
 
+async def an_upstream_silent_mid_stream_past_the_idle_timeout(gateway: Gateway) -> None:
+    request = unique("idle")
+    async with sdk(gateway) as client:
+        stream = await create(client, N3, request, extra_body={"x_pace": 3 * IDLE})
+        with pytest.raises(openai.APIError) as info:
+            async for _ in stream:
+                pass
+    assert "the upstream failed mid-stream" in info.value.message
+    (record,) = await gateway.lines_for(request)
+    assert (record["status"], record["complete"]) == (200, False)
+    assert "idle" in record["error"] or "Timeout" in record["error"], record["error"]
+
+
 async def test_an_upstream_cut_off_mid_stream(gateway: Gateway) -> None:
     name = "openai/d61558011839.sse"
     request = unique("cut")
@@ -763,9 +778,15 @@ async def test_include_usage_first_byte_timeout_and_sigterm_drain(
 ) -> None:
     server = SERVER_OF[anyio_backend]
     name = "openai/173417d55340.sse"  # a recording with a usage-only chunk
-    flags = ("--include-usage", "--drain-timeout", "10", "--first-byte-timeout", str(FIRST_BYTE))
+    flags = (
+        "--include-usage",
+        "--drain-timeout", "10",
+        "--first-byte-timeout", str(FIRST_BYTE),
+        "--idle-timeout", str(IDLE),
+    )  # fmt: skip
     with gateway_process(server, upstream.url, tmp_path, *flags) as gateway:
         await a_slow_upstream_is_a_502_after_the_first_byte_timeout(gateway)
+        await an_upstream_silent_mid_stream_past_the_idle_timeout(gateway)
         request = unique(name)
         async with sdk(gateway) as client:
             stream = await create(client, name, request)
