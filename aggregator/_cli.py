@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="at the end, print on stderr the inputs, streams, chunks and usage by model",
     )
+    from . import gateway  # its web libraries are imported only when it runs
+
+    gateway.add_arguments(
+        commands.add_parser("gateway", help=gateway.HELP, description=gateway.DESCRIPTION)
+    )
     return parser
 
 
@@ -363,6 +368,10 @@ def _tokens(n: int | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "gateway":
+        from .gateway import run as gateway
+
+        return gateway(args)
     run = _Run(args, sys.stdout.buffer, sys.stderr)
     try:
         anyio.run(run.all)
