@@ -294,7 +294,7 @@ def assert_logged(
     assert record["completion"] == to_dict(result.completion)
     timings = record["timings"]
     assert timings["chunks"] == result.chunks
-    assert timings["first_byte"] <= timings["first_chunk"] <= timings["last_chunk"]
+    assert 0 <= timings["first_byte"] <= timings["first_chunk"] <= timings["last_chunk"]
     assert timings["last_chunk"] <= timings["ended"] == timings["duration"]
     if timings["first_output"] is not None:
         assert timings["first_output"] >= timings["first_chunk"]

@@ -123,7 +123,9 @@ def test_a_sequence_of_streams_each_starts_when_the_one_before_ended() -> None:
     second = assembler.feed(DONE, now=6.0)
     assert (timings(first[0]).started, timings(first[0]).ended) == (1.0, 4.0)
     assert (timings(second[0]).started, timings(second[0]).first_chunk) == (4.0, 4.0)
-    assert timings(second[0]).first_byte == 1.0  # the source's
+    # the source's first byte was at 1.0; the second stream's came after it started
+    assert timings(first[0]).first_byte == 1.0
+    assert timings(second[0]).first_byte == 4.0
 
 
 def test_interleaved_streams_all_start_with_the_source() -> None:
@@ -179,7 +181,7 @@ def test_readings_are_ordered_on_every_recording_however_split(
             continue
         t = timings(result)
         assert t.started <= t.first_chunk <= t.last_chunk <= t.ended
-        assert t.first_byte <= t.first_chunk
+        assert t.started <= t.first_byte <= t.first_chunk
         if t.first_output is not None:
             assert t.first_chunk <= t.first_output <= t.last_chunk
             assert 1 <= t.output_chunks <= t.chunks == result.chunks

@@ -757,7 +757,7 @@ class Engine:
         assert self._first_byte is not None
         return Timings(
             started=timed.started,
-            first_byte=self._first_byte,
+            first_byte=max(self._first_byte, timed.started),  # a later stream's: from its start
             first_chunk=timed.first,
             first_output=timed.output,
             output_kind=timed.kind,

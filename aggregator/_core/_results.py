@@ -57,7 +57,8 @@ class Timings(Model):
             began, or the time the caller gave first) for its first stream, and for the next
             streams of a sequence the end of the one before (an interleaved source's streams
             all start with the source).
-        first_byte: when the source's first bytes (or item) arrived.
+        first_byte: when the source's first bytes (or item) arrived; for a later stream of a
+            sequence, its ``started`` (its bytes came after the stream before it ended).
         first_chunk: when the stream's first chunk arrived.
         first_output: when its first output arrived (text, reasoning, a refusal or tool-call
             arguments: ``output_kind`` says which), or ``None`` if none did.
