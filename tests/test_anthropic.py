@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from aggregator._core._engine import Engine
+from aggregator._core._limits import DEFAULT_LIMITS, Limits
 
 from .conftest import without_nulls
 
@@ -16,8 +17,10 @@ DATA = Path(__file__).parent / "data" / "anthropic"
 RECORDINGS = sorted(DATA.glob("*.jsonl"))
 
 
-def run(name: str, pieces: list[bytes]) -> tuple[Engine, list[Any]]:
-    engine = Engine(name)
+def run(
+    name: str, pieces: list[bytes], limits: Limits = DEFAULT_LIMITS, *, fast_lane: bool = True
+) -> tuple[Engine, list[Any]]:
+    engine = Engine(name, limits=limits, fast_lane=fast_lane)
     out: list[Any] = []
     for piece in pieces:
         out += engine.feed(piece)
@@ -231,12 +234,7 @@ def test_an_error_mid_stream_gives_the_partial_message_the_error_and_the_usage()
     assert "Overloaded" in str(result.error)
 
 
-def test_a_tool_input_past_the_block_limit_fails_the_stream_placed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from aggregator._core import _anthropic
-
-    monkeypatch.setattr(_anthropic, "MAX_BLOCK_BYTES", 1000)
+def test_a_tool_input_past_the_block_limit_fails_the_stream_placed() -> None:
     piece = orjson.dumps(
         {
             "type": "content_block_delta",
@@ -249,8 +247,9 @@ def test_a_tool_input_past_the_block_limit_fails_the_stream_placed(
         b'{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}\n',
         *[piece + b"\n"] * 5,
     ]
-    _, (result,) = run("s", lines)
+    _, (result,) = run("s", lines, Limits(max_block_chars=1000))
     assert not result.complete
     assert "line 5" in str(result.error)
     assert "more than 1000" in str(result.error)
+    assert result.error.limit == "max_block_chars"
     assert len(result.completion.content[0]["partial_json"]) == 800
