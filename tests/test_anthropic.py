@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from aggregator._core._converter import to_dict
 from aggregator._core._engine import Engine
 from aggregator._core._limits import DEFAULT_LIMITS, Limits
 
@@ -26,6 +27,11 @@ def run(
         out += engine.feed(piece)
     out += engine.close()
     return engine, [o for o in out if hasattr(o, "completion")]
+
+
+def as_json(result: Any) -> dict[str, Any]:
+    """The result's message as the API's JSON."""
+    return to_dict(result.completion)
 
 
 def expected(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -69,7 +75,7 @@ def test_each_recording_assembles_whole_split_and_as_sse(path: Path) -> None:
         assert len(results) == len(want)
         for result, message in zip(results, want, strict=True):
             assert result.complete
-            content = result.completion.content
+            content = as_json(result)["content"]
             blocks = [message["blocks"][i] for i in sorted(message["blocks"])]
             assert [b["type"] for b in content] == [b["type"] for b in blocks]
             for got, block in zip(content, blocks, strict=True):
@@ -78,7 +84,7 @@ def test_each_recording_assembles_whole_split_and_as_sse(path: Path) -> None:
                 if "input" in block:
                     assert got["input"] == block["input"]
             if message["output"] is not None:
-                assert result.completion.usage["output_tokens"] == message["output"]
+                assert as_json(result)["usage"]["output_tokens"] == message["output"]
 
 
 MESSAGE = {"id": "m", "type": "message", "role": "assistant", "content": [], "model": "c"}
@@ -101,7 +107,7 @@ def test_a_huge_block_index_allocates_nothing_and_a_stray_delta_is_located() -> 
         b'{"type":"content_block_delta","index":5,"delta":{"type":"text_delta","text":"x"}}\n',
     ]
     _, (result,) = run("s", lines)
-    assert result.completion.content == [{"type": "text", "text": "hi"}]
+    assert as_json(result)["content"] == [{"type": "text", "text": "hi"}]
     assert [str(p) for p in result.problems] == [
         "s, line 4 (event 4): a delta for block 5, which is not open"
     ]
@@ -114,7 +120,7 @@ def test_a_string_or_negative_usage_is_a_located_problem_and_the_partial_is_kept
             b'{"type":"message_delta","delta":{},"usage":{"output_tokens":' + bad + b"}}\n",
         ]
         _, (result,) = run("s", lines)
-        assert result.completion.usage == {"input_tokens": 3, "output_tokens": 1}
+        assert as_json(result)["usage"] == {"input_tokens": 3, "output_tokens": 1}
         assert "line 2" in str(result.problems[0])
         assert "output_tokens" in str(result.problems[0])
 
@@ -134,7 +140,7 @@ def test_a_stream_cut_inside_a_tool_input_keeps_the_partial_json() -> None:
     ]
     _, (result,) = run("s", lines)
     assert not result.complete
-    assert result.completion.content[0]["partial_json"] == '{"a": 1'
+    assert as_json(result)["content"][0]["partial_json"] == '{"a": 1'
     assert any("tool input" in str(p) for p in result.problems)
 
 
@@ -146,7 +152,7 @@ def test_usage_is_replaced_field_by_field_never_summed() -> None:
         b'{"type":"message_stop"}\n',
     ]
     _, (result,) = run("s", lines)
-    assert result.completion.usage == {
+    assert as_json(result)["usage"] == {
         "input_tokens": 3,
         "output_tokens": 9,
         "cache_read_input_tokens": 2,
@@ -195,8 +201,6 @@ def test_against_the_sdks_accumulation(path: Path) -> None:
     from anthropic.lib.streaming._messages import accumulate_event
     from anthropic.types import RawMessageStreamEvent
 
-    from aggregator._core._converter import to_dict
-
     snapshots: list[Any] = []
     snapshot: Any = None
     buffers: dict[int, bytes] = {}
@@ -229,8 +233,8 @@ def test_an_error_mid_stream_gives_the_partial_message_the_error_and_the_usage()
     ]
     _, (result,) = run("s", lines)
     assert not result.complete
-    assert result.completion.content == [{"type": "text", "text": "Hel"}]
-    assert result.completion.usage == {"input_tokens": 3, "output_tokens": 1}
+    assert as_json(result)["content"] == [{"type": "text", "text": "Hel"}]
+    assert as_json(result)["usage"] == {"input_tokens": 3, "output_tokens": 1}
     assert "Overloaded" in str(result.error)
 
 
@@ -252,4 +256,4 @@ def test_a_tool_input_past_the_block_limit_fails_the_stream_placed() -> None:
     assert "line 5" in str(result.error)
     assert "more than 1000" in str(result.error)
     assert result.error.limit == "max_block_chars"
-    assert len(result.completion.content[0]["partial_json"]) == 800
+    assert len(as_json(result)["content"][0]["partial_json"]) == 800

@@ -27,10 +27,8 @@ it, is merged by parsing that string alone (see :class:`Lane`).
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from typing import Any, ClassVar, final
 
-import attrs
 import orjson
 
 from .. import _converter
@@ -44,8 +42,8 @@ from .._errors import (
     where_text,
 )
 from .._limits import DEFAULT_LIMITS, Limits
-from .._model import Model, extras
 from .._protocol import CHUNK, ERROR, LAST, SKIP, START, Parsed, Protocol
+from ._models import EVENTS, Event, Message, UnknownEvent
 
 __all__ = ["AnthropicProtocol", "Lane", "Message", "MessageAccumulator"]
 
@@ -65,21 +63,6 @@ _TYPES = frozenset(
         "message_stop",
     }
 )
-
-
-@attrs.frozen(repr=False)
-class Message(Model):
-    """A message as the non-streaming Messages API returns it."""
-
-    id: str = ""
-    type: str = "message"
-    role: str = "assistant"
-    model: str = ""
-    content: list[dict[str, Any]] = attrs.Factory(list)
-    stop_reason: str | None = None
-    stop_sequence: str | None = None
-    usage: dict[str, Any] | None = None
-    extras: Mapping[str, Any] = extras()
 
 
 _TEXT_FIELD = {
@@ -301,12 +284,13 @@ class MessageAccumulator:
             )
 
     def result(self) -> Message:
-        """The message as of now (partial while the stream is open); changes nothing."""
-        content = [self.blocks[index].joined()[0] for index in sorted(self.blocks)]
-        message = dict(self.message)
-        known = {a.name for a in attrs.fields(Message)} - {"extras"}
-        fields = {k: message.pop(k) for k in list(message) if k in known}
-        return Message(**fields, content=content, usage=self.usage, extras=message)
+        """The message as of now (partial while the stream is open); changes nothing. It is
+        built as JSON and structured once (nulls dropped: the API's shape)."""
+        data = dict(self.message)
+        data["content"] = [self.blocks[index].joined()[0] for index in sorted(self.blocks)]
+        if self.usage is not None:
+            data["usage"] = self.usage
+        return _converter.structure(_converter._without_nones(data), Message, source=self.source)
 
 
 #: the bytes of the key of each delta field the lane cuts out.
@@ -440,10 +424,7 @@ class AnthropicProtocol(Protocol):
     """The Anthropic Messages stream (see the module's docstring)."""
 
     name: ClassVar[str] = "anthropic"
-    events: ClassVar[tuple[type, ...]] = ()
-
-    def __init__(self, source: str, limits: Limits) -> None:
-        super().__init__(source, limits)
+    events: ClassVar[tuple[type, ...]] = tuple(Event.__args__)  # type: ignore[attr-defined]
 
     @classmethod
     def recognises(cls, obj: Any, event: str) -> bool:
@@ -452,7 +433,9 @@ class AnthropicProtocol(Protocol):
         return isinstance(obj, dict) and obj.get("type") in ("message_start", "ping")
 
     def parse(self, obj: Any, where: Where) -> Parsed:
-        if not isinstance(obj, dict):
+        if obj.__class__ in self.events:  # an event object a source yielded: its JSON
+            obj = _converter.to_dict(obj)
+        if obj.__class__ is not dict:
             raise StructureError("an event that is not a JSON object", source=self.source)
         kind = obj.get("type")
         if kind == "message_start":
@@ -475,4 +458,7 @@ class AnthropicProtocol(Protocol):
         return Lane()
 
     def event(self, payload: dict[str, Any], where: str) -> Any:
-        return payload
+        kind = payload.get("type")
+        cls = EVENTS.get(kind, UnknownEvent) if kind.__class__ is str else UnknownEvent
+        plain = _converter._without_nones(payload)  # the API's shape, as results are
+        return _converter.structure(plain, cls, source=self.source, where=where)
