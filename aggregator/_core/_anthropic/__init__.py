@@ -14,7 +14,8 @@ prefills them) are blocks 0..n-1. A ``message_start`` while a message is open en
 
 A malformed event (a delta for a block never started, a usage count that is a string or
 negative) is a :class:`ConflictError`: the engine records it, placed, as a problem, and keeps
-the partial message; more blocks than ``Limits.max_blocks`` or more text in one block than
+the partial message (a usage with a bad count is refused whole, the usage before it kept, the
+rest of its event taken); more blocks than ``Limits.max_blocks`` or more text in one block than
 ``Limits.max_block_chars`` is a :class:`LimitError` that fails the stream, what came before
 kept. A block still open when the stream ends keeps its tool input as ``partial_json``, with a
 problem.
@@ -173,6 +174,7 @@ class MessageAccumulator:
             raise LimitError(f"more than {most} content blocks", limit="max_blocks")
 
     def add_plain(self, payload: dict[str, Any]) -> None:
+        self.chunks += 1
         kind = payload.get("type")
         if kind == "content_block_delta":
             index = self._index(payload)
@@ -207,17 +209,16 @@ class MessageAccumulator:
             delta = payload.get("delta")
             if delta is not None and delta.__class__ is not dict:
                 raise ConflictError("a message_delta whose delta is not an object")
-            self._usage(payload.get("usage"))  # checked before anything is taken
             if delta:
                 self.message.update(delta)
             for key, value in payload.items():
                 if key not in ("type", "delta", "usage"):
                     self.message[key] = value
+            self._usage(payload.get("usage"))  # last: a bad usage is refused, the rest taken
         elif kind == "message_start":
             message = payload.get("message")
             if message.__class__ is not dict:
                 raise ConflictError("a message_start without a message object")
-            self._usage(message.get("usage"))
             prefilled = message.get("content")
             if prefilled.__class__ is list:  # a prefilled message_start: its blocks, by place
                 most = self.limits.max_blocks
@@ -227,12 +228,12 @@ class MessageAccumulator:
                     if block.__class__ is dict:
                         self.blocks[index] = _Block(dict(block), False)
             self.message = {k: v for k, v in message.items() if k not in ("content", "usage")}
+            self._usage(message.get("usage"))  # last: a bad usage is refused, the rest taken
         elif kind == "message_stop":
             self.finished = True
         else:
             self.notes.append(f"an event of unknown type {_preview(kind)} kept as data")
             self.message.setdefault("unknown_events", []).append(payload)
-        self.chunks += 1
 
     def _usage(self, usage: Any) -> None:
         if usage is None:
