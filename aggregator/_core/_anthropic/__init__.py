@@ -294,6 +294,8 @@ class MessageAccumulator:
         return _converter.structure(_converter._without_nones(data), Message, source=self.source)
 
 
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
 #: the bytes of the key of each delta field the lane cuts out.
 _KEYS = {field: b'"' + field.encode() + b'":' for field in _TEXT_FIELD.values()}
 _DELTA_KEYS = frozenset({"type", "index", "delta"})
@@ -367,9 +369,9 @@ class Lane:
         string joins its block's fragments, the block's size is checked); whether it did."""
         for shape in self.shapes:
             if payload.startswith(shape.prefix) and payload.endswith(shape.suffix):
-                try:
-                    value = orjson.loads(payload[shape.start : len(payload) - shape.cut])
-                except orjson.JSONDecodeError:
+                try:  # a suffix is never empty (``learn``): ``-cut`` is the string's end
+                    value = _loads(payload[shape.start : -shape.cut])
+                except _JSONDecodeError:
                     return False
                 block = shape.block
                 if value.__class__ is not str or not block.open:
