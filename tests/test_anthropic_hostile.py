@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator._core._converter import to_dict
 from aggregator._core._engine import Engine
@@ -181,3 +183,65 @@ def test_usage_counts_that_are_strings_or_negative_are_placed_and_the_rest_is_ta
         "hostile, line 2 (event 2): usage output_tokens is not a count: -5",
         "hostile, line 4 (event 4): usage cache_read_input_tokens is not a count: True",
     ]
+
+
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_KEYS = ["type", "text", "index", "delta", "content_block", "usage", "message", "model", "id"]
+_TYPES = [
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "ping",
+    "error",
+    "text",
+    "tool_use",
+    "text_delta",
+    "input_json_delta",
+    "citations_delta",
+    "compaction_delta",
+    "thinking",
+    "mystery",
+]
+
+
+@st.composite
+def _values(draw: st.DrawFn, depth: int = 0) -> Any:
+    if depth < 3 and draw(st.booleans()):
+        keys = draw(
+            st.lists(st.sampled_from([*_KEYS, "citation", "partial_json", "input"]), max_size=5)
+        )
+        out = {}
+        for key in keys:
+            if key == "type":
+                out[key] = draw(st.sampled_from(_TYPES) | _ANY_JSON)
+            elif key == "index":
+                out[key] = draw(st.sampled_from([0, 1, 10**9, -1, "0", None, True]))
+            else:
+                out[key] = draw(_values(depth + 1))
+        return out
+    return draw(_ANY_JSON)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    events=st.lists(_values(), max_size=12),
+    strict=st.booleans(),
+)
+def test_no_sequence_of_payloads_escapes_as_anything_but_a_result(
+    events: list[Any], strict: bool
+) -> None:
+    data = START + b"\n" + b"".join(orjson.dumps(e) + b"\n" for e in events)
+    engine = Engine("fuzz", strict=strict)
+    out = engine.feed(data) + engine.close()  # never raises for upstream data
+    for result in out:
+        if hasattr(result, "completion"):
+            to_dict(result.completion)  # and every result writes back

@@ -44,7 +44,7 @@ from .._errors import (
 )
 from .._limits import DEFAULT_LIMITS, Limits
 from .._protocol import CHUNK, ERROR, LAST, SKIP, START, Parsed, Protocol
-from ._models import EVENTS, Event, Message, UnknownEvent
+from ._models import DELTAS, EVENTS, ContentBlock, Event, Message, UnknownEvent, Usage
 
 __all__ = ["AnthropicProtocol", "Lane", "Message", "MessageAccumulator"]
 
@@ -191,6 +191,7 @@ class MessageAccumulator:
             if base.__class__ is not dict:
                 raise ConflictError(f"block {index}: a content_block that is not an object")
             self._room(index)
+            self._check(base, ContentBlock, f"block {index}")
             old = self.blocks.get(index)
             if old is not None:
                 old.stop()  # a lane shape holding it merges no more
@@ -209,25 +210,30 @@ class MessageAccumulator:
             delta = payload.get("delta")
             if delta is not None and delta.__class__ is not dict:
                 raise ConflictError("a message_delta whose delta is not an object")
+            fields = dict(self.message)
             if delta:
-                self.message.update(delta)
+                fields.update(delta)
             for key, value in payload.items():
                 if key not in ("type", "delta", "usage"):
-                    self.message[key] = value
+                    fields[key] = value
+            self._check(fields, Message, "message_delta")
+            self.message = fields
             self._usage(payload.get("usage"))  # last: a bad usage is refused, the rest taken
         elif kind == "message_start":
             message = payload.get("message")
             if message.__class__ is not dict:
                 raise ConflictError("a message_start without a message object")
+            fields = {k: v for k, v in message.items() if k not in ("content", "usage")}
+            self._check(fields, Message, "message_start")
             prefilled = message.get("content")
             if prefilled.__class__ is list:  # a prefilled message_start: its blocks, by place
                 most = self.limits.max_blocks
                 if most is not None and len(prefilled) > most:
                     raise LimitError(f"more than {most} content blocks", limit="max_blocks")
                 for index, block in enumerate(prefilled):
-                    if block.__class__ is dict:
-                        self.blocks[index] = _Block(dict(block), False)
-            self.message = {k: v for k, v in message.items() if k not in ("content", "usage")}
+                    self._check(block, ContentBlock, f"prefilled block {index}")
+                self.blocks = {i: _Block(dict(b), False) for i, b in enumerate(prefilled)}
+            self.message = fields
             self._usage(message.get("usage"))  # last: a bad usage is refused, the rest taken
         elif kind == "message_stop":
             self.finished = True
@@ -247,7 +253,19 @@ class MessageAccumulator:
                 key.endswith("_tokens") and not (value.__class__ is int and value >= 0)
             ):
                 raise ConflictError(f"usage {key} is not a count: {_preview(value)}")
-        self.usage = {**self.usage, **usage} if self.usage else dict(usage)
+        merged = {**self.usage, **usage} if self.usage else dict(usage)
+        self._check(merged, Usage, "usage")
+        self.usage = merged
+
+    def _check(self, value: Any, cls: Any, what: str) -> None:
+        """Refuse ``value`` (a :class:`ConflictError`) unless it structures as ``cls``: what
+        is merged always makes a :class:`Message`, so :meth:`result` never fails."""
+        if value.__class__ is not dict:
+            raise ConflictError(f"{what}: not an object but {_preview(value)}")
+        try:
+            _converter.structure(_converter._without_nones(value), cls, source=self.source)
+        except StructureError as exc:
+            raise ConflictError(f"{what}: {exc.detail} (at {exc.field})") from None
 
     def _delta(self, index: int, block: _Block, delta: dict[str, Any]) -> None:
         kind = delta.get("type")
@@ -270,19 +288,23 @@ class MessageAccumulator:
                     self.output_kind = _KIND.get(field, _KIND_JSON)
             pieces.append(piece)
         elif kind == "citations_delta":
+            citation = delta.get("citation")
+            if citation.__class__ is not dict:
+                raise ConflictError(f"block {index}: a citation that is not an object")
             if block.citations is None:
                 block.citations = []
             most = self.limits.max_blocks
             if most is not None and len(block.citations) >= most:
                 raise LimitError(f"block {index}: more than {most} citations", limit="max_blocks")
-            block.citations.append(delta.get("citation"))
-        else:
-            for key, value in delta.items():
-                if key != "type":
-                    block.base[key] = value
-            self.notes.append(
-                f"block {index}: a delta of unknown type {_preview(kind)} kept as data"
-            )
+            block.citations.append(citation)
+        else:  # compaction_delta, or a type not known: its fields set on the block
+            base = {**block.base, **{k: v for k, v in delta.items() if k != "type"}}
+            self._check(base, ContentBlock, f"block {index}")
+            block.base = base
+            if kind not in DELTAS:
+                self.notes.append(
+                    f"block {index}: a delta of unknown type {_preview(kind)} kept as data"
+                )
 
     def result(self) -> Message:
         """The message as of now (partial while the stream is open); changes nothing. It is
@@ -291,6 +313,7 @@ class MessageAccumulator:
         data["content"] = [self.blocks[index].joined()[0] for index in sorted(self.blocks)]
         if self.usage is not None:
             data["usage"] = self.usage
+        # every part was checked as it was merged (``_check``): this cannot fail
         return _converter.structure(_converter._without_nones(data), Message, source=self.source)
 
 
