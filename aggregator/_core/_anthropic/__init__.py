@@ -15,7 +15,9 @@ prefills them) are blocks 0..n-1. A ``message_start`` while a message is open en
 A malformed event (a delta for a block never started, a usage count that is a string or
 negative) is a :class:`ConflictError`: the engine records it, placed, as a problem, and keeps
 the partial message (a usage with a bad count is refused whole, the usage before it kept, the
-rest of its event taken); more blocks than ``Limits.max_blocks`` or more text in one block than
+rest of its event taken). Every part is checked against its model as it is merged (a start's
+fields, a block, a delta's fields, a usage), so what was merged always structures as a
+:class:`Message` and :meth:`MessageAccumulator.result` never fails; more blocks than ``Limits.max_blocks`` or more text in one block than
 ``Limits.max_block_chars`` is a :class:`LimitError` that fails the stream, what came before
 kept. A block still open when the stream ends keeps its tool input as ``partial_json``, with a
 problem.
