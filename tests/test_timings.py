@@ -272,6 +272,37 @@ async def test_a_sync_source_and_a_failing_one_are_timed_too() -> None:
     assert t.output_kind == "content"
 
 
+@pytest.mark.anyio
+async def test_the_shell_reads_anyios_own_clock() -> None:
+    from aggregator._run import clock
+
+    read = clock()
+    before = anyio.current_time()
+    now = read()
+    after = anyio.current_time()
+    assert before <= now <= after  # the same clock, not one like it
+    await anyio.sleep(0.01)
+    assert read() - now >= 0.009
+
+
+@pytest.mark.anyio
+async def test_timings_can_be_turned_off_and_nothing_else_changes() -> None:
+    async with aggregator.results(_paced(PACED, 0.0), timings=False) as items:
+        off = [item async for item in items]
+    async with aggregator.results(_paced(PACED, 0.0)) as items:
+        on = [item async for item in items]
+    assert off == on  # timings take no part in equality; all else is the same
+    assert isinstance(off[0], Result)
+    assert isinstance(on[0], Result)
+    assert off[0].timings is None
+    assert on[0].timings is not None
+    sources: dict[str, Any] = {"a": _paced(PACED, 0.0), "b": iter(PACED)}
+    async with aggregator.fan_in(sources, timings=False) as items:
+        got = [item async for item in items if isinstance(item, Result)]
+    assert len(got) == 2
+    assert all(result.timings is None for result in got)
+
+
 def test_the_cli_adds_timings_when_asked(tmp_path: Path) -> None:
     from .test_cli import run
 

@@ -272,13 +272,16 @@ class Engine:
             UsageError: ``raw`` is none of these.
         """
         out: list[Any] = []
-        if now is not None and not self.stopped:
+        if now is None or self.stopped:
+            self._item(raw, out)
+            return out
+        self._now = now  # what _tick does, after the first byte
+        if self._first_byte is None:
             self._tick(now)
-            self._item(raw, out)
-            if self._current is not None:
-                self._stamp(self._current)
-        else:
-            self._item(raw, out)
+        self._item(raw, out)
+        current = self._current
+        if current is not None:
+            self._stamp(current)
         return out
 
     def _item(self, raw: Any, out: list[Any]) -> None:
