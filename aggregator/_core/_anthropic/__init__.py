@@ -17,10 +17,10 @@ negative) is a :class:`ConflictError`: the engine records it, placed, as a probl
 the partial message (a usage with a bad count is refused whole, the usage before it kept, the
 rest of its event taken). Every part is checked against its model as it is merged (a start's
 fields, a block, a delta's fields, a usage), so what was merged always structures as a
-:class:`Message` and :meth:`MessageAccumulator.result` never fails; more blocks than ``Limits.max_blocks`` or more text in one block than
-``Limits.max_block_chars`` is a :class:`LimitError` that fails the stream, what came before
-kept. A block still open when the stream ends keeps its tool input as ``partial_json``, with a
-problem.
+:class:`Message` and :meth:`MessageAccumulator.result` never fails. More blocks than
+``Limits.max_blocks``, or more text in one block than ``Limits.max_block_chars``, is a
+:class:`LimitError` that fails the stream, what came before kept. A block still open when
+the stream ends keeps its tool input as ``partial_json``, with a problem.
 
 The :class:`Lane` is the protocol's byte-shape fast lane (the engine's ``fast_lane`` switches
 it, in one place): a delta whose only news is one string, of a shape a full-path delta taught
