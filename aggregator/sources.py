@@ -4,7 +4,8 @@
 Each adapter is thin: it turns what a client library hands out into bytes or parsed payloads,
 and imports that library only when called, so the core install stays small. The adapters for
 ``httpx`` responses need the ``[httpx]`` extra (or any client with the same response interface);
-those for the OpenAI SDK's streams need the ``[openai]`` extra.
+those for the OpenAI SDK's streams need the ``[openai]`` extra, the one for the anthropic SDK's
+the ``[anthropic]`` extra.
 
 A failed HTTP response (status 400 and up) is not a stream: its adapter raises
 :class:`~aggregator.UpstreamError` with the error object the server sent, which ends the source
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     import httpx
     from openai import AsyncStream, Stream
 
-__all__ = ["from_file", "from_httpx", "from_openai", "from_stdin"]
+__all__ = ["from_anthropic", "from_file", "from_httpx", "from_openai", "from_stdin"]
 
 #: How many bytes each read of a file or of standard input asks for.
 READ_SIZE = 1 << 20
@@ -205,3 +206,36 @@ def _openai_error(exc: Any) -> UpstreamError:
         payload = payload["error"]
     status = getattr(exc, "status_code", None)
     return upstream_error(payload, status=status, fallback=str(exc.message))
+
+
+def from_anthropic(stream: Any) -> Source:
+    """The bytes of an anthropic SDK stream, exactly as the server sent them.
+
+    ``stream`` is what ``client.messages.create(..., stream=True)`` returns (a ``Stream`` or
+    ``AsyncStream`` of raw events), a ``MessageStream`` (``with client.messages.stream(...) as
+    stream``), or the manager ``client.messages.stream(...)`` itself, which the source enters
+    and leaves. ``Anthropic`` gives a sync source, ``AsyncAnthropic`` an async one. Pass the
+    stream unread: the source reads its HTTP response's body, not the SDK's events, because the
+    SDK drops every event whose SSE name it does not know or that has none, and turns an
+    ``error`` event into an exception with no place; from the bytes, every event is kept and an
+    error mid-stream ends the stream with its partial message and its line. The source closes
+    the response when done.
+    """
+    if not hasattr(stream, "__iter__") and not hasattr(stream, "__aiter__"):  # a manager
+        if hasattr(stream, "__aenter__"):
+            return _anthropic_manager_async(stream)
+        return _anthropic_manager_sync(stream)
+    if hasattr(stream, "__aiter__"):
+        return _httpx_async(stream.response)
+    return _httpx_sync(stream.response)
+
+
+async def _anthropic_manager_async(manager: Any) -> AsyncIterator[bytes]:
+    async with manager as stream:
+        async for data in _httpx_async(stream.response):
+            yield data
+
+
+def _anthropic_manager_sync(manager: Any) -> Iterator[bytes]:
+    with manager as stream:
+        yield from _httpx_sync(stream.response)

@@ -13,13 +13,15 @@ ignores unknown keys, and a thin wrapper collects them into ``extras`` (only whe
 so the common chunk costs a set difference). Unstructuring writes ``extras`` back beside the
 named fields and omits every ``None``, recursively, which is the APIs' non-streaming JSON shape.
 A protocol module adds the hooks of its own special types (a union the generated hooks cannot
-tell apart, say) with :func:`register_structure_hook`, at import time.
+tell apart, say) with :func:`register_structure_hook`, at import time, or, for a union told
+apart by a field, :func:`register_dispatch_hook` (the class is picked, then structured by the
+converter in use).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import cache
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, get_origin
 
 import attrs
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     import cattrs
 from ._errors import StructureError
 
-__all__ = ["fail", "register_structure_hook", "structure", "to_dict"]
+__all__ = ["fail", "register_dispatch_hook", "register_structure_hook", "structure", "to_dict"]
 
 T = TypeVar("T")
 
@@ -36,6 +38,8 @@ _INT64 = 2**63
 
 #: ``(type, hook)`` pairs the protocols registered, applied when the converter is made.
 _HOOKS: list[tuple[Any, Callable[[Any, Any], Any]]] = []
+#: ``(type, hook)`` pairs whose hook also takes the converter (``register_dispatch_hook``).
+_DISPATCH: list[tuple[Any, Callable[[Any, type, Any], Any]]] = []
 #: types that unstructure as plain JSON values (``None`` dropped inside them).
 _PLAIN: list[Any] = []
 
@@ -52,6 +56,14 @@ def register_structure_hook(
     _HOOKS.append((type_, hook))
     if plain_json:
         _PLAIN.append(type_)
+
+
+def register_dispatch_hook(type_: Any, pick: Callable[[Any], type]) -> None:
+    """Structure ``type_`` (a union, say) as the class ``pick(value)`` names, with the
+    converter in use (so a detailed run explains a fault inside the class picked)."""
+    if _converter.cache_info().currsize:
+        raise RuntimeError("register hooks before the converter is first used")
+    _DISPATCH.append((type_, lambda value, _, conv: conv.structure(value, pick(value))))
 
 
 def fail(value: Any, kind: str) -> NoReturn:
@@ -126,6 +138,10 @@ def _unstructure_with_extras(base: Callable[[Any], dict[str, Any]]) -> Any:
     return unstructure
 
 
+def _dispatch(hook: Callable[[Any, type, Any], Any], conv: Any, value: Any, type_: Any) -> Any:
+    return hook(value, type_, conv)
+
+
 def _is_list_type(type_: Any) -> bool:
     return get_origin(type_) is list
 
@@ -143,6 +159,8 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
     conv.register_structure_hook(Any, lambda v, _: v)
     for type_, hook in _HOOKS:
         conv.register_structure_hook(type_, hook)
+    for type_, dispatch in _DISPATCH:
+        conv.register_structure_hook(type_, partial(_dispatch, dispatch, conv))
     for type_ in _PLAIN:
         conv.register_unstructure_hook(type_, _without_nones)
 

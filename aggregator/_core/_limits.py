@@ -51,6 +51,9 @@ class Limits(Model):
         max_open_streams: the number of streams open at the same time in a fan-in.
         idle_timeout: seconds a source may go without delivering anything.
         deadline: seconds a source may take in all.
+        max_blocks: the number of content blocks in one message (Anthropic Messages).
+        max_block_chars: the characters of text one content block may gather from its deltas
+            (text, thinking, signature or tool input JSON; Anthropic Messages).
     """
 
     max_line: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
@@ -63,6 +66,9 @@ class Limits(Model):
     max_open_streams: int | None = attrs.field(default=100_000, validator=_positive)
     idle_timeout: float | None = attrs.field(default=None, validator=_positive)
     deadline: float | None = attrs.field(default=None, validator=_positive)
+    # -- content blocks (the Anthropic Messages protocol) --
+    max_blocks: int | None = attrs.field(default=10_000, validator=_positive)
+    max_block_chars: int | None = attrs.field(default=64 * 1024 * 1024, validator=_positive)
 
 
 #: The defaults: generous for every real server, small enough that no server can exhaust memory.
