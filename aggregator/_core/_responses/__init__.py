@@ -22,6 +22,7 @@ from .._errors import ConflictError, LimitError, StreamError, Where, upstream_er
 from .._limits import DEFAULT_LIMITS, Limits
 from .._protocol import CHUNK, LAST, SKIP, START, Parsed, Protocol
 from .._results import EndReason
+from ._lane import Lane
 from ._models import Response, ResponseUsage
 
 __all__ = ["Accumulator", "Response", "ResponseUsage", "ResponsesProtocol"]
@@ -98,6 +99,9 @@ class Accumulator:
         self._snapshot: dict[str, Any] = {}
         self._terminal_output: list[Any] | None = None
         self._items: dict[int, _Item] = {}
+        #: bumped whenever an item, a part or an item's streamed field is replaced (the lane's
+        #: shapes hold the lists deltas go to: see ``_lane``).
+        self.version = 0
 
     def absorb_ids(self) -> None:
         pass
@@ -139,6 +143,7 @@ class Accumulator:
             if most is not None and index not in self._items and len(self._items) >= most:
                 raise LimitError(f"more than {most} output items", limit="max_choices")
             self._items[index] = _Item(dict(item))
+            self.version += 1
         elif kind == "response.output_item.done":
             item = obj.get("item")
             if item.__class__ is dict:
@@ -155,6 +160,7 @@ class Accumulator:
                 raise LimitError(f"more than {most} parts in one item", limit="max_tool_calls")
             field = "refusal" if part.get("type") == "refusal" else "text"
             parts[index] = _Part(dict(part), field)
+            self.version += 1
         elif kind in ("response.content_part.done", "response.reasoning_summary_part.done"):
             part_ = self._part(obj, "summary_index" if "summary" in kind else "content_index")
             part = obj.get("part")
@@ -193,7 +199,26 @@ class Accumulator:
                 item_.fields.setdefault(field, []).append(obj["delta"])
             elif suffix == "done" and obj.get(field).__class__ is str:
                 item_.fields[field] = [obj[field]]
+                self.version += 1
         self.chunks += 1
+
+    def delta_pieces(self, obj: dict[str, Any]) -> list[str] | None:
+        """The list the delta event ``obj``, just merged, appended its ``delta`` to (what
+        merging the same event again appends to), or ``None`` (not such a delta)."""
+        prefix, _, suffix = obj["type"].rpartition(".")
+        if suffix != "delta":
+            return None
+        item = self._items.get(obj.get("output_index"))  # type: ignore[arg-type]
+        if item is None:
+            return None
+        if prefix in _PART_FIELDS:
+            key = _PART_FIELDS[prefix][0]
+            parts = item.summary if key == "summary_index" else item.parts
+            part = parts.get(obj.get(key))  # type: ignore[arg-type]
+            return None if part is None else part.pieces
+        if prefix in _ITEM_FIELDS:
+            return item.fields.get(_ITEM_FIELDS[prefix])
+        return None
 
     def _part(self, obj: dict[str, Any], key: str) -> _Part:
         item = self._item(obj)
@@ -292,6 +317,9 @@ class ResponsesProtocol(Protocol):
 
     def accumulator(self) -> Accumulator:
         return Accumulator(self.limits)
+
+    def lane(self) -> Lane:
+        return Lane()
 
     def event(self, payload: dict[str, Any], where: str) -> Any:
         return payload
