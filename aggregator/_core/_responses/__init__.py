@@ -10,7 +10,9 @@ and ``output_item.done`` as authoritative for what they carry, and reconciles wi
 response: its output wins when it has one, an empty one keeps the streamed output (a problem).
 Events of a type it does not know are merged as nothing, never fatal. After a terminal event,
 everything until the next ``response.created`` (``keepalive``, ``rate_limits.updated``) is
-skipped.
+skipped. The accumulator folds the parsed dicts; the typed view of an event (``event()``, for
+the chunk stages) is one of ``_events``' attrs classes, made on demand. The delta events of one
+part go by the fast lane (``_lane``) once one of them took this path.
 """
 
 from __future__ import annotations
@@ -322,4 +324,6 @@ class ResponsesProtocol(Protocol):
         return Lane()
 
     def event(self, payload: dict[str, Any], where: str) -> Any:
-        return payload
+        from ._events import structure_event  # 59 classes: made when a stage first asks
+
+        return structure_event(payload, source=self.source, where=where)
