@@ -87,11 +87,9 @@ class Lane:
             ):
                 continue
             if obj is None:
-                try:
+                try:  # (a dict: the prefix starts with a brace)
                     obj = orjson.loads(payload)
                 except orjson.JSONDecodeError:
-                    return False
-                if obj.__class__ is not dict:
                     return False
                 seq = obj.pop("sequence_number", None)
                 delta = obj.pop("delta", None)
