@@ -483,7 +483,7 @@ def responses_protocol(report: Report, n: int, repeats: int) -> None:
     from . import responses
 
     print(f"\n9. the Responses protocol, {n:,} events (whole process) and 10,000 (in process)")
-    rows = responses.run(1_000 if n < 10_000 else 10_000)
+    rows = responses.run(1_000 if n < 10_000 else 10_000, repeats)
     for name, row in rows.items():
         report.line(
             f"9. {name}: ours / floor (us per event)",
