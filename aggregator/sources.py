@@ -157,15 +157,16 @@ def from_openai(
 ) -> AsyncIterator[dict[str, Any]] | Iterator[dict[str, Any]]:
     """The chunks of an OpenAI SDK stream, as the JSON objects the server sent.
 
-    ``stream`` is what ``client.chat.completions.create(..., stream=True)`` or
-    ``client.completions.create(..., stream=True)`` returns, from ``AsyncOpenAI`` (an async
-    source) or ``OpenAI`` (a sync one). Each ``ChatCompletionChunk`` or ``Completion`` becomes
-    the object the server sent, the fields the SDK does not know included; the source closes the
+    ``stream`` is what ``client.chat.completions.create(..., stream=True)``,
+    ``client.completions.create(..., stream=True)`` or ``client.responses.create(...,
+    stream=True)`` returns, from ``AsyncOpenAI`` (an async source) or ``OpenAI`` (a sync one).
+    Each ``ChatCompletionChunk``, ``Completion`` or Responses event becomes the object the server
+    sent, the fields (and event types) the SDK does not know included; the source closes the
     stream when done. An error the SDK raises for an error event (``openai.APIError``) becomes an
     :class:`~aggregator.UpstreamError` carrying the server's error object.
 
     The SDK consumes ``data: [DONE]`` itself, so streams from it end as ``exhausted``: complete
-    when every choice has a ``finish_reason``.
+    when every choice has a ``finish_reason`` (a response: when its terminal event came).
     """
     if hasattr(stream, "__aiter__"):
         return _openai_async(stream)

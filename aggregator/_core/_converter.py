@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import cache, partial
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, get_origin
+from types import UnionType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, Union, get_origin
 
 import attrs
 
@@ -146,6 +147,10 @@ def _is_list_type(type_: Any) -> bool:
     return get_origin(type_) is list
 
 
+def _equal_to(type_: Any) -> Callable[[Any], bool]:
+    return lambda t: bool(t == type_)
+
+
 def _make_converter(*, detailed: bool) -> cattrs.Converter:
     import cattrs
     from cattrs.cols import list_structure_factory
@@ -157,12 +162,18 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
     conv.register_structure_hook(float, _float)
     conv.register_structure_hook(bool, _bool)
     conv.register_structure_hook(Any, lambda v, _: v)
-    for type_, hook in _HOOKS:
-        conv.register_structure_hook(type_, hook)
+    for type_, hook in _HOOKS:  # a generic alias is no class to dispatch on: a predicate
+        if isinstance(type_, type) or get_origin(type_) in (Union, UnionType):
+            conv.register_structure_hook(type_, hook)
+        else:
+            conv.register_structure_hook_func(_equal_to(type_), hook)
     for type_, dispatch in _DISPATCH:
         conv.register_structure_hook(type_, partial(_dispatch, dispatch, conv))
     for type_ in _PLAIN:
-        conv.register_unstructure_hook(type_, _without_nones)
+        if isinstance(type_, type) or get_origin(type_) in (Union, UnionType):
+            conv.register_unstructure_hook(type_, _without_nones)
+        else:
+            conv.register_unstructure_hook_func(_equal_to(type_), _without_nones)
 
     def list_factory(cls: Any) -> Any:
         base = list_structure_factory(cls, conv)

@@ -14,6 +14,7 @@ is one ``_Stream``, freed when it ends; the source's report comes last.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, final
 
@@ -129,7 +130,7 @@ class _Stream:
         #: the id its last chunk had, when the server changed it mid-stream.
         self.last_id = id_
         self.acc = acc
-        self.seen: dict[str, None] | None = None
+        self.seen: OrderedDict[Any, None] | None = None
         self.duplicates = 0
         self.problems: list[StreamError] = []
         self.notes: list[str] = []
@@ -525,16 +526,8 @@ class Engine:
             return
         if own_id is not None:
             dedupe_id = own_id
-        if dedupe_id is not None and self._dedupe_ids is not None:
-            seen = stream.seen
-            if seen is None:
-                seen = stream.seen = {}
-            elif dedupe_id in seen:
-                stream.duplicates += 1
-                return
-            seen[dedupe_id] = None
-            if len(seen) > self._dedupe_ids:
-                del seen[next(iter(seen))]
+        if dedupe_id is not None and self._duplicate(stream, dedupe_id):
+            return
         if self._stages:
             self._through_stages(stream, value, dedupe_id, where, out)
         else:
@@ -548,6 +541,28 @@ class Engine:
         elif action == LAST_ERROR:
             self._end_all(EndReason.ERROR, end, where_text(where), out)
 
+    def _duplicate(self, stream: _Stream, dedupe_id: Any) -> bool:
+        """Whether ``stream`` has seen ``dedupe_id`` (counted as a duplicate); if not, it is
+        remembered, the oldest of the ``dedupe_ids`` remembered forgotten."""
+        if self._dedupe_ids is None:
+            return False
+        seen = stream.seen
+        if seen is None:
+            seen = stream.seen = OrderedDict()
+        elif dedupe_id in seen:
+            stream.duplicates += 1
+            return True
+        seen[dedupe_id] = None
+        if len(seen) > self._dedupe_ids:
+            seen.popitem(last=False)  # O(1); ``del d[next(iter(d))]`` rescans deleted slots
+        return False
+
+    def _lane_duplicate(self, dedupe_id: Any) -> bool:
+        """:meth:`_duplicate` for the current stream: what a lane asks before it merges a
+        payload with a dedupe id of its own (see ``Protocol.lane``)."""
+        current = self._current
+        return current is not None and self._duplicate(current, dedupe_id)
+
     def _recognise(self, obj: Any, event: str) -> Protocol:
         cls = obj.__class__
         for kind in PROTOCOLS:
@@ -555,7 +570,9 @@ class Engine:
                 break
         protocol = self._protocol = kind(self.name, self._limits)
         if self._lane_wanted:
-            self._lane = protocol.lane()
+            lane = self._lane = protocol.lane()
+            if lane is not None and hasattr(lane, "duplicate"):
+                lane.duplicate = self._lane_duplicate  # the one dedupe rule, for its shapes
         return protocol
 
     def _merge(self, stream: _Stream, value: Any, where: Where, data: Any = None) -> None:
