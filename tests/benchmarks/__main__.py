@@ -18,10 +18,10 @@ What is measured (see docs/performance.md for the latest table):
 7. trio against asyncio;
 8. every shape of stream (tool calls, text completions, reasoning, obfuscation, n > 1) at
    10,000 chunks, a stream of 4 chunks, and every recording in tests/data, each against a floor
-   that joins the strings that shape carries (issue 11's targets);
+   that joins the strings that shape carries;
 9. the Responses protocol (``responses.py``): per event in process against its floor and
-   openai-python, and whole process against a floor script (issue 12's targets);
-10. the Anthropic protocol (``anthropic.py``), in process (issue 13's targets).
+   openai-python, and whole process against a floor script;
+10. the Anthropic protocol (``anthropic.py``), in process.
 
 ``--quick`` runs everything at tiny sizes and judges nothing: such sizes say nothing of ratios.
 """
