@@ -204,9 +204,9 @@ class _Run:
             self.printed[result.source] = result.error
             self.problem(str(result.error))
         elif result.reason is EndReason.CUT_OFF:
-            cut = [note for note in result.notes if "inside an event" in note]
-            what = cut[0] if cut else "stream ended without [DONE]"
-            self.problem(f"{place}: {what}{ident}")
+            inside = any(note.startswith("cut off inside an event") for note in result.notes)
+            what = "cut off inside an event, " if inside else ""
+            self.problem(f"{place}: {what}stream ended without [DONE]{ident}")
         elif not result.problems:
             self.problem(f"{place}: input ended before every choice had a finish_reason{ident}")
 

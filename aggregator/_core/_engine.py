@@ -405,7 +405,7 @@ class Engine:
                 try:
                     orjson.loads(record[0])
                 except orjson.JSONDecodeError:
-                    note = f"the input ended inside an event (line {record[4]}): cut off"
+                    note = f"cut off inside an event (line {record[4]}): its partial data dropped"
                     for stream in self._open.values():
                         stream.notes.append(note)
                     continue
