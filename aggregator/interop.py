@@ -70,7 +70,7 @@ def to_openai(
         cls = Response
     else:
         raise UsageError(f"not an OpenAI completion or response: object {kind!r}")
-    return _build(cls, data, strict=strict)  # type: ignore[return-value]
+    return _build(cls, data, strict=strict)
 
 
 def to_anthropic(
