@@ -221,8 +221,8 @@ class _Run:
             raise
         except OSError as exc:
             raise _OutputError(_os_error(exc)) from exc
-        if self.bar is not None:
-            self.bar.later()
+        if self.bar is not None:  # not at once: a pipe's reader (| cut) may write it there yet
+            self.bar.later(wait=True)
 
     def reported(self, report: SourceReport) -> None:
         for problem in report.problems:
@@ -410,10 +410,13 @@ class _Bar:
         self.pending = True
         self.tick()
 
-    def later(self) -> None:
-        """Draw the latest text again (after a wipe), at the next chance."""
+    def later(self, *, wait: bool = False) -> None:
+        """Draw the latest text again (after a wipe), at the next chance (``wait``: not before
+        ``_REDRAW_EVERY`` from now)."""
         if self.text:
             self.pending = True
+        if wait:
+            self.due = max(self.due, time.monotonic() + _REDRAW_EVERY)
 
     def tick(self) -> None:
         """Draw the latest text if it is not shown and the last drawing is old enough."""

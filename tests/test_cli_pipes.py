@@ -219,10 +219,18 @@ async def test_pipe_source_waits_for_a_writer_that_opens_late(fifo: Path) -> Non
 BAR = re.compile(rb"\r(\[[^\r\n\x1b]*?)\x1b\[K")
 
 
-def _drain(master: int, timeout: float) -> bytes:
+def _drain(master: int, timeout: float, until: bytes | None = None) -> bytes:
+    """What the terminal receives within ``timeout``, or until its last drawing of the bar is
+    ``until`` and nothing more comes for 0.5 s (a loaded machine may be slow to get there)."""
     data = b""
     end = time.monotonic() + timeout
-    while (left := end - time.monotonic()) > 0 and select.select([master], [], [], left)[0]:
+    while (left := end - time.monotonic()) > 0:
+        wait = min(left, 0.5) if until is not None else left
+        if not select.select([master], [], [], wait)[0]:
+            drawings = BAR.findall(data)
+            if until is not None and drawings and drawings[-1] == until:
+                break
+            continue
         try:
             chunk = os.read(master, 65536)
         except OSError:  # the terminal's other end closed
@@ -249,21 +257,23 @@ def test_progress_bar_in_a_pty_is_current_redrawn_after_problems_and_apart_from_
         os.close(slave)
         writer = _open_writer(fifo, proc)
         try:
-            screen = _drain(master, 3.0)  # everything but the FIFO is done by now
-            drawings = BAR.findall(screen)
-            assert drawings[-1].decode() == f"[6/7 inputs] {chunks:,} chunks  1 problem"
+            # everything but the FIFO gets done, and then nothing happens: a dropped update
+            # would never be drawn
+            want = f"[6/7 inputs] {chunks:,} chunks  1 problem".encode()
+            screen = _drain(master, 30.0, until=want)
+            assert BAR.findall(screen)[-1] == want
             problem = screen.rindex(b"stream ended without [DONE]")
             assert BAR.search(screen, problem)  # the bar drawn again after the problem line
             assert screen.count(b"\r\x1b[K" + str(cut).encode()) == 1  # on a wiped line
             os.write(writer, RECORDING.read_bytes())
-            time.sleep(1.0)
-            more = _drain(master, 1.0)
             final = RECORDING.read_bytes().count(b"data: {") + chunks
-            assert BAR.findall(more)[-1].decode() == (f"[6/7 inputs] {final:,} chunks  1 problem")
+            want = f"[6/7 inputs] {final:,} chunks  1 problem".encode()
+            more = _drain(master, 30.0, until=want)  # the FIFO's completion, still open
+            assert BAR.findall(more)[-1] == want
         finally:
             os.close(writer)
         out, _ = proc.communicate(timeout=20)
-        end = _drain(master, 1.0)
+        end = _drain(master, 2.0)
     finally:
         os.close(master)
     assert proc.returncode == 1
