@@ -150,3 +150,27 @@ def test_bad_json_that_is_not_a_cut_is_still_reported(tmp_path: Path, tail: byte
     _, _, err = run("assemble", str(path))
     assert "cut off" not in " ".join(err)
     assert err[0].startswith(f"{path}, line 1 (event 1): ")
+
+
+@pytest.mark.parametrize("at", [8, 40, -3])
+def test_the_engine_drops_a_cut_tail_and_ends_cut_off(at: int) -> None:
+    from aggregator import EndReason
+    from aggregator._core._engine import Engine
+
+    data = RECORDING.read_bytes()
+    start = data.index(b"data: {", len(data) // 2)
+    end = data.index(b"\n", start)
+    cut = data[: start + at] if at > 0 else data[: end + at]  # inside the event's line
+    engine = Engine("cut.sse")
+    out = engine.feed(cut) + engine.close()
+    (result,) = [item for item in out if isinstance(item, aggregator.Result)]
+    assert result.reason is EndReason.CUT_OFF
+    assert result.error is None
+    assert result.problems == ()
+    line = cut.count(b"\n") + 1
+    assert f"cut off inside an event (line {line}): its partial data dropped" in result.notes
+    whole = Engine("whole.sse")  # the same event whole, with no blank line after it: kept
+    more = whole.feed(data[: end + 1]) + whole.close()
+    (kept,) = [item for item in more if isinstance(item, aggregator.Result)]
+    assert kept.chunks == result.chunks + 1
+    assert not [n for n in kept.notes if "cut off" in n]
