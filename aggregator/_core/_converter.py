@@ -30,7 +30,7 @@ import attrs
 if TYPE_CHECKING:
     import cattrs
 from ._errors import StructureError
-from ._model import nulls_of, set_nulls
+from ._model import nulls_of
 
 __all__ = ["fail", "register_structure_hook", "structure", "to_dict"]
 
@@ -105,8 +105,8 @@ def _with_extras(cls: type[T], base: Callable[[Any, Any], T]) -> Callable[[Any, 
         if value.keys() - known:
             extras = {k: v for k, v in value.items() if k not in known}
             object.__setattr__(obj, "extras", extras)
-        if None in value.values():
-            set_nulls(obj, {k for k, v in value.items() if v is None and k in known})
+        if None in value.values():  # (unknown keys too: to_dict asks only of named fields)
+            object.__setattr__(obj, "_nulls", frozenset([k for k, v in value.items() if v is None]))
         return obj
 
     return structure

@@ -19,7 +19,7 @@ from .._converter import structure
 from .._errors import ConflictError, LimitError, StreamError, StructureError, UsageError
 from .._limits import DEFAULT_LIMITS, Limits
 from .._merge import materialize, merge_delta, merge_snapshot, merge_usage
-from .._model import nulls_of, set_nulls
+from .._model import set_nulls
 from ._completions import (
     ChatChoice,
     ChatCompletion,
@@ -201,9 +201,11 @@ class _ChatChoice:
 
     def add(self, choice: ChatChunkChoice) -> None:
         delta = choice.delta
-        if (sent := nulls_of(delta)) and not sent <= self.nulls:
+        sent = getattr(delta, "_nulls", None)
+        if sent is not None and not sent <= self.nulls:
             self.nulls |= sent
-        if (sent := nulls_of(choice)) and not sent <= self.choice_nulls:
+        sent = getattr(choice, "_nulls", None)
+        if sent is not None and not sent <= self.choice_nulls:
             self.choice_nulls |= sent
         if delta.role is not None and self.role is None:
             self.role = delta.role
@@ -438,7 +440,8 @@ class _TextChoice:
         self.nulls: set[str] = set()
 
     def add(self, choice: TextChunkChoice) -> None:
-        if (sent := nulls_of(choice)) and not sent <= self.nulls:
+        sent = getattr(choice, "_nulls", None)
+        if sent is not None and not sent <= self.nulls:
             self.nulls |= sent
         self._take(choice.text, choice.logprobs, choice.finish_reason)
         if choice.extras:
@@ -578,7 +581,8 @@ class Accumulator:
         else:
             raise UsageError(f"expected a chunk event, got {cls.__name__}")
         self._check_identity(chunk.id, chunk.model)  # nothing is changed before this
-        if (sent := nulls_of(chunk)) and not sent <= self._nulls:
+        sent = getattr(chunk, "_nulls", None)
+        if sent is not None and not sent <= self._nulls:
             self._nulls |= sent
         if cls is CompletionChunk and self._text_object is None:
             self._text_object = chunk.object or "text_completion"
