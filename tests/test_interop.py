@@ -189,3 +189,20 @@ def test_wrong_objects_are_usage_errors() -> None:
     anthropic = next(p for p in RECORDINGS if p.name == "anthropic_text_basic.jsonl")
     with pytest.raises(UsageError, match="not an OpenAI completion"):
         to_openai(_results(anthropic)[0])
+
+
+def test_with_nulls_on_an_attrs_class_that_has_no_extras() -> None:
+    from aggregator import Timings
+
+    timings = Timings(
+        started=1.0,
+        first_byte=1.5,
+        first_chunk=2.0,
+        first_output=None,
+        output_kind=None,
+        last_chunk=3.0,
+        ended=3.5,
+        chunks=2,
+        output_chunks=0,
+    )
+    assert to_dict(timings, nulls=True) == to_dict(timings)  # as the converter writes it
