@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, final, overload
 import orjson
 
 from ._core._errors import UpstreamError, upstream_error
-from ._reading import Source
+from ._reading import PipeSource, Source
 
 if TYPE_CHECKING:
     import os
@@ -40,12 +40,18 @@ ERROR_BODY_LIMIT = 64 * 1024
 def from_file(path: str | os.PathLike[str], *, read_size: int = READ_SIZE) -> AsyncIterator[bytes]:
     """The bytes of a file (SSE or JSON Lines), read in a worker thread, ``read_size`` at a time.
 
+    A path that is a pipe, a FIFO or a character device (``<(curl -N ...)``, ``/dev/fd/N``) is
+    read without blocking a thread instead, each read returning what the pipe holds, so time
+    limits and cancellation apply to it and its bytes come as they arrive.
+
     The file is opened at once, so a missing or unreadable file raises here, not when the source
     is read; it is closed when the source ends or is closed (``aclose``).
 
     Raises:
         OSError: the file cannot be opened.
     """
+    if PipeSource.wanted(path):
+        return PipeSource(path)
     return _FileSource(open(path, "rb"), read_size)
 
 

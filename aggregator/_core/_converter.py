@@ -10,8 +10,11 @@ path.
 The converter knows no protocol. Every model class of every protocol is a frozen attrs class
 with an ``extras`` attribute, and that is how the converter recognises one: its generated hook
 ignores unknown keys, and a thin wrapper collects them into ``extras`` (only when there are some,
-so the common chunk costs a set difference). Unstructuring writes ``extras`` back beside the
-named fields and omits every ``None``, recursively, which is the APIs' non-streaming JSON shape.
+so the common chunk costs a set difference). The named keys sent as ``null`` are noted on the
+object (``_model.set_nulls``; one ``None in values`` test when there are none). Unstructuring
+writes ``extras`` back beside the named fields and omits every ``None``, recursively, which is
+the APIs' non-streaming JSON shape; ``to_dict(obj, nulls=True)`` writes the nulls the server
+sent instead (named fields noted as null, and every null inside ``extras`` and plain JSON).
 A protocol module adds the hooks of its own special types (a union the generated hooks cannot
 tell apart, say) with :func:`register_structure_hook`, at import time, or, for a union told
 apart by a field, :func:`register_dispatch_hook` (the class is picked, then structured by the
@@ -30,6 +33,7 @@ import attrs
 if TYPE_CHECKING:
     import cattrs
 from ._errors import StructureError
+from ._model import nulls_of
 
 __all__ = ["fail", "register_dispatch_hook", "register_structure_hook", "structure", "to_dict"]
 
@@ -114,6 +118,8 @@ def _with_extras(cls: type[T], base: Callable[[Any, Any], T]) -> Callable[[Any, 
         if value.keys() - known:
             extras = {k: v for k, v in value.items() if k not in known}
             object.__setattr__(obj, "extras", extras)
+        if None in value.values():  # (unknown keys too: to_dict asks only of named fields)
+            object.__setattr__(obj, "_nulls", frozenset([k for k, v in value.items() if v is None]))
         return obj
 
     return structure
@@ -250,11 +256,48 @@ def _format(exc: BaseException, _type: Any) -> str:
     return f"invalid value ({type(exc).__name__}: {exc})"
 
 
-def to_dict(obj: Any) -> dict[str, Any]:
+def to_dict(obj: Any, *, nulls: bool = False) -> dict[str, Any]:
     """The API's JSON shape of an assembled object or an event: ``None`` fields omitted.
 
     Unknown keys the server sent (``extras``) are written back beside the named fields;
     transport padding (``obfuscation``) is not part of assembled objects.
+
+    With ``nulls=True`` the nulls are kept as the server sent them: a named field is written as
+    ``null`` when it was sent as null (in the payload structured, or, for an assembled object,
+    in the chunks it was assembled from: a tool-call message's ``"content": null``), and the
+    nulls inside unknown keys and plain JSON values are kept; a field never sent stays out.
     """
+    if nulls:
+        with_nulls: dict[str, Any] = _with_nulls(obj)
+        return with_nulls
     out: dict[str, Any] = _converter(False).unstructure(obj)
     return out
+
+
+def _with_nulls(value: Any) -> Any:
+    """``to_dict(..., nulls=True)``, recursively (see there)."""
+    cls = value.__class__
+    if _is_model(cls):
+        noted = nulls_of(value)
+        out: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            name = field.name
+            if name == "extras":
+                continue
+            item = getattr(value, name)
+            if item is None:
+                if name in noted:
+                    out[name] = None
+            else:
+                out[name] = _with_nulls(item)
+        for key, item in value.extras.items():
+            if key not in out:
+                out[key] = item
+        return out
+    if cls is list or cls is tuple:
+        return [_with_nulls(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _with_nulls(v) for k, v in value.items()}
+    if attrs.has(cls):  # an attrs class that is no model: as the converter writes it
+        return _converter(False).unstructure(value)
+    return value

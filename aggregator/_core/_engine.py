@@ -383,7 +383,7 @@ class Engine:
         if now is not None:
             self._tick(now)
         if not cancelled:
-            self._records(self._framing.close(), out)
+            self._records(self._cut_tail(self._framing.close()), out)
             if self.stopped:
                 return out
         reason = EndReason.CANCELLED if cancelled else None
@@ -392,6 +392,29 @@ class Engine:
             self._end(stream, reason or self._run_out(stream), None, where, out)
         self._stop(reason or self._run_out(None), where, out)
         return out
+
+    def _cut_tail(self, records: list[Any]) -> list[Any]:
+        """The records of the source's unterminated tail, less an SSE event cut in the middle.
+
+        SSE dispatches an event at its blank line; an event still open at the end of the input
+        is kept if its data is whole (a server that omits the last blank line), but data that
+        is not valid JSON there is a cut connection or file, not the server's bad JSON: it is
+        dropped, and the open streams end ``cut_off`` with a note saying where.
+        """
+        if self._framing.format != "sse":
+            return records
+        kept: list[Any] = []
+        for record in records:
+            if record.__class__ is tuple and record[0] != b"[DONE]" and record[1] != "error":
+                try:
+                    orjson.loads(record[0])
+                except orjson.JSONDecodeError:
+                    note = f"cut off inside an event (line {record[4]}): its partial data dropped"
+                    for stream in self._open.values():
+                        stream.notes.append(note)
+                    continue
+            kept.append(record)
+        return kept
 
     def fail(self, error: StreamError, now: float | None = None) -> list[Any]:
         """The source itself failed (it raised, say): its open streams end with ``error``."""
