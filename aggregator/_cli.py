@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="at the end, print on stderr the inputs, streams, chunks and usage by model",
     )
+    from ._redis_cli import add_commands  # publish, worker, results (aggregator.redis)
+
+    add_commands(commands)
     return parser
 
 
@@ -363,6 +366,10 @@ def _tokens(n: int | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    if args.command != "assemble":  # the Redis scale-out commands (_redis_cli)
+        from ._redis_cli import run as run_redis
+
+        return run_redis(args)
     run = _Run(args, sys.stdout.buffer, sys.stderr)
     try:
         anyio.run(run.all)
