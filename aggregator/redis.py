@@ -233,19 +233,23 @@ class Publisher:
         self, stream_key: str, chunks: Iterable[bytes], *, batch: int = 500
     ) -> None:
         """Publish every chunk of a recording, then its end entry, ``batch`` per round trip."""
-        pending: list[tuple[int, bytes]] = []
+        pending: list[tuple[str, int, bytes]] = []
         for seq, data in enumerate(chunks):
-            pending.append((seq, data))
+            pending.append((stream_key, seq, data))
             if len(pending) >= batch:
-                await self._pipelined(stream_key, pending, end=False)
+                await self.publish_many(pending)
                 pending = []
-        await self._pipelined(stream_key, pending, end=True)
+        await self.publish_many(pending, ends=[stream_key])
 
-    async def _pipelined(self, key: str, chunks: list[tuple[int, bytes]], *, end: bool) -> None:
+    async def publish_many(
+        self, chunks: Iterable[tuple[str, int, bytes]], ends: Iterable[str] = ()
+    ) -> None:
+        """Publish ``(stream key, seq, data)`` chunks, then the end entries (reason
+        ``complete``) of the streams in ``ends``, in one round trip."""
         async with self.client.pipeline(transaction=False) as pipe:
-            for seq, data in chunks:
+            for key, seq, data in chunks:
                 self._add(pipe, key, {"seq": str(seq), "data": data})
-            if end:
+            for key in ends:
                 self._add(pipe, key, {"end": "complete"})
 
     async def relay(

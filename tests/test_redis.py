@@ -21,7 +21,7 @@ import pytest
 from aggregator import Tee, assemble_all
 from aggregator._core._converter import to_dict
 from aggregator._redis_cli import pieces
-from aggregator.redis import Keys, Publisher, Worker, client, read_results
+from aggregator.redis import GROUP, Keys, Publisher, Worker, client, read_results
 
 DATA = Path(__file__).parent / "data"
 #: Every recording, of every protocol (chat, text completions, responses, anthropic).
@@ -275,52 +275,71 @@ async def _wait_results(redis: Any, keys: Keys, n: int, seconds: float) -> list[
     return got
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("workers", [2, 3])
-async def test_worker_processes_killed_and_stopped(
-    redis_url: str, redis: Any, workers: int, anyio_backend: str
-) -> None:
-    """`aggregator worker` processes on every recording of tests/data, published interleaved so
-    that many streams are open at once; one SIGKILLed mid-stream, one SIGTERMed (it exits 0);
-    every completion is written once and equals what `aggregator assemble` prints."""
-    keys = Keys(shards=4)
-    procs = [_worker(redis_url, f"w{i}", anyio_backend) for i in range(workers)]
+def test_worker_processes_killed_and_stopped(redis_url: str, workers: int) -> None:
+    """`aggregator worker` processes (on asyncio and trio, alternately) on every recording of
+    tests/data, published interleaved so that many streams are open at once; one SIGKILLed
+    mid-stream, one SIGTERMed (it exits 0); every completion is written once and equals what
+    `aggregator assemble` prints."""
+    assemble = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "assemble", *map(str, ALL)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    backends = ["asyncio", "trio"]
+    procs = [_worker(redis_url, f"w{i}", backends[i % 2]) for i in range(workers)]
     try:
-        with anyio.fail_after(20):  # every worker started and holds a shard
-            while len({await redis.get(keys.lease(s)) for s in range(4)} - {None}) < workers:
-                await anyio.sleep(0.1)
-        publisher = Publisher(redis, keys)
-        streams = {str(p): list(pieces(p.read_bytes(), 1024)) for p in ALL}
-        rounds = max(len(c) for c in streams.values())
-        for r in range(rounds):  # round r: chunk r of every stream still going
-            async with redis.pipeline(transaction=False) as pipe:
-                for key, chunks in streams.items():
-                    if r < len(chunks):
-                        publisher._add(pipe, key, {"seq": str(r), "data": chunks[r]})
-                    if r == len(chunks) - 1:
-                        publisher._add(pipe, key, {"end": "complete"})
-            await anyio.sleep(0.02)
-            if r == rounds // 4:
-                procs[0].send_signal(signal.SIGKILL)
-            if r == rounds // 2:
-                procs[1].send_signal(signal.SIGTERM)
-        assert procs[0].wait(timeout=10) == -signal.SIGKILL
-        assert procs[1].wait(timeout=10) == 0
-        procs.append(_worker(redis_url, "w-late", anyio_backend))
-        want = _assembled(ALL)
-        got = await _wait_results(redis, keys, len(want), 40)
-        await anyio.sleep(1.5)  # a second write of anything would show by now
-        got = [line async for line in read_results(redis, keys)]
+        got, counts = anyio.run(_killed_and_stopped, redis_url, procs)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=20)
+    want = assemble.communicate()[0].splitlines()
     assert sorted(got) == sorted(want)
-    counts = collections.Counter(e[b"key"] for e in await _entries(redis, keys))
-    assert counts == collections.Counter(
+    expected = anyio.run(_counts)
+    assert counts == expected
+
+
+async def _counts() -> collections.Counter[bytes]:
+    return collections.Counter(
         {str(p).encode(): n for p in ALL if (n := len(await _expected([p])))}
     )
+
+
+async def _killed_and_stopped(
+    url: str, procs: list[subprocess.Popen[bytes]]
+) -> tuple[list[bytes], collections.Counter[bytes]]:
+    keys = Keys(shards=4)
+    async with client(url) as redis:
+        await redis.flushall()
+        with anyio.fail_after(20):  # every worker started and holds its share of the shards
+            while len({await redis.get(keys.lease(s)) for s in range(4)} - {None}) < len(procs):
+                await anyio.sleep(0.1)
+        publisher = Publisher(redis, keys)
+        streams = {str(p): list(pieces(p.read_bytes(), 4096)) for p in ALL}
+        rounds = max(len(c) for c in streams.values())
+        for r in range(rounds):  # round r: chunk r of every stream still going, and the ends
+            await publisher.publish_many(
+                [(key, r, chunks[r]) for key, chunks in streams.items() if r < len(chunks)],
+                ends=[key for key, chunks in streams.items() if r == len(chunks) - 1],
+            )
+            await anyio.sleep(0.01)
+            if r == rounds // 4:  # read but not acknowledged: streams open in the workers
+                pending = [await redis.xpending(keys.chunks(s), GROUP) for s in range(4)]
+                assert sum(p.pending for p in pending) > 0
+                procs[0].send_signal(signal.SIGKILL)
+            if r == rounds // 2:
+                procs[1].send_signal(signal.SIGTERM)
+        assert procs[0].wait(timeout=10) == -signal.SIGKILL
+        assert procs[1].wait(timeout=10) == 0
+        procs.append(_worker(url, "w-late", "asyncio"))
+        want = len(await _expected(ALL))
+        await _wait_results(redis, keys, want, 40)
+        await anyio.sleep(1)  # a second write of anything would show by now
+        got = [line async for line in read_results(redis, keys)]
+        counts = collections.Counter(e[b"key"] for e in await _entries(redis, keys))
+    return got, counts
 
 
 @pytest.mark.anyio
