@@ -384,9 +384,11 @@ class Worker:
         self.limits = limits
         #: the shards held now.
         self.held: set[int] = set()
-        #: the completions written, and the entries found trimmed away, since the start.
+        #: the completions written, and the pending entries found trimmed away, since the start.
         self.written = 0
         self.lost = 0
+        #: how many times the connection to Redis was lost (the worker started over each time).
+        self.reconnects = 0
         #: set it (or call :meth:`stop`) to make :meth:`run` hand its leases back and return.
         self.stopping = False
         self._open: dict[int, dict[bytes, _Open]] = {}
@@ -552,13 +554,22 @@ class Worker:
     async def run(self) -> None:
         """Run until :meth:`stop`, then hand the leases back: the open streams stay pending for
         the next owner, who replays them."""
+        from coredis.exceptions import ConnectionError as Disconnected
+
         try:
             while not self.stopping:
-                if not await self.step() and not self.stopping:
-                    await self._wait()
+                try:
+                    if not await self.step() and not self.stopping:
+                        await self._wait()
+                except (Disconnected, OSError):  # Redis restarting: start over once it is back
+                    self.reconnects += 1
+                    for shard in list(self.held):
+                        self._drop(shard)
+                    self._leases_due = 0.0
+                    await anyio.sleep(self.lease_ms / 3000)
                 await anyio.lowlevel.checkpoint()
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), contextlib.suppress(Disconnected, OSError):
                 for shard in sorted(self.held):
                     await self.client.eval(_RELEASE, [self.keys.lease(shard)], [self.name])
                     self._drop(shard)

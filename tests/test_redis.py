@@ -33,25 +33,33 @@ def test_the_recordings_cover_every_protocol() -> None:
     assert {p.parent.name for p in ALL} == {"anthropic", "openai", "providers", "responses"}
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    server = shutil.which("redis-server")
-    assert server, "redis-server is not on PATH: apt-get install -y redis-server (.ci/run does)"
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+def _redis_server(port: int, *options: str) -> subprocess.Popen[bytes]:
+    """A real redis-server on loopback ``port``, running once it answers."""
+    server = shutil.which("redis-server")
+    assert server, "redis-server is not on PATH: apt-get install -y redis-server (.ci/run does)"
     proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
+        [server, "--port", str(port), "--bind", "127.0.0.1", *options], stdout=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 10
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            return proc
         except OSError:
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    port = _free_port()
+    proc = _redis_server(port, "--save", "", "--appendonly", "no")
     yield f"redis://127.0.0.1:{port}"
     proc.terminate()
     proc.wait()
@@ -391,3 +399,43 @@ async def test_publisher_killed_mid_stream(redis_url: str, redis: Any, anyio_bac
     assert reasons[str(slow[1]).encode()] == b"cut_off"
     assert reasons[str(slow[0]).encode()] == b"done"
     assert await redis.keys(f"{keys.prefix}:lease:*") == set()  # SIGTERM handed them back
+
+
+@pytest.mark.parametrize("aof", [True, False], ids=["aof", "no-persistence"])
+def test_redis_restarted(tmp_path: Path, aof: bool) -> None:
+    """redis-server killed (SIGKILL) and restarted under a running `aggregator worker`: it
+    reconnects and goes on. With AOF (fsync always) every completion is written once; with no
+    persistence what was written before is gone, and what is published after is written once."""
+    port = _free_port()
+    options = ["--dir", str(tmp_path), "--save", ""]
+    options += ["--appendonly", "yes", "--appendfsync", "always"] if aof else ["--appendonly", "no"]
+    server = _redis_server(port, *options)
+    url = f"redis://127.0.0.1:{port}"
+    worker = _worker(url, "w", "asyncio")
+    before, after = CHAT[:5], CHAT[5:10]
+    try:
+        anyio.run(_publish_and_wait, url, before, len(_assembled(before)))
+        server.kill()
+        server.wait()
+        server = _redis_server(port, *options)
+        kept = len(_assembled(before)) if aof else 0
+        got = anyio.run(_publish_and_wait, url, after, kept + len(_assembled(after)))
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0
+    finally:
+        for proc in (worker, server):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert sorted(got) == sorted(_assembled([*before, *after] if aof else after))
+
+
+async def _publish_and_wait(url: str, paths: list[Path], n: int) -> list[bytes]:
+    keys = Keys()
+    async with client(url) as redis:
+        publisher = Publisher(redis, keys)
+        for path in paths:
+            await publisher.publish_all(str(path), pieces(path.read_bytes(), None))
+        await _wait_results(redis, keys, n, 30)
+        await anyio.sleep(0.5)  # a second write would show by now
+        return [line async for line in read_results(redis, keys)]
