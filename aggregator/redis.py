@@ -394,6 +394,9 @@ class Worker:
         self._open: dict[int, dict[bytes, _Open]] = {}
         self._last: dict[int, bytes] = {}
         self._leases_due = 0.0
+        self._idle_due: dict[int, float] = {}
+        #: the shards where an end entry came since their last finish.
+        self._ended: set[int] = set()
         self._plan = plan(None)
 
     def stop(self) -> None:
@@ -462,7 +465,7 @@ class Worker:
             if not fields:  # pending, but trimmed away (MAXLEN) before it was assembled
                 lost.append(ident)
                 continue
-            self._take(streams, ident, fields, now)
+            self._take(shard, streams, ident, fields, now)
         if lost:
             self.lost += len(lost)
             await self.client.xack(self.keys.chunks(shard), GROUP, lost)
@@ -471,8 +474,15 @@ class Worker:
         return len(entries)
 
     def _take(
-        self, streams: dict[bytes, _Open], ident: bytes, flat: list[bytes], now: float
+        self, shard: int, streams: dict[bytes, _Open], ident: bytes, flat: list[bytes], now: float
     ) -> None:
+        if len(flat) == 6 and flat[2] == b"seq" and flat[0] == b"key" and flat[4] == b"data":
+            slot = streams.get(flat[1])  # a chunk as the Publisher writes it: the fast path
+            if slot is not None:
+                slot.ids.append(ident)
+                slot.seen = now
+                slot.take(int(flat[3]), flat[5])
+                return
         fields = dict(zip(flat[::2], flat[1::2], strict=False))
         key = fields.get(b"key", b"")
         slot = streams.get(key)
@@ -485,6 +495,7 @@ class Worker:
         slot.seen = now
         if b"end" in fields:
             slot.end = fields[b"end"].decode(errors="replace")
+            self._ended.add(shard)
         elif b"seq" in fields and b"data" in fields:
             slot.take(int(fields[b"seq"]), fields[b"data"])
 
@@ -496,37 +507,63 @@ class Worker:
         await self._finish_ended(shard, time.monotonic())
 
     async def _finish_ended(self, shard: int, now: float) -> None:
+        """Finish the shard's streams whose end entry came, and (at most every quarter of the
+        idle timeout) those idle for longer than it."""
         streams = self._open.get(shard)
         if streams is None:
             return
-        for key in [
-            k for k, s in streams.items() if s.end is not None or now - s.seen > self.idle_timeout
-        ]:
-            if shard not in self.held:
-                return
-            await self._finish(shard, key)
+        ended = []
+        if shard in self._ended:
+            self._ended.discard(shard)
+            ended = [k for k, s in streams.items() if s.end is not None]
+        if now >= self._idle_due.get(shard, 0.0):
+            self._idle_due[shard] = now + self.idle_timeout / 4
+            ended += [
+                k for k, s in streams.items() if s.end is None and now - s.seen > self.idle_timeout
+            ]
+        if ended:
+            await self._finish(shard, ended)
 
-    async def _finish(self, shard: int, key: bytes) -> None:
-        slot = self._open[shard].pop(key)
-        found = slot.close()
-        pairs: list[bytes | str] = []
-        for result in found:
-            pairs += [result.reason.value, orjson.dumps(_line(result))]
-        text = key.decode(errors="replace")
-        wrote = await self.client.eval(
-            _WRITE,
-            [
-                self.keys.chunks(shard),
-                self.keys.results,
-                self.keys.done(shard, text),
-                self.keys.lease(shard),
-            ],
-            [self.name, str(self.done_ttl_ms), key, str(len(found)), *pairs, *slot.ids],
-        )
-        if wrote == 0:
-            self._drop(shard)
-        elif wrote == 1:
-            self.written += len(found)
+    async def _finish(self, shard: int, keys: list[bytes]) -> None:
+        """Close the streams' engines; write their results and acknowledge their entries, one
+        lease-checked script per stream, all of them in one round trip."""
+        slots = [self._open[shard].pop(key) for key in keys]
+        async with self.client.pipeline(transaction=False) as pipe:
+            replies = []
+            for key, slot in zip(keys, slots, strict=True):
+                found = slot.close()
+                pairs: list[bytes | str] = []
+                for result in found:
+                    pairs += [result.reason.value, orjson.dumps(_line(result))]
+                done = self.keys.done(shard, key.decode(errors="replace"))
+                replies.append(
+                    (
+                        len(found),
+                        pipe.eval(
+                            _WRITE,
+                            [
+                                self.keys.chunks(shard),
+                                self.keys.results,
+                                done,
+                                self.keys.lease(shard),
+                            ],
+                            [
+                                self.name,
+                                str(self.done_ttl_ms),
+                                key,
+                                str(len(found)),
+                                *pairs,
+                                *slot.ids,
+                            ],
+                        ),
+                    )
+                )
+        for n, reply in replies:
+            wrote = await reply
+            if wrote == 0:
+                self._drop(shard)
+            elif wrote == 1:
+                self.written += n
 
     async def step(self) -> bool:
         """One round: leases, a read of each held shard, the ended streams finished. Returns

@@ -180,9 +180,9 @@ class _Stalled(Worker):
 
     go: anyio.Event
 
-    async def _finish(self, shard: int, key: bytes) -> None:
+    async def _finish(self, shard: int, keys: list[bytes]) -> None:
         await self.go.wait()
-        await super()._finish(shard, key)
+        await super()._finish(shard, keys)
 
 
 @pytest.mark.anyio
