@@ -439,3 +439,20 @@ async def _publish_and_wait(url: str, paths: list[Path], n: int) -> list[bytes]:
         await _wait_results(redis, keys, n, 30)
         await anyio.sleep(0.5)  # a second write would show by now
         return [line async for line in read_results(redis, keys)]
+
+
+def test_benchmark_runs_quick() -> None:
+    """tests/benchmarks/redis_bench.py at tiny sizes (a smoke run: no figure is judged)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.redis_bench", "--quick"],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = proc.stdout.splitlines()
+    assert any("of the floor" in line for line in lines)
+    assert any("two against one" in line for line in lines)
+    assert any(line.strip().startswith("p50") for line in lines)
+    assert lines[-1].startswith("smoke run:")
