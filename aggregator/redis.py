@@ -395,6 +395,8 @@ class Worker:
         self._last: dict[int, bytes] = {}
         self._leases_due = 0.0
         self._idle_due: dict[int, float] = {}
+        #: the shards the last wait saw new entries on (``None``: read them all).
+        self._woken: set[int] | None = None
         #: the shards where an end entry came since their last finish.
         self._ended: set[int] = set()
         self._plan = plan(None)
@@ -413,19 +415,25 @@ class Worker:
         from coredis.exceptions import StreamDuplicateConsumerGroupError
         from coredis.tokens import PureToken
 
-        live = sorted(
-            await self.client.eval(_HEARTBEAT, [self.keys.workers], [self.name, str(self.lease_ms)])
-        )
+        held = sorted(self.held)
+        async with self.client.pipeline(transaction=False) as pipe:  # one round trip
+            heartbeat = pipe.eval(_HEARTBEAT, [self.keys.workers], [self.name, str(self.lease_ms)])
+            renewals = [
+                pipe.eval(_RENEW, [self.keys.lease(s)], [self.name, str(self.lease_ms)])
+                for s in held
+            ]
+        live = sorted(await heartbeat)
+        for shard, renewed in zip(held, renewals, strict=True):
+            if not await renewed:
+                self._drop(shard)
         name = self.name.encode()
         rank = live.index(name) if name in live else 0
         fair = self.keys.shards // max(1, len(live)) + (rank < self.keys.shards % max(1, len(live)))
-        for shard in sorted(self.held):
-            lease = self.keys.lease(shard)
-            if len(self.held) > fair:
-                await self.client.eval(_RELEASE, [lease], [self.name])
-                self._drop(shard)
-            elif not await self.client.eval(_RENEW, [lease], [self.name, str(self.lease_ms)]):
-                self._drop(shard)
+        for shard in sorted(self.held, reverse=True):
+            if len(self.held) <= fair:
+                break
+            await self.client.eval(_RELEASE, [self.keys.lease(shard)], [self.name])
+            self._drop(shard)
         for shard in range(self.keys.shards):
             if len(self.held) >= fair:
                 break
@@ -571,11 +579,13 @@ class Worker:
         now = time.monotonic()
         await self._maintain(now)
         busy = False
+        woken, self._woken = self._woken, None
         for shard in sorted(self.held):
-            count = await self._read(shard, ">")
-            if count is None:
-                continue
-            busy = busy or count >= self.count
+            if woken is None or shard in woken:
+                count = await self._read(shard, ">")
+                if count is None:
+                    continue
+                busy = busy or count >= self.count
             await self._finish_ended(shard, time.monotonic())
         return busy
 
@@ -585,8 +595,13 @@ class Worker:
         if not self.held:
             await anyio.sleep(self.block_ms / 1000)
             return
-        streams = {self.keys.chunks(s): self._last.get(s, b"0-0") for s in sorted(self.held)}
-        await self.client.xread(streams, count=1, block=self.block_ms)
+        names = {self.keys.chunks(s).encode(): s for s in sorted(self.held)}
+        got = await self.client.xread(
+            {name: self._last.get(s, b"0-0") for name, s in names.items()},
+            count=1,
+            block=self.block_ms,
+        )
+        self._woken = {names[name] for name in got or {} if name in names}
 
     async def run(self) -> None:
         """Run until :meth:`stop`, then hand the leases back: the open streams stay pending for
