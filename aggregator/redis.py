@@ -387,6 +387,8 @@ class Worker:
         #: the completions written, and the pending entries found trimmed away, since the start.
         self.written = 0
         self.lost = 0
+        #: the entries that were neither a chunk nor an end (no ``seq`` number, no ``data``).
+        self.malformed = 0
         #: how many times the connection to Redis was lost (the worker started over each time).
         self.reconnects = 0
         #: set it (or call :meth:`stop`) to make :meth:`run` hand its leases back and return.
@@ -486,7 +488,7 @@ class Worker:
     ) -> None:
         if len(flat) == 6 and flat[2] == b"seq" and flat[0] == b"key" and flat[4] == b"data":
             slot = streams.get(flat[1])  # a chunk as the Publisher writes it: the fast path
-            if slot is not None:
+            if slot is not None and flat[3].isdigit():
                 slot.ids.append(ident)
                 slot.seen = now
                 slot.take(int(flat[3]), flat[5])
@@ -504,8 +506,10 @@ class Worker:
         if b"end" in fields:
             slot.end = fields[b"end"].decode(errors="replace")
             self._ended.add(shard)
-        elif b"seq" in fields and b"data" in fields:
+        elif fields.get(b"seq", b"").isdigit() and b"data" in fields:
             slot.take(int(fields[b"seq"]), fields[b"data"])
+        else:  # not an entry of ours: acknowledged with its stream, and counted
+            self.malformed += 1
 
     async def _replay(self, shard: int) -> None:
         """Read the shard's pending entries from the start, page by page, then finish."""

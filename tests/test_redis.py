@@ -144,6 +144,28 @@ async def test_out_of_order_and_duplicate_entries(redis: Any) -> None:
 
 
 @pytest.mark.anyio
+async def test_foreign_entries_are_counted_not_fatal(redis: Any) -> None:
+    """Entries no Publisher writes (no seq number, a huge one, no key) neither stop the worker
+    nor hold memory: counted, acknowledged with their stream, the completion unchanged."""
+    keys = Keys(shards=1)
+    publisher = Publisher(redis, keys)
+    chunks = list(pieces(CHAT[0].read_bytes(), None))
+    stream = keys.chunks(0)
+    for seq, chunk in enumerate(chunks):
+        await publisher.publish("k", seq, chunk)
+        if seq == 1:
+            await redis.xadd(stream, {"key": "k", "seq": "x", "data": b"junk"})
+            await redis.xadd(stream, {"key": "k", "seq": str(10**18), "data": b"junk"})
+            await redis.xadd(stream, {"other": "field"})
+    await publisher.end("k")
+    worker = Worker(redis, keys, name="w")
+    await _drain(worker, open_ok=True)
+    assert worker.malformed == 2
+    assert [line async for line in read_results(redis, keys)] == await _expected(CHAT[:1])
+    assert (await redis.xpending(stream, GROUP)).pending == 1  # the keyless one's stream is open
+
+
+@pytest.mark.anyio
 async def test_a_new_owner_replays_what_a_dead_one_held(redis: Any) -> None:
     """A worker that read half of every stream and died (no ack, no release): the next owner
     replays the pending entries from each stream's start and assembles each completion once."""
