@@ -18,6 +18,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio brings on 3.10
+    from exceptiongroup import BaseExceptionGroup
+
 __all__ = ["COMMANDS", "add_commands", "run"]
 
 #: The sub-commands defined here.
@@ -174,6 +177,7 @@ async def _worker(args: argparse.Namespace) -> int:
         lease_ms=args.lease_ms,
         idle_timeout=args.idle_timeout,
         strict=not args.lenient,
+        warn=lambda line: print(f"aggregator worker: {line}", file=sys.stderr, flush=True),
     )
     return 0
 
@@ -208,5 +212,21 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return 1
     except Exception as exc:  # noqa: BLE001 - the contract is: never a traceback
-        print(f"aggregator {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        leaf = _leaf(exc)
+        if isinstance(leaf, BrokenPipeError):
+            return 1
+        from coredis.exceptions import ConnectionError as Disconnected
+
+        if isinstance(leaf, (Disconnected, OSError)):
+            message = f"cannot reach Redis at {args.redis}: {leaf}"
+        else:
+            message = f"{type(leaf).__name__}: {leaf}"
+        print(f"aggregator {args.command}: {message}", file=sys.stderr)
         return 1
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested exception groups (or the group, holding several)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -42,7 +42,7 @@ import os
 import socket
 import time
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 import anyio
@@ -356,6 +356,8 @@ class Worker:
         done_ttl_ms: how long an idempotency key lives (a stream key is not reused within it).
         strict: as for :func:`aggregator.assemble_all`.
         limits: as for :func:`aggregator.assemble_all` (time limits do not apply).
+        warn: called with a line of text when the connection to Redis is lost (the worker
+            drops its shards and starts over once Redis answers again).
     """
 
     def __init__(
@@ -371,8 +373,10 @@ class Worker:
         done_ttl_ms: int = 86_400_000,
         strict: bool = True,
         limits: Limits = DEFAULT_LIMITS,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
+        self.warn = warn
         self.keys = keys or Keys()
         self.name = name or _default_name()
         self.lease_ms = lease_ms
@@ -617,8 +621,10 @@ class Worker:
                 try:
                     if not await self.step() and not self.stopping:
                         await self._wait()
-                except (Disconnected, OSError):  # Redis restarting: start over once it is back
+                except (Disconnected, OSError) as exc:  # Redis restarting: start over
                     self.reconnects += 1
+                    if self.warn is not None:
+                        self.warn(f"lost the connection to Redis ({exc}); retrying")
                     for shard in list(self.held):
                         self._drop(shard)
                     self._leases_due = 0.0

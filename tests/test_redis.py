@@ -478,3 +478,13 @@ def test_benchmark_runs_quick() -> None:
     assert any("two against one" in line for line in lines)
     assert any(line.strip().startswith("p50") for line in lines)
     assert lines[-1].startswith("smoke run:")
+
+
+def test_commands_without_redis_say_so() -> None:
+    """No Redis at the URL: one line on stderr, exit status 1, no traceback."""
+    url = f"redis://127.0.0.1:{_free_port()}"
+    for args in (("results",), ("publish", str(CHAT[0]))):
+        proc = subprocess.run(_command(url, *args), capture_output=True, text=True, check=False)
+        assert proc.returncode == 1
+        assert proc.stderr.startswith(f"aggregator {args[0]}: cannot reach Redis at {url}")
+        assert "Traceback" not in proc.stderr
