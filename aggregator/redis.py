@@ -8,8 +8,10 @@ carries the hash tag ``{<prefix>:<shard>}`` so a Redis Cluster keeps a shard in 
 an :class:`aggregator.Tee`, or alone: publish instead of assembling).
 
 A :class:`Worker` takes shards by lease (``SET lease NX PX``, renewed by a compare-and-extend
-script) and reads each shard as the consumer named after the shard, so a new owner inherits the
-entries the old one had not acknowledged. Every read is a Lua script that checks the lease and
+script), as many as its share: the live workers (heartbeats in a sorted set) sorted by name
+share the shards evenly, so a new worker gets work and a dead one's shards move. It reads each
+shard as the consumer named after the shard, so a new owner inherits the entries the old one had
+not acknowledged. Every read is a Lua script that checks the lease and
 runs ``XREADGROUP`` in one atomic step, so a worker that lost its lease (it stalled) reads
 nothing more. A new owner replays the shard's pending entries first (``XREADGROUP ... 0``, paged
 until empty): since a stream's entries are acknowledged only when its result is written, the
@@ -19,8 +21,9 @@ plain ``XREAD BLOCK`` (which changes no group state) from the last id it saw.
 
 Each entry is fed to the stream's own engine as it is read (incremental assembly: a stream holds
 its assembled state, not its raw chunks), in sequence order: an entry whose sequence number was
-already fed is a duplicate and is dropped (a replay, or a publisher that retried), one that comes
-early waits in a small reorder buffer. At the end entry, or when the stream has had no entry for
+already fed is a duplicate and is dropped (a publisher that retried; a new owner starts each
+stream afresh from its first entry, so a replay feeds nothing twice), one that comes early waits
+in a small reorder buffer. At the end entry, or when the stream has had no entry for
 ``idle_timeout`` seconds (a publisher that died: the stream ends as cut off, partial kept), the
 engine is closed and ONE Lua script checks the lease, writes each result to the results stream
 guarded by an idempotency key per stream (``SET NX``) and XACKs the stream's entries. A worker
