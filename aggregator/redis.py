@@ -183,8 +183,12 @@ class Keys:
 def client(url: str) -> Any:
     """A coredis client for ``url`` (bytes replies), as the roles here expect."""
     import coredis
+    from coredis.retry import NoRetryPolicy
 
-    return coredis.Redis.from_url(url, decode_responses=False)
+    # no retries: a read retried after a lost reply would skip what the first one delivered
+    # (a worker starts over on a lost connection instead; a publisher's retry is a duplicate
+    # its sequence number absorbs)
+    return coredis.Redis.from_url(url, decode_responses=False, retry_policy=NoRetryPolicy())
 
 
 def _payload(item: Any) -> bytes:
@@ -406,6 +410,8 @@ class Worker:
         self._idle_due: dict[int, float] = {}
         #: the shards the last wait saw new entries on (``None``: read them all).
         self._woken: set[int] | None = None
+        #: the shards taken since the last round.
+        self._taken: set[int] = set()
         #: the shards where an end entry came since their last finish.
         self._ended: set[int] = set()
         self._plan = plan(None)
@@ -454,6 +460,7 @@ class Worker:
                 await self.client.xgroup_create(self.keys.chunks(shard), GROUP, "0", mkstream=True)
             self.held.add(shard)
             self._open[shard] = {}
+            self._taken.add(shard)
             await self._replay(shard)
 
     def _drop(self, shard: int) -> None:
@@ -591,6 +598,9 @@ class Worker:
         await self._maintain(now)
         busy = False
         woken, self._woken = self._woken, None
+        if woken is not None:  # a shard just taken is read at once: nothing to wake it yet
+            woken |= self._taken
+        self._taken.clear()
         for shard in sorted(self.held):
             if woken is None or shard in woken:
                 count = await self._read(shard, ">")
