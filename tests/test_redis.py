@@ -197,6 +197,44 @@ async def test_a_new_owner_replays_what_a_dead_one_held(redis: Any) -> None:
     assert dead.written == 0
 
 
+@pytest.mark.anyio
+async def test_a_shard_taken_while_running_is_read_at_once(redis: Any) -> None:
+    """Two running workers; one stops, leaving entries on its shard that nobody read; the other,
+    kept busy on its own shard, takes the free one and assembles them (it does not wait for a
+    new entry there to wake it)."""
+    keys = Keys(shards=2)
+    publisher = Publisher(redis, keys)
+    by_shard = {keys.shard_of(f"s{i}"): f"s{i}" for i in range(20)}
+    # the kept one renews every second: it takes the free shard after the entries are there
+    workers = [
+        Worker(redis, keys, name=n, lease_ms=ms, idle_timeout=60)
+        for n, ms in (("a", 3000), ("b", 300))
+    ]
+    async with anyio.create_task_group() as tg:
+        for w in workers:
+            tg.start_soon(w.run)
+        with anyio.fail_after(10):
+            while any(len(w.held) != 1 for w in workers):
+                await anyio.sleep(0.05)
+        keep, leave = workers
+        [free] = leave.held
+        leave.stop()
+        while leave.held:
+            await anyio.sleep(0.01)
+        chunks = list(pieces(CHAT[0].read_bytes(), None))
+        await publisher.publish_all(by_shard[free], chunks)  # nobody holds that shard now
+        with anyio.fail_after(10):  # the kept worker busy on its own shard meanwhile
+            n = 0
+            while not await redis.xlen(keys.results):
+                await publisher.publish(by_shard[1 - free], n, b"")
+                n += 1
+                await anyio.sleep(0.02)
+        keep.stop()
+    [entry] = await _entries(redis, keys)
+    assert entry[b"key"] == by_shard[free].encode()
+    assert [entry[b"result"]] == await _expected(CHAT[:1])
+
+
 class _Stalled(Worker):
     """A worker that stalls before its final write until told to go on."""
 
