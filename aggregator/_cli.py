@@ -366,7 +366,7 @@ def _tokens(n: int | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
-    if args.command != "assemble":  # the Redis scale-out commands (_redis_cli)
+    if args.command in ("publish", "worker", "results"):  # the Redis scale-out (_redis_cli)
         from ._redis_cli import run as run_redis
 
         return run_redis(args)
