@@ -135,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_arguments(
         commands.add_parser("gateway", help=gateway.HELP, description=gateway.DESCRIPTION)
     )
+    from ._redis_cli import add_commands  # publish, worker, results (aggregator.redis)
+
+    add_commands(commands)
     return parser
 
 
@@ -547,6 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .gateway import run as gateway
 
         return gateway(args)
+    if args.command in ("publish", "worker", "results"):  # the Redis scale-out (_redis_cli)
+        from ._redis_cli import run as run_redis
+
+        return run_redis(args)
     run = _Run(args, sys.stdout.buffer, sys.stderr)
     try:
         anyio.run(run.all)
