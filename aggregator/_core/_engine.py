@@ -14,6 +14,7 @@ is one ``_Stream``, freed when it ends; the source's report comes last.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any, final
 
@@ -29,6 +30,7 @@ from ._errors import (
     UpstreamError,
     UsageError,
     Where,
+    quoted,
     upstream_error,
     where_text,
 )
@@ -38,10 +40,12 @@ from ._limits import DEFAULT_LIMITS, Limits
 from ._protocol import CHUNK, ERROR, LAST, LAST_ERROR, SKIP, START, Protocol, StreamAccumulator
 from ._protocols import PROTOCOLS
 from ._results import EndReason, Result, SourceReport, Timings
+from ._usage import negative_counts
 
 __all__ = ["Engine", "SourceRaised", "StreamBudget", "internal_error", "source_error"]
 
-#: How many refused stream ids are remembered, so that their later chunks are dropped quietly.
+#: How many refused stream ids are remembered, so that their later chunks are dropped quietly
+#: (the oldest is forgotten first; each id at most ``Limits.max_id`` long, or a digest).
 _MAX_REFUSED = 4096
 #: The event classes of every protocol: a source may yield them as they are.
 _EVENTS = frozenset(cls for p in PROTOCOLS for cls in p.events)
@@ -118,7 +122,9 @@ class _Stream:
         "last_id",
         "notes",
         "problems",
+        "reused",
         "seen",
+        "size",
         "timed",
     )
 
@@ -129,8 +135,13 @@ class _Stream:
         #: the id its last chunk had, when the server changed it mid-stream.
         self.last_id = id_
         self.acc = acc
-        self.seen: dict[str, None] | None = None
+        #: the dedupe ids seen (an id, or the digest of a long one), each with its payload's hash.
+        self.seen: dict[Any, int] | None = None
         self.duplicates = 0
+        #: how many chunks came with a dedupe id already seen but another payload (kept).
+        self.reused = 0
+        #: the payload bytes taken so far (bounded by ``Limits.max_completion``).
+        self.size = 0
         self.problems: list[StreamError] = []
         self.notes: list[str] = []
         #: how many times the server changed the id mid-stream (from one chunk to the next).
@@ -200,6 +211,10 @@ class Engine:
         self.name = name
         self.strict = strict
         self._limits = limits
+        self._max_completion = (
+            limits.max_completion if limits.max_completion is not None else 1 << 62
+        )
+        self._max_id = limits.max_id
         self._interleaved = interleaved
         self._dedupe_ids = dedupe_ids
         self._stages = tuple(stages)
@@ -210,7 +225,7 @@ class Engine:
         self._lane: Any = None
         self._open: dict[StreamKey, _Stream] = {}
         self._by_id: dict[str, _Stream] = {}
-        self._refused: dict[str, None] = {}
+        self._refused: dict[str | bytes, None] = {}
         self._current: _Stream | None = None
         self._ordinal = 0
         self._results = 0
@@ -457,8 +472,12 @@ class Engine:
             ):  # merged by its byte shape: a branch of this one path (see ``_plain``)
                 self._events += 1
                 self.done = False
+                current = self._current
+                current.size += len(data)  # type: ignore[union-attr]  # the lane's stream
+                if current.size > self._max_completion:  # type: ignore[union-attr]
+                    self._too_large(current, (line, self._events))  # type: ignore[arg-type]
                 continue
-            if data == b"[DONE]":
+            if data == b"[DONE]" or (len(data) < 32 and data.strip() == b"[DONE]"):
                 self._end_all(EndReason.DONE, None, f"line {line}", out)
                 self.done = True
                 continue
@@ -520,18 +539,18 @@ class Engine:
         self.done = False
         if stream is None or stream.acc is None:  # refused
             return
+        if data is not None:
+            stream.size += len(data)
+            if stream.size > self._max_completion:
+                self._too_large(stream, where)
         if own_id is not None:
             dedupe_id = own_id
-        if dedupe_id is not None and self._dedupe_ids is not None:
-            seen = stream.seen
-            if seen is None:
-                seen = stream.seen = {}
-            elif dedupe_id in seen:
-                stream.duplicates += 1
-                return
-            seen[dedupe_id] = None
-            if len(seen) > self._dedupe_ids:
-                del seen[next(iter(seen))]
+        if (
+            dedupe_id is not None
+            and self._dedupe_ids is not None
+            and self._replayed(stream, dedupe_id, obj, data, where)
+        ):
+            return
         if self._stages:
             self._through_stages(stream, value, dedupe_id, where, out)
         else:
@@ -544,6 +563,60 @@ class Engine:
                 self.done = True  # a protocol's last event is its source's end marker
         elif action == LAST_ERROR:
             self._end_all(EndReason.ERROR, end, where_text(where), out)
+
+    def _replayed(
+        self, stream: _Stream, dedupe_id: Any, obj: Any, data: bytes | None, where: Where
+    ) -> bool:
+        """Whether a chunk is an exact replay (dropped, counted in ``duplicates``): its dedupe
+        id was seen in this stream, with the same payload. The same id with another payload is
+        not a replay: it is kept, and the stream gets a problem (the server reuses ids, so
+        dedupe by id cannot tell its replays from new content). Ids longer than
+        ``Limits.max_id`` are remembered as digests, so the memory is bounded in bytes."""
+        seen = stream.seen
+        if seen is None:
+            seen = stream.seen = {}
+        key = self._id_key(dedupe_id)
+        mark = _payload_hash(obj, data)
+        kept = seen.get(key)
+        if kept is not None:
+            if kept == mark:
+                stream.duplicates += 1
+                return True
+            stream.reused += 1
+            if stream.reused == 1:
+                stream.problems.append(
+                    ConflictError(
+                        f"the dedupe id {_short(str(dedupe_id))} came again with another payload: "
+                        "kept, as not a replay (a server that reuses ids; dedupe by id cannot "
+                        "tell its replays from new content)",
+                        source=self.name,
+                        where=where_text(where),
+                    )
+                )
+            seen[key] = mark
+            return False
+        seen[key] = mark
+        if len(seen) > self._dedupe_ids:  # type: ignore[operator]  # (dedupe is on)
+            del seen[next(iter(seen))]
+        return False
+
+    def _id_key(self, id_: Any) -> Any:
+        """How an id is remembered: as it is, or a 16-byte digest when a string longer than
+        ``max_id`` (a protocol's own dedupe id may be any hashable: a sequence number)."""
+        if id_.__class__ is not str or len(id_) <= self._max_id:
+            return id_
+        return hashlib.blake2b(id_.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def _too_large(self, stream: _Stream, where: Where) -> None:
+        """The stream passed ``max_completion``: it takes nothing more (see ``_refused_chunk``)."""
+        if stream.failed is None:
+            named = _short(stream.id) if stream.id else "(no id)"
+            error = LimitError(
+                f"completion {named} larger than {self._limits.max_completion} bytes "
+                "(max_completion)",
+                limit="max_completion",
+            )
+            self._refused_chunk(stream, error, where)
 
     def _recognise(self, obj: Any, event: str) -> Protocol:
         cls = obj.__class__
@@ -601,7 +674,7 @@ class Engine:
                 if current is not None and not current.id:
                     stream = current  # a stream without an id yet takes this one (Azure)
                     stream.id = stream.last_id = id_
-                elif id_ in self._refused:
+                elif self._id_key(id_) in self._refused:
                     return None
                 else:
                     stream = self._new(id_, where, out)
@@ -625,8 +698,9 @@ class Engine:
         if current.changes == 0:
             current.acc.absorb_ids()
             current.notes.append(
-                f"{where_text(where)}: the id changed mid-stream from {current.id!r} to "
-                f"{_short(id_)}; one response body is one completion, kept as {current.id!r}"
+                f"{where_text(where)}: the id changed mid-stream from {_short(current.id)} to "
+                f"{_short(id_)}; one response body is one completion, kept as "
+                f"{_short(current.id)}"
             )
         current.changes += 1
         current.last_id = id_
@@ -660,9 +734,11 @@ class Engine:
             refused = _Stream(key, id_, None)
             refused.failed = error
             out.append(self._result(refused, EndReason.LIMIT, error, error.where))
-            if self._interleaved:
-                if len(self._refused) < _MAX_REFUSED:
-                    self._refused[id_] = None
+            if self._interleaved:  # remembered, so it is reported once
+                refused_ids = self._refused
+                refused_ids[self._id_key(id_)] = None
+                if len(refused_ids) > _MAX_REFUSED:
+                    del refused_ids[next(iter(refused_ids))]
             else:
                 self._set_current(refused)  # its body's other chunks are dropped with it
             return None
@@ -733,15 +809,29 @@ class Engine:
             assert self._protocol is not None
             acc = self._protocol.accumulator()
         self._results += 1
+        completion = acc.result()
+        problems = (*stream.problems, *acc.problems)
+        usage = getattr(completion, "usage", None)
+        if usage is not None:
+            negative = negative_counts(usage)
+            if negative:
+                problems += (
+                    StructureError(
+                        f"usage with token counts below zero ({', '.join(negative)}): no "
+                        "count, not summed in totals",
+                        source=self.name,
+                        where=where,
+                    ),
+                )
         return Result(
             source=self.name,
             key=stream.key,
-            completion=acc.result(),
+            completion=completion,
             reason=reason,
             where=where,
             finished=acc.finished,
             error=error,
-            problems=(*stream.problems, *acc.problems),
+            problems=problems,
             notes=(*_notes(stream), *acc.notes),
             chunks=acc.chunks,
             duplicates=stream.duplicates,
@@ -861,9 +951,20 @@ def _notes(stream: _Stream) -> tuple[str, ...]:
     return tuple(stream.notes)
 
 
-def _short(text: str) -> str:
-    """``text`` quoted for a message, cut to a readable length."""
-    return repr(text) if len(text) <= 80 else repr(text[:77] + "...")
+_short = quoted
+
+
+def _payload_hash(obj: Any, data: bytes | None) -> int:
+    """A hash of a payload, to tell an exact replay from new content under the same id: of its
+    bytes when it came as bytes, else of its JSON (an event: of its ``to_dict()``)."""
+    if data is not None:
+        return hash(data)
+    try:
+        if obj.__class__ is not dict and hasattr(obj, "to_dict"):
+            obj = obj.to_dict()
+        return hash(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS))
+    except (TypeError, orjson.JSONEncodeError):
+        return hash(repr(obj))
 
 
 def _sdk_payload(raw: Any, number: int) -> Any:
