@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
-from itertools import islice
 from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
@@ -31,20 +30,18 @@ from ._core._errors import LimitError, UsageError
 from ._core._framing import Format
 from ._core._limits import DEFAULT_LIMITS, Limits
 from ._core._results import Result, SourceReport
-from ._reading import Source, SourceReader, Sources, close_async
+from ._reading import Feeder, Source, SourceReader, Sources, close_async, sync_batches
 from ._stages import Batch, Pipeline, Plan, Stage, plan
 
 __all__ = ["fan_in", "results"]
-
-#: How many items of a sync source are read between two checkpoints.
-_SYNC_BATCH = 1024
 
 
 async def drive(
     source: Source, engine: Engine, *, limits: Limits, fail_fast: bool = False
 ) -> AsyncGenerator[Batch, None]:
     """Read ``source`` in this task and feed ``engine``; yield what ends, in batches. Closes the
-    source, whatever happens."""
+    source, whatever happens. The work between two turns of the event loop is bounded (a long
+    bytes item is fed in pieces; see ``_reading.Feeder`` and ``sync_batches``)."""
     import anyio.lowlevel  # imported here: `import aggregator` stays light
 
     clock = anyio.current_time
@@ -53,7 +50,7 @@ async def drive(
         engine.started = clock()
     try:
         if reader.is_async:
-            feed_item = engine.feed_item
+            feed_item = Feeder(engine).feed
             while not engine.stopped:
                 try:
                     raw = await reader.next()
@@ -67,16 +64,14 @@ async def drive(
                         raise
                     yield engine.fail(source_error(exc, engine.name, engine.items), clock())
                     return
-                ended = feed_item(raw, clock())
+                ended = await feed_item(raw, clock())
                 if ended:
                     yield ended
         else:
-            iterator = reader.sync_iterator()
-            while True:
+            for items in sync_batches(reader.sync_iterator()):
                 batch: Batch = []
-                before = engine.items
                 try:  # a batch of items, read and fed in one loop
-                    engine.feed_items(islice(iterator, _SYNC_BATCH), batch, clock())
+                    engine.feed_items(items, batch, clock())
                 except SourceRaised as raised:
                     if fail_fast:
                         raise raised.exception from None
@@ -84,7 +79,7 @@ async def drive(
                     batch += engine.fail(error, clock())
                 if batch:
                     yield batch
-                if engine.stopped or engine.items - before < _SYNC_BATCH:
+                if engine.stopped:
                     break
                 await anyio.lowlevel.checkpoint()  # let the other tasks run
         ended = engine.close(now=clock())

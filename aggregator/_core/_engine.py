@@ -475,7 +475,7 @@ class Engine:
                 current = self._current
                 current.size += len(data)  # type: ignore[union-attr]  # the lane's stream
                 if current.size > self._max_completion:  # type: ignore[union-attr]
-                    self._too_large(current, (line, self._events))  # type: ignore[arg-type]
+                    self._too_large(current, (line, self._events), out)  # type: ignore[arg-type]
                 continue
             if data == b"[DONE]" or (len(data) < 32 and data.strip() == b"[DONE]"):
                 self._end_all(EndReason.DONE, None, f"line {line}", out)
@@ -542,7 +542,8 @@ class Engine:
         if data is not None:
             stream.size += len(data)
             if stream.size > self._max_completion:
-                self._too_large(stream, where)
+                self._too_large(stream, where, out)
+                return
         if own_id is not None:
             dedupe_id = own_id
         if (
@@ -607,16 +608,29 @@ class Engine:
             return id_
         return hashlib.blake2b(id_.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
-    def _too_large(self, stream: _Stream, where: Where) -> None:
-        """The stream passed ``max_completion``: it takes nothing more (see ``_refused_chunk``)."""
-        if stream.failed is None:
-            named = _short(stream.id) if stream.id else "(no id)"
-            error = LimitError(
-                f"completion {named} larger than {self._limits.max_completion} bytes "
-                "(max_completion)",
-                limit="max_completion",
-            )
-            self._refused_chunk(stream, error, where)
+    def _too_large(self, stream: _Stream, where: Where, out: list[Any]) -> None:
+        """The stream passed ``max_completion``: it ends now, ``limit``, with what it held
+        before this chunk (a never-ending source gives its result at once); the rest of it is
+        dropped as a refused stream's is, and the source's other streams go on."""
+        if stream.failed is not None or stream.key not in self._open:
+            return
+        named = _short(stream.id) if stream.id else "(no id)"
+        error = LimitError(
+            f"completion {named} larger than {self._limits.max_completion} bytes "
+            "(max_completion)",
+            source=self.name,
+            where=where_text(where),
+            limit="max_completion",
+        )
+        stream.failed = error
+        self._end(stream, EndReason.LIMIT, error, error.where, out)
+        if self._interleaved:  # its later chunks are dropped, not a new stream
+            if stream.id:
+                self._refuse(stream.id)
+        else:
+            rest = _Stream(stream.key, stream.id, None)
+            rest.failed = error
+            self._set_current(rest)  # the rest of its body is dropped with it
 
     def _recognise(self, obj: Any, event: str) -> Protocol:
         cls = obj.__class__
@@ -735,10 +749,7 @@ class Engine:
             refused.failed = error
             out.append(self._result(refused, EndReason.LIMIT, error, error.where))
             if self._interleaved:  # remembered, so it is reported once
-                refused_ids = self._refused
-                refused_ids[self._id_key(id_)] = None
-                if len(refused_ids) > _MAX_REFUSED:
-                    del refused_ids[next(iter(refused_ids))]
+                self._refuse(id_)
             else:
                 self._set_current(refused)  # its body's other chunks are dropped with it
             return None
@@ -747,6 +758,14 @@ class Engine:
         self._open[key] = stream
         self._set_current(stream)
         return stream
+
+    def _refuse(self, id_: str) -> None:
+        """Remember a refused stream's id (its digest when long; the oldest of
+        ``_MAX_REFUSED`` forgotten first), so that its later chunks are dropped quietly."""
+        refused = self._refused
+        refused[self._id_key(id_)] = None
+        if len(refused) > _MAX_REFUSED:
+            del refused[next(iter(refused))]
 
     # -- ends --------------------------------------------------------------------------------
 
@@ -821,6 +840,7 @@ class Engine:
                         "count, not summed in totals",
                         source=self.name,
                         where=where,
+                        field="$.usage",
                     ),
                 )
         return Result(

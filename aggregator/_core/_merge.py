@@ -68,6 +68,7 @@ class _Entries(list[Any]):
 #: are one key, as they compared equal in a search); others (a list, an object) are searched.
 _HASHABLE = frozenset({int, str, float, bool, type(None)})
 
+
 def merge_snapshot(acc: dict[str, Any], new: Mapping[str, Any]) -> None:
     """Merge ``new`` into ``acc`` by the snapshot rule (``acc`` is changed in place)."""
     for key, value in new.items():

@@ -20,6 +20,8 @@ as a :class:`DecodeError` in its place, a problem of the stream, instead of vani
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any, final
 
 import attrs
@@ -30,6 +32,9 @@ from ._model import Model
 __all__ = ["JSONLinesReader", "SSEDecoder", "ServerSentEvent"]
 
 _BOM = b"\xef\xbb\xbf"
+#: A run of three line terminators or more: blank lines, which :class:`_LineSplitter` gives as
+#: one (and the number of the others), so that a flood of them costs C time, not a loop turn each.
+_BLANKS = re.compile(rb"[\r\n]{3,}")
 
 
 @final
@@ -69,9 +74,20 @@ class _LineSplitter:
     skipped as it arrives, so memory never grows with the length a server chose. The start of a
     line still open is kept as pieces, joined once when its end comes, so a long line arriving
     in small pieces costs time linear in its length (no re-scan, no repeated concatenation).
+    A run of blank lines comes out as one blank line, the number of the others in ``skips``
+    (``(position in the lines, lines more)``): the decoders add them to their line count.
     """
 
-    __slots__ = ("_discarding", "_parts", "_size", "_skip_lf", "_started", "line_no", "max_line")
+    __slots__ = (
+        "_discarding",
+        "_parts",
+        "_size",
+        "_skip_lf",
+        "_started",
+        "line_no",
+        "max_line",
+        "skips",
+    )
 
     def __init__(self, max_line: int) -> None:
         self._parts: list[bytes] = []
@@ -81,6 +97,7 @@ class _LineSplitter:
         self._discarding = False
         self.line_no = 0
         self.max_line = max_line
+        self.skips: list[tuple[int, int]] = []
 
     def split(self, data: bytes) -> list[bytes | None]:
         if self._skip_lf and data:
@@ -88,6 +105,7 @@ class _LineSplitter:
             if data[:1] == b"\n":
                 data = data[1:]
         drop_first = False
+        fresh = not self._parts  # the data starts a line
         if self._discarding:
             end = _first_line_end(data)
             if end < 0:
@@ -118,13 +136,55 @@ class _LineSplitter:
         pending = data[cut + 1 :]
         self._keep(pending)
         self._skip_lf = data[cut] == 13 and not pending  # a LF may follow in the next feed
-        lines: list[bytes | None] = data[: cut + 1].splitlines()  # type: ignore[assignment]
+        lines = self._lines(data[: cut + 1], fresh and not drop_first)
         if drop_first:
             del lines[0]
+            if self.skips:
+                self.skips = [(at - 1, more) for at, more in self.skips]
         limit = self.max_line
         if lines and max(map(len, lines)) > limit:  # type: ignore[arg-type]
             lines = [None if len(line) > limit else line for line in lines]  # type: ignore[arg-type]
         return self._overflow(lines)
+
+    def _lines(self, block: bytes, fresh: bool) -> list[bytes | None]:
+        """The lines of ``block`` (which ends with a terminator), runs of blank lines as one;
+        ``fresh``: the block starts a line (else its first terminator ends a line begun
+        before)."""
+        if b"\n\n\n" not in block and b"\r\r\r" not in block and b"\r\n\r\n\r\n" not in block:
+            return block.splitlines()  # type: ignore[return-value]
+        lines: list[bytes | None] = []
+        at = 0
+        for match in _BLANKS.finditer(block):
+            run = match.group()
+            count = run.count(b"\n") + run.count(b"\r") - run.count(b"\r\n")
+            if count < 3:  # (CR LF CR LF: two terminators)
+                continue
+            first = 2 if run[:2] == b"\r\n" else 1
+            if fresh and match.start() == 0:  # every terminator is a blank line: one is kept
+                keep, more = first, count - 1
+            else:  # the first ends a line, the second is a blank line: both kept
+                second = 2 if run[first : first + 2] == b"\r\n" else 1
+                keep, more = first + second, count - 2
+            lines += block[at : match.start() + keep].splitlines()
+            self.skips.append((len(lines), more))
+            at = match.end()
+        lines += block[at:].splitlines()
+        return lines
+
+    def segments(self, lines: list[bytes | None]) -> Iterator[list[bytes | None]]:
+        """``lines`` cut where blank lines were left out; between two pieces, ``line_no`` is
+        advanced by their number (the reader counts the lines of each piece itself)."""
+        skips = self.skips
+        if not skips:
+            yield lines
+            return
+        self.skips = []
+        at = 0
+        for position, more in skips:
+            yield lines[at:position]
+            self.line_no += more
+            at = position
+        yield lines[at:]
 
     def _keep(self, pending: bytes) -> None:
         self._parts = [pending] if pending else []
@@ -258,7 +318,11 @@ class SSEDecoder:
     def scan(self, data: bytes, *, final: bool = False) -> list[Any]:
         """The hot path of :meth:`decode`: each event as a plain tuple of the
         :class:`ServerSentEvent` fields in order, or a :class:`DecodeError` in its place."""
-        events = self._scan(self._lines.split(data)) if data else []
+        events: list[Any] = []
+        if data:
+            splitter = self._lines
+            for lines in splitter.segments(splitter.split(data)):
+                events += self._scan(lines)
         if not final:
             return events
         rest = self._lines.rest()
@@ -401,7 +465,11 @@ class JSONLinesReader:
         if final:
             rest = self._lines.rest()
             return self._number([rest]) if rest else []
-        return self._number(self._lines.split(data))
+        splitter = self._lines
+        out: list[tuple[int, bytes] | DecodeError] = []
+        for lines in splitter.segments(splitter.split(data)):
+            out += self._number(lines)
+        return out
 
     def _number(self, lines: list[bytes | None]) -> list[tuple[int, bytes] | DecodeError]:
         out: list[tuple[int, bytes] | DecodeError] = []

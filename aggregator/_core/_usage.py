@@ -123,4 +123,4 @@ def negative_counts(usage: Any, prefix: str = "") -> list[str]:
                 stack.append((name, child))
             else:
                 stack.append((f"{name}.{key}" if name else str(key), child))
-    return found
+    return sorted(found)
