@@ -616,8 +616,7 @@ class Engine:
             return
         named = _short(stream.id) if stream.id else "(no id)"
         error = LimitError(
-            f"completion {named} larger than {self._limits.max_completion} bytes "
-            "(max_completion)",
+            f"completion {named} larger than {self._limits.max_completion} bytes (max_completion)",
             source=self.name,
             where=where_text(where),
             limit="max_completion",
