@@ -671,8 +671,14 @@ async def test_negative_token_counts_are_a_problem_and_not_summed() -> None:
         async for item in items:
             if not isinstance(item, Result | SourceReport):
                 totals.append(item)
-    (usage,) = [t.usage for t in totals if t.usage is not None]
+    (summed,) = totals
+    usage = summed.by_model["m"]
     assert (usage.prompt_tokens, usage.completion_tokens) == (10, 10)
+    assert summed.tokens["m"].input == 10
+    pipeline = dedupe() | collect_usage() | merge_deltas() | assemble() | total_usage()
+    async with aggregator.fan_in({"bad": [bad]}, pipeline) as items:
+        totals = [item async for item in items if not isinstance(item, Result | SourceReport)]
+    assert totals[0].by_model["m"].prompt_tokens == 0  # alone, still no count below zero
 
 
 def test_messages_never_repeat_an_id_of_any_length() -> None:

@@ -213,7 +213,21 @@ def add_usage(a: Any, b: Any) -> Any:
 
 
 def _no_negative(value: Any) -> Any:
-    """``value``, with a number below zero (at its top) read as 0."""
-    if value.__class__ in (int, float) and value < 0:
-        return value.__class__(0)
+    """``value`` with every number below zero in it read as 0 (fields, details, extras)."""
+    cls = value.__class__
+    if cls is int or cls is float:
+        return cls(0) if value < 0 else value
+    if attrs.has(cls):
+        changes = {}
+        for f in attrs.fields(cls):
+            kept = getattr(value, f.name)
+            if kept is not None and not isinstance(kept, (str, bool)):
+                fixed = _no_negative(kept)
+                if fixed is not kept:
+                    changes[f.name] = fixed
+        return attrs.evolve(value, **changes) if changes else value
+    if isinstance(value, Mapping):
+        fixed_items = {k: _no_negative(v) for k, v in value.items()}
+        if any(fixed_items[k] is not v for k, v in value.items()):
+            return fixed_items
     return value
