@@ -691,3 +691,46 @@ def test_messages_never_repeat_an_id_of_any_length() -> None:
     assert texts
     assert all(len(text) < 1000 for text in texts)
     assert any("..." in text for text in texts)
+
+
+@pytest.mark.anyio
+async def test_a_gzip_bomb_through_httpx_is_inflated_in_bounded_pieces() -> None:
+    import gzip
+
+    import httpx
+
+    from aggregator.sources import from_httpx
+
+    data = sse(chunk("c", "a"), done=b"") + BLANK_BOMB + sse(chunk("c", "b"), finish())
+    packed = gzip.compress(data)
+    assert len(packed) < MiB  # a small read that inflates to 64 MiB
+
+    async def one_read() -> AsyncIterator[bytes]:
+        yield packed  # the whole compressed body in one network read
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=one_read(), headers={"content-encoding": "gzip"})
+
+    ticker = Ticker()
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(ticker.run)
+        await anyio.sleep(0.01)
+        request = client.build_request("POST", "http://upstream/v1/chat/completions")
+        response = await client.send(request, stream=True)
+        largest = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal largest
+            async for piece in from_httpx(response):
+                largest = max(largest, len(piece))
+                yield piece
+
+        (result,), _ = await run_async(body())
+        tg.cancel_scope.cancel()
+    assert result.complete
+    assert content(result) == "ab"
+    assert largest <= 64 * 1024
+    assert ticker.longest < 0.25
