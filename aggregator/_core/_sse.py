@@ -134,7 +134,8 @@ class _LineSplitter:
             self._keep(data)
             return self._overflow([])
         pending = data[cut + 1 :]
-        self._keep(pending)
+        self._parts = [pending] if pending else []
+        self._size = len(pending)
         self._skip_lf = data[cut] == 13 and not pending  # a LF may follow in the next feed
         lines = self._lines(data[: cut + 1], fresh and not drop_first)
         if drop_first:
@@ -150,9 +151,10 @@ class _LineSplitter:
         """The lines of ``block`` (which ends with a terminator), runs of blank lines as one;
         ``fresh``: the block starts a line (else its first terminator ends a line begun
         before)."""
-        if b"\n\n\n" not in block and b"\r\r\r" not in block and b"\r\n\r\n\r\n" not in block:
-            return block.splitlines()  # type: ignore[return-value]
-        lines: list[bytes | None] = []
+        lines: list[bytes | None] = block.splitlines()  # type: ignore[assignment]
+        if len(lines) * 16 < len(block):
+            return lines  # lines of 16 bytes or more on average: no flood of blank lines
+        lines = []
         at = 0
         for match in _BLANKS.finditer(block):
             run = match.group()
@@ -321,8 +323,12 @@ class SSEDecoder:
         events: list[Any] = []
         if data:
             splitter = self._lines
-            for lines in splitter.segments(splitter.split(data)):
-                events += self._scan(lines)
+            lines = splitter.split(data)
+            if splitter.skips:
+                for piece in splitter.segments(lines):
+                    events += self._scan(piece)
+            else:
+                events = self._scan(lines)
         if not final:
             return events
         rest = self._lines.rest()
@@ -344,11 +350,13 @@ class SSEDecoder:
             line_no += 1
             if line:
                 if line[:6] == b"data: " and not self._skipping:  # the common case, first
-                    if not data:
+                    if not data:  # (one line is bounded by the splitter: not counted)
                         self._start = line_no
+                        data.append(line[6:])
+                        continue
                     data.append(line[6:])
                     size += len(line)
-                    if size > limit:  # the event, not only its lines, is bounded
+                    if size + len(data[0]) > limit:  # the event, not only its lines
                         splitter.line_no = line_no
                         events.append(_event_too_large(splitter))
                         data = self._data = []
