@@ -424,7 +424,7 @@ def long_line(n: int) -> None:
     ids=["annotations", "content parts", "a long line in 4 KiB pieces"],
 )
 def test_merges_and_framing_are_linear(work: Callable[[int], None], n: int) -> None:
-    assert ratio(work, n) < 6  # linear: about 4; quadratic: about 16
+    assert ratio(work, n) < 8  # linear: about 4; quadratic: about 16 (main: 14 to 29)
 
 
 def test_indexed_entries_still_merge_by_index_and_type() -> None:
