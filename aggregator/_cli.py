@@ -1,25 +1,39 @@
 """The command line: ``aggregator assemble PATH...`` (and ``python -m aggregator``).
 
 Theory of operation: the inputs are read by :func:`fan_in` (each in its own task, fed to its own
-engine); each completion is printed on stdout the moment it ends, one line of JSON.
-Problems go to stderr, one line each, naming the file and the place. The exit status is 0 when
-every input held at least one completion and every completion ended properly, 1 otherwise, 2
-for a usage error. Whatever the input, no traceback is printed.
+engine); each completion is printed on stdout the moment it ends, one line of JSON (``--tag``
+adds ``"input"``, the path it came from). With ``--ordered`` the lines come in the order of the
+inputs instead: an input's completions are held until every input before it has ended (memory:
+the completions of the inputs that finished early). Problems go to stderr, one line each, naming
+the file and the place. The exit status is 0 when every input held at least one completion and
+every completion ended properly, 1 otherwise, 2 for a usage error. Whatever the input, no
+traceback is printed: an output that cannot be written (a full disk) is one line and status 1.
+
+Pipes, FIFOs and ``/dev/fd/N`` are read without blocking a thread (``sources.from_file``), so
+``--idle-timeout``, ``--deadline`` and Ctrl-C apply to them, and their completions are printed as
+they end.
 
 On a terminal, a progress bar on stderr counts the inputs read to their end (each source's bytes
-are wrapped to tell when they run out or are closed), the chunks and the problems; it is wiped
-before any other line goes to that terminal. ``--stats`` prints the counts and the usage by
-model at the end, summed from each result as it comes (the default pipeline runs either way).
+are wrapped to tell when they run out or are closed), the chunks and the problems. A change is
+drawn at once, or, within ``_REDRAW_EVERY`` of the last drawing, by a timer task, so the bar is
+never behind by more than that. It is wiped before any other line goes to stderr (and redrawn
+after it), and before each completion is written to stdout (stdout may be piped to the same
+terminal, ``| cut``). ``--stats`` prints the counts and the usage by model at the end, summed
+from each result as it comes (the default pipeline runs either way).
+
+A source that held no completion with ``--format`` forced is told with what its first bytes
+look like (each source keeps its first bytes for this).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import anyio
 import orjson
@@ -37,6 +51,9 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio brings o
 __all__ = ["main"]
 
 _MAX_OPEN_FILES = 64
+#: How many of a source's first bytes are kept to say what it looked like.
+_HEAD = 80
+E = TypeVar("E", bound=BaseException)
 _REDRAW_EVERY = 0.1  # seconds between two drawings of the progress bar, at least
 
 
@@ -45,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="aggregator",
         description="Turn OpenAI-compatible streamed completions back into whole responses.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     assemble = commands.add_parser(
         "assemble",
@@ -95,11 +113,42 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     assemble.add_argument(
+        "--ordered",
+        action="store_true",
+        help=(
+            "print the completions in the order of the inputs (an input's are held until the "
+            "inputs before it have ended), not as each ends"
+        ),
+    )
+    assemble.add_argument(
+        "--tag",
+        action="store_true",
+        help='add an "input" key to each completion: the path it came from',
+    )
+    assemble.add_argument(
         "--stats",
         action="store_true",
         help="at the end, print on stderr the inputs, streams, chunks and usage by model",
     )
+    from . import gateway  # its web libraries are imported only when it runs
+
+    gateway.add_arguments(
+        commands.add_parser("gateway", help=gateway.HELP, description=gateway.DESCRIPTION)
+    )
+    from ._redis_cli import add_commands  # publish, worker, results (aggregator.redis)
+
+    add_commands(commands)
     return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class _OutputError(Exception):
+    """Standard output could not be written (a full disk, a closed descriptor)."""
 
 
 def _seconds(text: str) -> float:
@@ -125,6 +174,15 @@ class _Run:
         self.usage: dict[str, Any] = {}
         #: per source, the error its results printed last (its report may end with it too)
         self.printed: dict[str, Any] = {}
+        #: per source name: its path as given, and its place among the inputs
+        self.paths: dict[str, str] = {}
+        self.order: dict[str, int] = {}
+        #: --ordered: the lines held per input, which inputs ended, the next one to print
+        self.held: dict[int, list[bytes]] = {}
+        self.ended: set[int] = set()
+        self.next_input = 0
+        #: per source, its first bytes (to say what a source with no completion looked like)
+        self.heads: dict[str, bytes] = {}
         show = args.progress
         if show is None:
             show = self.inputs >= 2 and _isatty(err)
@@ -133,13 +191,17 @@ class _Run:
         self.bar_on_out = self.bar is not None and _isatty(out)
 
     def emit(self, result: Result) -> None:
-        if self.bar_on_out and self.bar is not None:
-            self.bar.clear()
         line = to_dict(result.completion)
         if self.args.timings and result.timings is not None:
             line["timings"] = _timings(result.timings)
-        self.out.write(orjson.dumps(line, option=self.option) + b"\n")
-        self.out.flush()
+        if self.args.tag:
+            line["input"] = self.paths.get(result.source, result.source)
+        data = orjson.dumps(line, option=self.option) + b"\n"
+        index = self.order.get(result.source)
+        if self.args.ordered and index is not None and index != self.next_input:
+            self.held.setdefault(index, []).append(data)
+        else:
+            self.write(data)
         for problem in result.problems:
             self.problem(str(problem))
         if result.complete:
@@ -150,16 +212,59 @@ class _Run:
             self.printed[result.source] = result.error
             self.problem(str(result.error))
         elif result.reason is EndReason.CUT_OFF:
-            self.problem(f"{place}: stream ended without [DONE]{ident}")
+            inside = any(note.startswith("cut off inside an event") for note in result.notes)
+            what = "cut off inside an event, " if inside else ""
+            self.problem(f"{place}: {what}stream ended without [DONE]{ident}")
         elif not result.problems:
             self.problem(f"{place}: input ended before every choice had a finish_reason{ident}")
+
+    def write(self, data: bytes) -> None:
+        """Write one output line (the bar wiped first: stdout may go to its terminal)."""
+        if self.bar is not None:
+            self.bar.clear()
+        try:
+            self.out.write(data)
+            self.out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputError(_os_error(exc)) from exc
+        if self.bar is not None:  # not at once: a pipe's reader (| cut) may write it there yet
+            self.bar.later(wait=True)
 
     def reported(self, report: SourceReport) -> None:
         for problem in report.problems:
             self.problem(str(problem))
         printed = self.printed.pop(report.source, None)
         if report.error is not None and report.error is not printed:  # once, not twice
-            self.problem(str(report.error))
+            self.problem(str(report.error) + self.looked_like(report))
+        self.heads.pop(report.source, None)
+        index = self.order.get(report.source)
+        if index is not None:
+            self.input_ended(index)
+
+    def input_ended(self, index: int) -> None:
+        """--ordered: input ``index`` is over; print the held lines that are now due."""
+        self.ended.add(index)
+        while self.next_input in self.ended:
+            self.ended.discard(self.next_input)
+            self.next_input += 1
+            for data in self.held.pop(self.next_input, ()):
+                self.write(data)
+
+    def looked_like(self, report: SourceReport) -> str:
+        """For a source with no completion read with a forced ``--format``: what it looked
+        like (its first bytes), so that a wrong format says so."""
+        head = self.heads.get(report.source)
+        if report.completions or self.args.format == "auto" or not head:
+            return ""
+        first = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+        looks = "JSON Lines" if first[:1] in (b"{", b"[") else "SSE" if b":" in first else ""
+        shown = first[:40].decode("utf-8", "replace").splitlines()[0] if first else ""
+        text = f" (read as --format {self.args.format}; it starts with {shown!r}"
+        if looks and looks != {"sse": "SSE", "jsonl": "JSON Lines"}[self.args.format]:
+            return f"{text}, which looks like {looks}: try --format auto)"
+        return f"{text})"
 
     def problem(self, line: str) -> None:
         self.failed = True
@@ -167,6 +272,8 @@ class _Run:
         if self.bar is not None:
             self.bar.clear()
         print(line, file=self.err, flush=True)
+        if self.bar is not None:
+            self.bar.later()  # redrawn after the line, even if nothing else changes
         self.progress()
 
     def count(self, result: Result) -> None:
@@ -185,7 +292,7 @@ class _Run:
 
     def progress(self) -> None:
         if self.bar is not None:
-            self.bar.draw(
+            self.bar.update(
                 f"[{self.inputs_done:>{len(str(self.inputs))}}/{self.inputs} inputs] "
                 f"{_plural(self.chunks, 'chunk')}  {_plural(self.problems, 'problem')}"
             )
@@ -216,7 +323,7 @@ class _Run:
         try:
             async for name, source in sources:
                 given += 1
-                yield name, _Watched(source, self.input_done)
+                yield name, _Watched(source, self.input_done, None)
             self.inputs_done += self.inputs - given
             self.progress()
         finally:
@@ -226,20 +333,35 @@ class _Run:
 
     async def sources(self) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
         names: dict[str, int] = {}
-        for path in self.args.paths:
+        for index, path in enumerate(self.args.paths):
             name = "<stdin>" if path == "-" else path
             names[name] = names.get(name, 0) + 1
             if names[name] > 1:  # the same file twice: two sources, two names
                 name = f"{name}#{names[name]}"
+            self.paths[name] = path
+            self.order[name] = index
             if path == "-":
-                yield name, from_stdin()
+                yield name, self.headed(name, from_stdin())
                 continue
             try:
                 source = from_file(path)
             except OSError as exc:
                 self.problem(f"{name}: cannot read: {exc.strerror or exc}")
+                self.input_ended(index)
                 continue
-            yield name, source
+            yield name, self.headed(name, source)
+
+    def headed(self, name: str, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``source``, its first bytes kept (only with a forced ``--format``)."""
+        if self.args.format == "auto":
+            return source
+
+        def seen(data: bytes) -> None:
+            head = self.heads.get(name, b"")
+            if len(head) < _HEAD:
+                self.heads[name] = head + data[: _HEAD - len(head)]
+
+        return _Watched(source, None, seen)
 
     async def all(self) -> None:
         limits = Limits(idle_timeout=self.args.idle_timeout, deadline=self.args.deadline)
@@ -248,43 +370,80 @@ class _Run:
             sources = self.watched(sources)
         try:
             self.progress()
-            async with fan_in(
-                sources,
-                format=self.args.format,
-                strict=not self.args.lenient,
-                max_sources=_MAX_OPEN_FILES,
-                limits=limits,
-            ) as items:
-                async for item in items:
-                    if isinstance(item, Result):
-                        self.emit(item)
-                        self.count(item)
-                    else:
-                        self.reported(item)
+            async with anyio.create_task_group() as tasks:
+                if self.bar is not None:
+                    tasks.start_soon(self.bar.run)
+                async with fan_in(
+                    sources,
+                    format=self.args.format,
+                    strict=not self.args.lenient,
+                    max_sources=_MAX_OPEN_FILES,
+                    limits=limits,
+                ) as items:
+                    async for item in items:
+                        if isinstance(item, Result):
+                            self.emit(item)
+                            self.count(item)
+                        else:
+                            self.reported(item)
+                for index in range(self.inputs):  # --ordered: whatever is still held
+                    self.input_ended(index)
+                tasks.cancel_scope.cancel()
         finally:
             if self.bar is not None:
-                self.bar.clear()
+                self.bar.finish()
         if self.args.stats:
             self.stats()
 
 
 class _Bar:
-    """A line on a terminal redrawn in place, at most every ``_REDRAW_EVERY`` seconds, and wiped
-    (``\\r\\x1b[K``) before anything else is written there."""
+    """A line on a terminal redrawn in place, and wiped (``\\r\\x1b[K``) before anything else
+    is written there.
+
+    :meth:`update` gives the latest text: it is drawn at once if the last drawing is at least
+    ``_REDRAW_EVERY`` old, else kept, and :meth:`run` (a task) draws it when that time is up. No
+    update is lost: what the terminal shows is at most ``_REDRAW_EVERY`` behind.
+    """
 
     def __init__(self, err: IO[str]) -> None:
         self.err = err
         self.shown = False
         self.due = float("-inf")
+        self.text = ""
+        #: the latest text is not on the terminal yet
+        self.pending = False
 
-    def draw(self, text: str) -> None:
+    def update(self, text: str) -> None:
+        self.text = text
+        self.pending = True
+        self.tick()
+
+    def later(self, *, wait: bool = False) -> None:
+        """Draw the latest text again (after a wipe), at the next chance (``wait``: not before
+        ``_REDRAW_EVERY`` from now)."""
+        if self.text:
+            self.pending = True
+        if wait:
+            self.due = max(self.due, time.monotonic() + _REDRAW_EVERY)
+
+    def tick(self) -> None:
+        """Draw the latest text if it is not shown and the last drawing is old enough."""
+        if not self.pending:
+            return
         now = time.monotonic()
         if now < self.due:
             return
         self.due = now + _REDRAW_EVERY
-        self.err.write(f"\r{text}\x1b[K")
+        self.pending = False
+        self.err.write(f"\r{self.text}\x1b[K")
         self.err.flush()
         self.shown = True
+
+    async def run(self) -> None:
+        """Draw what :meth:`update` kept, every ``_REDRAW_EVERY`` (until cancelled)."""
+        while True:
+            await anyio.sleep(max(_REDRAW_EVERY, 0.01))
+            self.tick()
 
     def clear(self) -> None:
         if self.shown:
@@ -292,23 +451,41 @@ class _Bar:
             self.err.flush()
             self.shown = False
 
+    def finish(self) -> None:
+        """The end: the final counts drawn (if not shown yet), then the line wiped."""
+        if self.pending and self.text:
+            self.err.write(f"\r{self.text}\x1b[K")
+            self.shown = True
+        self.pending = False
+        self.clear()
+
 
 class _Watched:
-    """A source's bytes, calling ``ended`` once when they run out or are closed."""
+    """A source's bytes, calling ``ended`` once when they run out or are closed, and ``seen``
+    with each piece read (either may be ``None``)."""
 
-    def __init__(self, source: AsyncIterator[bytes], ended: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        source: AsyncIterator[bytes],
+        ended: Callable[[], None] | None,
+        seen: Callable[[bytes], None] | None,
+    ) -> None:
         self.source = source
-        self.ended: Callable[[], None] | None = ended
+        self.ended = ended
+        self.seen = seen
 
     def __aiter__(self) -> _Watched:
         return self
 
     async def __anext__(self) -> bytes:
         try:
-            return await anext(self.source)
+            data = await anext(self.source)
         except StopAsyncIteration:
             self.end()
             raise
+        if self.seen is not None:
+            self.seen(data)
+        return data
 
     async def aclose(self) -> None:
         self.end()
@@ -352,6 +529,12 @@ def _isatty(stream: IO[Any]) -> bool:
         return False
 
 
+def _os_error(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return exc.strerror or str(exc)
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
@@ -363,6 +546,14 @@ def _tokens(n: int | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "gateway":
+        from .gateway import run as gateway
+
+        return gateway(args)
+    if args.command in ("publish", "worker", "results"):  # the Redis scale-out (_redis_cli)
+        from ._redis_cli import run as run_redis
+
+        return run_redis(args)
     run = _Run(args, sys.stdout.buffer, sys.stderr)
     try:
         anyio.run(run.all)
@@ -370,6 +561,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the contract is: never a traceback
         if _only(exc, BrokenPipeError):
+            return 1
+        output = _find(exc, _OutputError)
+        if output is not None:
+            print(f"aggregator: cannot write the output: {output}", file=sys.stderr)
             return 1
         print(f"aggregator: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -381,6 +576,18 @@ def _only(exc: BaseException, kind: type[BaseException]) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_only(e, kind) for e in exc.exceptions)
     return isinstance(exc, kind)
+
+
+def _find(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` in ``exc`` or the groups it holds, if any."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 def main_exit() -> None:

@@ -14,10 +14,19 @@ and the loop is given a turn (``anyio.lowlevel.checkpoint``) after every :data:`
 :data:`BUDGET_ITEMS` items fed, so no input (64 MiB of blank lines in one read, a source that
 never awaits) stalls the other tasks for longer than the work on one budget. :func:`sync_batches`
 does the same for a sync source, read in batches.
+
+A path that is not a regular file (a FIFO, ``<(curl -N ...)``'s ``/dev/fd/N``, a character
+device) is read by :class:`PipeSource`: opened ``O_NONBLOCK`` and read with ``os.read`` only after
+the event loop says it is readable (``anyio.wait_readable``). No read ever blocks a thread, so a
+cancellation (a time limit, Ctrl-C) ends the wait at once, and each read returns what the pipe
+holds (at most ``PIPE_READ_SIZE``), so the output follows the input as it comes. Waiting before
+the first read also covers a FIFO whose writer has not opened it yet: a non-blocking read would
+say end of file, but the kernel reports it readable only once a writer wrote or came and went.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Union, final
 
@@ -31,7 +40,9 @@ __all__ = [
     "BUDGET",
     "BUDGET_ITEMS",
     "PIECE",
+    "PIPE_READ_SIZE",
     "Feeder",
+    "PipeSource",
     "Source",
     "SourceReader",
     "Sources",
@@ -45,6 +56,8 @@ PIECE = 64 * 1024
 BUDGET = 256 * 1024
 #: The most items fed between two turns of the event loop.
 BUDGET_ITEMS = 1024
+#: The most one read of a pipe asks for (it returns what the pipe holds, up to this).
+PIPE_READ_SIZE = 64 * 1024
 
 #: What a source yields: bytes (SSE or JSON Lines), parsed payloads, chunk events, an SDK's chunk
 #: objects, or ``(dedupe_id, payload)`` pairs; sync or async.
@@ -172,7 +185,7 @@ class Feeder:
         self._bytes = 0
         self._items = 0
 
-    async def feed(self, raw: Any, now: float) -> list[Any]:
+    async def feed(self, raw: Any, now: float | None) -> list[Any]:
         """:meth:`Engine.feed_item`, with a long bytes item cut in pieces and the loop given a
         turn when the budget is spent; what ended."""
         engine = self._engine
@@ -188,7 +201,7 @@ class Feeder:
             await self._turn()
         return out
 
-    async def _pieces(self, raw: Any, now: float) -> list[Any]:
+    async def _pieces(self, raw: Any, now: float | None) -> list[Any]:
         engine = self._engine
         view = memoryview(raw).cast("B")
         out = engine.feed_item(bytes(view[:PIECE]), now)  # counts the item, once
@@ -243,3 +256,59 @@ def sync_batches(iterator: Iterator[Any]) -> Iterator[Iterator[Any]]:
 
     while not state[2]:
         yield batch()
+
+
+@final
+class PipeSource:
+    """The bytes of a pipe, FIFO or character device, read without blocking a thread (see the
+    module's docstring). The path is opened at once (``OSError`` if it cannot be); the
+    descriptor is closed when the bytes run out or the source is closed."""
+
+    __slots__ = ("_fd", "_size")
+
+    def __init__(self, path: str | os.PathLike[str], size: int = PIPE_READ_SIZE) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        self._size = size
+
+    @staticmethod
+    def wanted(path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` names something other than a regular file or a directory (a FIFO,
+        a socket, a character device): what this class reads. ``False`` if it cannot be
+        stat-ed (the caller's own open then says why)."""
+        import stat
+
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            return False
+        return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+    def __aiter__(self) -> PipeSource:
+        return self
+
+    async def __anext__(self) -> bytes:
+        import anyio  # imported here: `import aggregator` stays light
+
+        while self._fd >= 0:
+            await anyio.wait_readable(self._fd)
+            try:
+                data = os.read(self._fd, self._size)
+            except (BlockingIOError, InterruptedError):
+                continue  # readable, then drained by another reader: wait again
+            if data:
+                return data
+            self._close()
+        raise StopAsyncIteration
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    async def aclose(self) -> None:
+        """Close the descriptor (once is enough; more is harmless)."""
+        if self._fd >= 0:
+            import anyio  # imported here: `import aggregator` stays light
+
+            anyio.notify_closing(self._fd)
+            self._close()

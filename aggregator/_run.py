@@ -16,7 +16,8 @@ others go on; with ``fail_fast=True`` the exception cancels everything and propa
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
+import sys
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, overload
 
@@ -36,18 +37,53 @@ from ._stages import Batch, Pipeline, Plan, Stage, plan
 __all__ = ["fan_in", "results"]
 
 
+def _no_time() -> None:
+    """The clock when timings are off: the engine is given no time, and notes none."""
+
+
+def clock() -> Callable[[], float]:
+    """anyio's clock, looked up once: the function ``anyio.current_time()`` calls on the
+    running backend (the event loop's ``time`` on asyncio, the run's clock on trio),
+    without the look-up of the backend that ``anyio.current_time()`` makes on every call
+    (0.83 µs against 0.09 µs a reading on asyncio, 0.49 against 0.13 on trio, measured here)."""
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:  # not asyncio
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:  # what trio.current_time() reads, without its look-up of the run
+            now: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        except RuntimeError:  # not trio either
+            pass
+        else:
+            return now
+    import anyio  # imported here: `import aggregator` stays light
+
+    return anyio.current_time
+
+
 async def drive(
-    source: Source, engine: Engine, *, limits: Limits, fail_fast: bool = False
+    source: Source,
+    engine: Engine,
+    *,
+    limits: Limits,
+    fail_fast: bool = False,
+    timings: bool = True,
 ) -> AsyncGenerator[Batch, None]:
     """Read ``source`` in this task and feed ``engine``; yield what ends, in batches. Closes the
     source, whatever happens. The work between two turns of the event loop is bounded (a long
-    bytes item is fed in pieces; see ``_reading.Feeder`` and ``sync_batches``)."""
+    bytes item is fed in pieces; see ``_reading.Feeder`` and ``sync_batches``). With
+    ``timings``, anyio's clock is read once per read (per batch of a sync source) and handed to
+    the engine."""
     import anyio.lowlevel  # imported here: `import aggregator` stays light
 
-    clock = anyio.current_time
+    now: Callable[[], float | None] = clock() if timings else _no_time
     reader = SourceReader(source, limits)
     if engine.started is None:
-        engine.started = clock()
+        engine.started = now()
     try:
         if reader.is_async:
             feed_item = Feeder(engine).feed
@@ -57,32 +93,32 @@ async def drive(
                 except StopAsyncIteration:
                     break
                 except LimitError as exc:  # a time limit
-                    yield engine.fail(source_error(exc, engine.name, engine.items), clock())
+                    yield engine.fail(source_error(exc, engine.name, engine.items), now())
                     return
                 except Exception as exc:
                     if fail_fast:
                         raise
-                    yield engine.fail(source_error(exc, engine.name, engine.items), clock())
+                    yield engine.fail(source_error(exc, engine.name, engine.items), now())
                     return
-                ended = await feed_item(raw, clock())
+                ended = await feed_item(raw, now())
                 if ended:
                     yield ended
         else:
             for items in sync_batches(reader.sync_iterator()):
                 batch: Batch = []
                 try:  # a batch of items, read and fed in one loop
-                    engine.feed_items(items, batch, clock())
+                    engine.feed_items(items, batch, now())
                 except SourceRaised as raised:
                     if fail_fast:
                         raise raised.exception from None
                     error = source_error(raised.exception, engine.name, raised.number)
-                    batch += engine.fail(error, clock())
+                    batch += engine.fail(error, now())
                 if batch:
                     yield batch
                 if engine.stopped:
                     break
                 await anyio.lowlevel.checkpoint()  # let the other tasks run
-        ended = engine.close(now=clock())
+        ended = engine.close(now=now())
         if ended:
             yield ended
     finally:
@@ -105,6 +141,7 @@ def results(
     strict: bool = ...,
     limits: Limits = ...,
     interleaved: bool = ...,
+    timings: bool = ...,
 ) -> AbstractAsyncContextManager[AsyncIterator[Result | SourceReport]]: ...
 @overload
 def results(
@@ -116,6 +153,7 @@ def results(
     strict: bool = ...,
     limits: Limits = ...,
     interleaved: bool = ...,
+    timings: bool = ...,
 ) -> AbstractAsyncContextManager[AsyncIterator[Any]]: ...
 @asynccontextmanager
 async def results(
@@ -127,6 +165,7 @@ async def results(
     strict: bool = True,
     limits: Limits = DEFAULT_LIMITS,
     interleaved: bool = False,
+    timings: bool = True,
 ) -> AsyncIterator[AsyncIterator[Any]]:
     """Read one source in the caller's task, through a pipeline; iterate what comes out.
 
@@ -142,7 +181,7 @@ async def results(
     engine = steps.engine(
         name, format=format, strict=strict, limits=limits, interleaved=interleaved
     )
-    batches = drive(source, engine, limits=limits)
+    batches = drive(source, engine, limits=limits, timings=timings)
     out = steps.result_stages.run(batches)
     items = _flatten(out)
     try:
@@ -182,6 +221,7 @@ def fan_in(
     fail_fast: bool = ...,
     limits: Limits = ...,
     interleaved: bool = ...,
+    timings: bool = ...,
 ) -> AbstractAsyncContextManager[AsyncIterator[Result | SourceReport]]: ...
 @overload
 def fan_in(
@@ -195,6 +235,7 @@ def fan_in(
     fail_fast: bool = ...,
     limits: Limits = ...,
     interleaved: bool = ...,
+    timings: bool = ...,
 ) -> AbstractAsyncContextManager[AsyncIterator[Any]]: ...
 @asynccontextmanager
 async def fan_in(
@@ -208,6 +249,7 @@ async def fan_in(
     fail_fast: bool = False,
     limits: Limits = DEFAULT_LIMITS,
     interleaved: bool = False,
+    timings: bool = True,
 ) -> AsyncIterator[AsyncIterator[Any]]:
     """Read many sources at once; iterate what they hold, each completion as soon as it ends.
 
@@ -231,6 +273,9 @@ async def fan_in(
         limits: the limits (see :class:`~aggregator.Limits`).
         interleaved: each source carries several completions side by side, told apart by id
             (a multiplexed log), instead of one after the other.
+        timings: read anyio's clock as the sources are read, for each result's
+            :class:`~aggregator.Timings` (``False``: no clock is read and ``Result.timings``
+            is ``None``).
 
     Yields:
         an async iterator of what comes out: with the default pipeline, one
@@ -260,7 +305,9 @@ async def fan_in(
             )
             async with (
                 send,
-                aclosing(drive(source, engine, limits=limits, fail_fast=fail_fast)) as out,
+                aclosing(
+                    drive(source, engine, limits=limits, fail_fast=fail_fast, timings=timings)
+                ) as out,
             ):
                 async for batch in out:
                     await send.send(batch)

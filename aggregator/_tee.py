@@ -13,7 +13,7 @@ source's own outcome, and nothing is lost."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, final
 
@@ -23,6 +23,7 @@ from ._core._framing import Format
 from ._core._limits import DEFAULT_LIMITS, Limits
 from ._core._results import Result, SourceReport
 from ._reading import Feeder, SourceReader
+from ._run import clock
 
 __all__ = ["Tee"]
 
@@ -98,6 +99,7 @@ class Tee(Generic[T]):
         #: more to come (leaving right after ``[DONE]`` or an error that ended the source, as
         #: the OpenAI SDK does, cuts nothing).
         self.disconnected = False
+        self._time: Callable[[], float] = _clock  # the backend's own, from the first read on
 
     @property
     def name(self) -> str:
@@ -140,7 +142,8 @@ class Tee(Generic[T]):
         """Read the next item, assemble it and return it; record how the source ended."""
         engine = self._engine
         if engine.started is None:
-            engine.started = _clock()
+            self._time = clock()
+            engine.started = self._time()
         try:
             raw = await self._reader.next()
         except StopAsyncIteration:
@@ -256,7 +259,7 @@ class Tee(Generic[T]):
         self._keep(engine.fail(self._drain_error(), _clock()))
 
     async def _take(self, raw: Any) -> None:
-        self._keep(await self._feeder.feed(raw, _clock()))
+        self._keep(await self._feeder.feed(raw, self._time()))
 
     def _keep(self, ended: list[Any]) -> None:
         self.results += [r for r in ended if r.__class__ is Result]

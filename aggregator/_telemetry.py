@@ -226,8 +226,12 @@ def _error_type(result: Result) -> str:
                 return value
     if isinstance(error, LimitError) or result.reason is EndReason.LIMIT:
         return "limit"
-    if result.reason in (EndReason.DONE, EndReason.EXHAUSTED):
+    if result.reason is EndReason.DONE or (
+        result.reason is EndReason.EXHAUSTED and result.problems
+    ):
         return "malformed"  # ended properly, but with problems (lenient)
+    if result.reason is EndReason.EXHAUSTED:
+        return "cut_off"  # a source with no end marker ran out before the stream finished
     return str(result.reason.value)
 
 

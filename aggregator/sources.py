@@ -4,7 +4,8 @@
 Each adapter is thin: it turns what a client library hands out into bytes or parsed payloads,
 and imports that library only when called, so the core install stays small. The adapters for
 ``httpx`` responses need the ``[httpx]`` extra (or any client with the same response interface);
-those for the OpenAI SDK's streams need the ``[openai]`` extra.
+those for the OpenAI SDK's streams need the ``[openai]`` extra, the one for the anthropic SDK's
+the ``[anthropic]`` extra.
 
 A failed HTTP response (status 400 and up) is not a stream: its adapter raises
 :class:`~aggregator.UpstreamError` with the error object the server sent, which ends the source
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, final, overload
 import orjson
 
 from ._core._errors import DecodeError, UpstreamError, upstream_error
-from ._reading import Source
+from ._reading import PipeSource, Source
 
 if TYPE_CHECKING:
     import os
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     import httpx
     from openai import AsyncStream, Stream
 
-__all__ = ["from_file", "from_httpx", "from_openai", "from_stdin"]
+__all__ = ["from_anthropic", "from_file", "from_httpx", "from_openai", "from_stdin"]
 
 #: How many bytes each read of a file or of standard input asks for.
 READ_SIZE = 1 << 20
@@ -39,12 +40,18 @@ ERROR_BODY_LIMIT = 64 * 1024
 def from_file(path: str | os.PathLike[str], *, read_size: int = READ_SIZE) -> AsyncIterator[bytes]:
     """The bytes of a file (SSE or JSON Lines), read in a worker thread, ``read_size`` at a time.
 
+    A path that is a pipe, a FIFO or a character device (``<(curl -N ...)``, ``/dev/fd/N``) is
+    read without blocking a thread instead, each read returning what the pipe holds, so time
+    limits and cancellation apply to it and its bytes come as they arrive.
+
     The file is opened at once, so a missing or unreadable file raises here, not when the source
     is read; it is closed when the source ends or is closed (``aclose``).
 
     Raises:
         OSError: the file cannot be opened.
     """
+    if PipeSource.wanted(path):
+        return PipeSource(path)
     return _FileSource(open(path, "rb"), read_size)
 
 
@@ -205,15 +212,16 @@ def from_openai(
 ) -> AsyncIterator[dict[str, Any]] | Iterator[dict[str, Any]]:
     """The chunks of an OpenAI SDK stream, as the JSON objects the server sent.
 
-    ``stream`` is what ``client.chat.completions.create(..., stream=True)`` or
-    ``client.completions.create(..., stream=True)`` returns, from ``AsyncOpenAI`` (an async
-    source) or ``OpenAI`` (a sync one). Each ``ChatCompletionChunk`` or ``Completion`` becomes
-    the object the server sent, the fields the SDK does not know included; the source closes the
+    ``stream`` is what ``client.chat.completions.create(..., stream=True)``,
+    ``client.completions.create(..., stream=True)`` or ``client.responses.create(...,
+    stream=True)`` returns, from ``AsyncOpenAI`` (an async source) or ``OpenAI`` (a sync one).
+    Each ``ChatCompletionChunk``, ``Completion`` or Responses event becomes the object the server
+    sent, the fields (and event types) the SDK does not know included; the source closes the
     stream when done. An error the SDK raises for an error event (``openai.APIError``) becomes an
     :class:`~aggregator.UpstreamError` carrying the server's error object.
 
     The SDK consumes ``data: [DONE]`` itself, so streams from it end as ``exhausted``: complete
-    when every choice has a ``finish_reason``.
+    when every choice has a ``finish_reason`` (a response: when its terminal event came).
     """
     if hasattr(stream, "__aiter__"):
         return _openai_async(stream)
@@ -254,3 +262,36 @@ def _openai_error(exc: Any) -> UpstreamError:
         payload = payload["error"]
     status = getattr(exc, "status_code", None)
     return upstream_error(payload, status=status, fallback=str(exc.message))
+
+
+def from_anthropic(stream: Any) -> Source:
+    """The bytes of an anthropic SDK stream, exactly as the server sent them.
+
+    ``stream`` is what ``client.messages.create(..., stream=True)`` returns (a ``Stream`` or
+    ``AsyncStream`` of raw events), a ``MessageStream`` (``with client.messages.stream(...) as
+    stream``), or the manager ``client.messages.stream(...)`` itself, which the source enters
+    and leaves. ``Anthropic`` gives a sync source, ``AsyncAnthropic`` an async one. Pass the
+    stream unread: the source reads its HTTP response's body, not the SDK's events, because the
+    SDK drops every event whose SSE name it does not know or that has none, and turns an
+    ``error`` event into an exception with no place; from the bytes, every event is kept and an
+    error mid-stream ends the stream with its partial message and its line. The source closes
+    the response when done.
+    """
+    if not hasattr(stream, "__iter__") and not hasattr(stream, "__aiter__"):  # a manager
+        if hasattr(stream, "__aenter__"):
+            return _anthropic_manager_async(stream)
+        return _anthropic_manager_sync(stream)
+    if hasattr(stream, "__aiter__"):
+        return _httpx_async(stream.response)
+    return _httpx_sync(stream.response)
+
+
+async def _anthropic_manager_async(manager: Any) -> AsyncIterator[bytes]:
+    async with manager as stream:
+        async for data in _httpx_async(stream.response):
+            yield data
+
+
+def _anthropic_manager_sync(manager: Any) -> Iterator[bytes]:
+    with manager as stream:
+        yield from _httpx_sync(stream.response)

@@ -40,9 +40,13 @@ async def main() -> None:
     async with aggregator.fan_in(sources, pipeline) as items:
         async for item in items:
             if isinstance(item, aggregator.Result):
+                completion = item.completion
+                parts: list[object] = getattr(completion, "choices", None) or list(
+                    getattr(completion, "output", ())
+                )
                 print(
                     f"{item.source}: {item.reason.value}, {item.chunks} chunks, "
-                    f"{len(item.completion.choices)} choice(s)"
+                    f"{len(parts)} choice(s)"
                 )
             elif isinstance(item, aggregator.SourceReport) and not item.ok:
                 print(f"{item.source}: {item.error}")

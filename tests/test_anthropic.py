@@ -8,7 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
+from aggregator._core._converter import to_dict
 from aggregator._core._engine import Engine
+from aggregator._core._limits import DEFAULT_LIMITS, Limits
 
 from .conftest import without_nulls
 
@@ -16,13 +18,20 @@ DATA = Path(__file__).parent / "data" / "anthropic"
 RECORDINGS = sorted(DATA.glob("*.jsonl"))
 
 
-def run(name: str, pieces: list[bytes]) -> tuple[Engine, list[Any]]:
-    engine = Engine(name)
+def run(
+    name: str, pieces: list[bytes], limits: Limits = DEFAULT_LIMITS, *, fast_lane: bool = True
+) -> tuple[Engine, list[Any]]:
+    engine = Engine(name, limits=limits, fast_lane=fast_lane)
     out: list[Any] = []
     for piece in pieces:
         out += engine.feed(piece)
     out += engine.close()
     return engine, [o for o in out if hasattr(o, "completion")]
+
+
+def as_json(result: Any) -> dict[str, Any]:
+    """The result's message as the API's JSON."""
+    return to_dict(result.completion)
 
 
 def expected(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -66,7 +75,7 @@ def test_each_recording_assembles_whole_split_and_as_sse(path: Path) -> None:
         assert len(results) == len(want)
         for result, message in zip(results, want, strict=True):
             assert result.complete
-            content = result.completion.content
+            content = as_json(result)["content"]
             blocks = [message["blocks"][i] for i in sorted(message["blocks"])]
             assert [b["type"] for b in content] == [b["type"] for b in blocks]
             for got, block in zip(content, blocks, strict=True):
@@ -75,7 +84,7 @@ def test_each_recording_assembles_whole_split_and_as_sse(path: Path) -> None:
                 if "input" in block:
                     assert got["input"] == block["input"]
             if message["output"] is not None:
-                assert result.completion.usage["output_tokens"] == message["output"]
+                assert as_json(result)["usage"]["output_tokens"] == message["output"]
 
 
 MESSAGE = {"id": "m", "type": "message", "role": "assistant", "content": [], "model": "c"}
@@ -98,7 +107,7 @@ def test_a_huge_block_index_allocates_nothing_and_a_stray_delta_is_located() -> 
         b'{"type":"content_block_delta","index":5,"delta":{"type":"text_delta","text":"x"}}\n',
     ]
     _, (result,) = run("s", lines)
-    assert result.completion.content == [{"type": "text", "text": "hi"}]
+    assert as_json(result)["content"] == [{"type": "text", "text": "hi"}]
     assert [str(p) for p in result.problems] == [
         "s, line 4 (event 4): a delta for block 5, which is not open"
     ]
@@ -111,7 +120,7 @@ def test_a_string_or_negative_usage_is_a_located_problem_and_the_partial_is_kept
             b'{"type":"message_delta","delta":{},"usage":{"output_tokens":' + bad + b"}}\n",
         ]
         _, (result,) = run("s", lines)
-        assert result.completion.usage == {"input_tokens": 3, "output_tokens": 1}
+        assert as_json(result)["usage"] == {"input_tokens": 3, "output_tokens": 1}
         assert "line 2" in str(result.problems[0])
         assert "output_tokens" in str(result.problems[0])
 
@@ -131,7 +140,7 @@ def test_a_stream_cut_inside_a_tool_input_keeps_the_partial_json() -> None:
     ]
     _, (result,) = run("s", lines)
     assert not result.complete
-    assert result.completion.content[0]["partial_json"] == '{"a": 1'
+    assert as_json(result)["content"][0]["partial_json"] == '{"a": 1'
     assert any("tool input" in str(p) for p in result.problems)
 
 
@@ -143,7 +152,7 @@ def test_usage_is_replaced_field_by_field_never_summed() -> None:
         b'{"type":"message_stop"}\n',
     ]
     _, (result,) = run("s", lines)
-    assert result.completion.usage == {
+    assert as_json(result)["usage"] == {
         "input_tokens": 3,
         "output_tokens": 9,
         "cache_read_input_tokens": 2,
@@ -192,8 +201,6 @@ def test_against_the_sdks_accumulation(path: Path) -> None:
     from anthropic.lib.streaming._messages import accumulate_event
     from anthropic.types import RawMessageStreamEvent
 
-    from aggregator._core._converter import to_dict
-
     snapshots: list[Any] = []
     snapshot: Any = None
     buffers: dict[int, bytes] = {}
@@ -226,17 +233,12 @@ def test_an_error_mid_stream_gives_the_partial_message_the_error_and_the_usage()
     ]
     _, (result,) = run("s", lines)
     assert not result.complete
-    assert result.completion.content == [{"type": "text", "text": "Hel"}]
-    assert result.completion.usage == {"input_tokens": 3, "output_tokens": 1}
+    assert as_json(result)["content"] == [{"type": "text", "text": "Hel"}]
+    assert as_json(result)["usage"] == {"input_tokens": 3, "output_tokens": 1}
     assert "Overloaded" in str(result.error)
 
 
-def test_a_tool_input_past_the_block_limit_fails_the_stream_placed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from aggregator._core import _anthropic
-
-    monkeypatch.setattr(_anthropic, "MAX_BLOCK_BYTES", 1000)
+def test_a_tool_input_past_the_block_limit_fails_the_stream_placed() -> None:
     piece = orjson.dumps(
         {
             "type": "content_block_delta",
@@ -249,8 +251,9 @@ def test_a_tool_input_past_the_block_limit_fails_the_stream_placed(
         b'{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}\n',
         *[piece + b"\n"] * 5,
     ]
-    _, (result,) = run("s", lines)
+    _, (result,) = run("s", lines, Limits(max_block_chars=1000))
     assert not result.complete
     assert "line 5" in str(result.error)
     assert "more than 1000" in str(result.error)
-    assert len(result.completion.content[0]["partial_json"]) == 800
+    assert result.error.limit == "max_block_chars"
+    assert len(as_json(result)["content"][0]["partial_json"]) == 800

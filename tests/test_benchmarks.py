@@ -26,3 +26,19 @@ def test_benchmark_suite_runs_quick(tmp_path: Path) -> None:
     # tiny sizes say nothing of ratios: a smoke run judges no target
     assert {row[2] for row in targets} == {"not judged"}
     assert proc.stdout.splitlines()[-1].startswith("smoke run:")
+
+
+def test_timings_benchmark_runs_quick(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.timings", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rows = json.loads(out.read_text())
+    for backend in ("asyncio", "trio"):
+        assert rows[f"timings_{backend}"]["on_us"] > 0
+        assert rows[f"telemetry_{backend}"]["sdk_us"] > 0

@@ -350,19 +350,26 @@ def test_progress_by_subprocess_is_forced_by_the_option() -> None:
     assert run("assemble", *map(str, STREAMS))[2] == []  # stderr a pipe: silent
 
 
-def test_progress_redrawn_at_most_ten_times_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_redrawn_at_most_ten_times_a_second_and_never_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     now = [100.0]
     monkeypatch.setattr(_cli, "time", SimpleNamespace(monotonic=lambda: now[0]))
     err = io.StringIO()
     bar = _cli._Bar(err)
-    bar.draw("one")
+    bar.update("one")
     now[0] += 0.05
-    bar.draw("two")  # too soon
+    bar.update("two")  # too soon: kept, not dropped
+    bar.tick()  # the timer, still too soon
+    assert err.getvalue() == "\rone\x1b[K"
     now[0] += 0.05
-    bar.draw("three")
-    bar.clear()
+    bar.tick()  # the timer draws the latest text
+    bar.tick()  # nothing new: nothing drawn
+    now[0] += 0.01
+    bar.update("three")  # too soon, and the end comes first: drawn at the end, then wiped
+    bar.finish()
     bar.clear()  # nothing shown: nothing to wipe
-    assert err.getvalue() == "\rone\x1b[K\rthree\x1b[K\r\x1b[K"
+    assert err.getvalue() == "\rone\x1b[K\rtwo\x1b[K\rthree\x1b[K\r\x1b[K"
 
 
 def test_stats_on_the_example_streams() -> None:

@@ -202,6 +202,7 @@ async def test_httpx_gzip_body_is_decoded() -> None:
     (result,) = results
     assert result.complete
     assert report.ok
+    assert isinstance(result.completion, ChatCompletion)
     assert len(result.completion.choices) == 3
 
 

@@ -240,6 +240,7 @@ async def test_n_choices_and_usage_are_whole_when_read_to_the_end() -> None:
             pass
     (result,) = tee.results
     assert (result.reason, result.complete) == (EndReason.DONE, True)
+    assert isinstance(result.completion, aggregator.models.ChatCompletion)
     assert [c.index for c in result.completion.choices] == [0, 1, 2]
     assert result.usage is not None
     assert result.usage.total_tokens == to_dict(result.completion)["usage"]["total_tokens"]

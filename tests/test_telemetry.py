@@ -246,3 +246,131 @@ def test_tokens_speak_one_vocabulary_for_every_protocol() -> None:
     assert counted.total == 135
     assert tokens({"input_tokens": "9", "output_tokens": -1}) == stages.Tokens()
     assert tokens(None) is None
+
+
+# -- every protocol: the attributes are the stream's, and every bad end gives one span --------
+
+PROTOCOL_RECORDINGS = {
+    "chat": "openai/e2aad469b71d.sse",
+    "responses": "responses/azure_text_single_delta.jsonl",
+    "anthropic": "anthropic/anthropic_text_basic.jsonl",
+}
+PROTOCOL_ERRORS: dict[str, tuple[JSON, str]] = {
+    "chat": (
+        {"error": {"message": "overloaded", "code": "server_overloaded"}},
+        "server_overloaded",
+    ),
+    "responses": (
+        {
+            "type": "error",
+            "code": "server_error",
+            "message": "boom",
+            "param": None,
+            "sequence_number": 999,
+        },
+        "server_error",
+    ),
+    "anthropic": (
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+        "overloaded_error",
+    ),
+}
+
+
+def protocol_events(protocol: str) -> list[JSON]:
+    """The recording's payloads, read here with orjson, not through the library."""
+    data = (DATA / PROTOCOL_RECORDINGS[protocol]).read_bytes()
+    if protocol == "chat":
+        lines = [line[6:] for line in data.splitlines() if line.startswith(b"data: ")]
+        return [orjson.loads(line) for line in lines if line != b"[DONE]"]
+    return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def as_sse(events: list[JSON], protocol: str, done: bool) -> list[bytes]:
+    """As a server sends them: one read per event (with its SSE name where the protocol has
+    one), ``[DONE]`` at the end for chat."""
+    out = []
+    for event in events:
+        name = b"" if protocol == "chat" else b"event: " + str(event["type"]).encode() + b"\n"
+        out.append(name + b"data: " + orjson.dumps(event) + b"\n\n")
+    if done and protocol == "chat":
+        out.append(b"data: [DONE]\n\n")
+    return out
+
+
+def expected_attributes(protocol: str, events: list[JSON]) -> JSON:
+    """id, model and token counts as the recording itself states them."""
+    if protocol == "chat":
+        usage = next(e["usage"] for e in events if e.get("usage"))
+        return {
+            "gen_ai.response.id": events[0]["id"],
+            "gen_ai.response.model": events[0]["model"],
+            "gen_ai.usage.input_tokens": usage["prompt_tokens"],
+            "gen_ai.usage.output_tokens": usage["completion_tokens"],
+        }
+    if protocol == "responses":
+        final = next(e["response"] for e in events if e["type"] == "response.completed")
+        return {
+            "gen_ai.response.id": final["id"],
+            "gen_ai.response.model": final["model"],
+            "gen_ai.usage.input_tokens": final["usage"]["input_tokens"],
+            "gen_ai.usage.output_tokens": final["usage"]["output_tokens"],
+        }
+    message = events[0]["message"]
+    usage = {**message["usage"]}
+    for event in events:
+        if event["type"] == "message_delta":
+            usage.update({k: v for k, v in event["usage"].items() if v is not None})
+    return {
+        "gen_ai.response.id": message["id"],
+        "gen_ai.response.model": message["model"],
+        "gen_ai.usage.input_tokens": usage["input_tokens"]
+        + (usage.get("cache_creation_input_tokens") or 0)
+        + (usage.get("cache_read_input_tokens") or 0),
+        "gen_ai.usage.output_tokens": usage["output_tokens"],
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("protocol", sorted(PROTOCOL_RECORDINGS))
+async def test_every_protocol_whole_cut_off_failed_and_left(otel: Telemetry, protocol: str) -> None:
+    events = protocol_events(protocol)
+    half = len(events) // 2
+    error, code = PROTOCOL_ERRORS[protocol]
+    (whole,) = await run(paced(as_sse(events, protocol, True), 0), otel.stage())
+    (cut,) = await run(paced(as_sse(events[:half], protocol, False), 0), otel.stage())
+    (failed,) = await run(paced(as_sse([*events[:half], error], protocol, False), 0), otel.stage())
+    tee = aggregator.Tee(paced(as_sse(events, protocol, True), 0.005), on_disconnect="stop")
+    async with tee:
+        async for _piece in tee:
+            break  # the client left after the first event
+    (left,) = tee.results
+    otel.stage().record(left)
+    spans = otel.finished()
+    assert len(spans) == 4  # exactly one span for each stream, however it ended
+    assert (whole.protocol, cut.protocol, failed.protocol) == (protocol,) * 3
+    assert whole.complete
+    attributes = dict(spans[0].attributes or {})
+    for key, value in expected_attributes(protocol, events).items():
+        assert attributes[key] == value, key
+    assert "error.type" not in attributes
+    assert spans[0].status.status_code is StatusCode.UNSET
+    for span, error_type in zip(spans[1:], ("cut_off", code, "cancelled"), strict=True):
+        assert span.attributes is not None
+        assert span.attributes["error.type"] == error_type
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes["gen_ai.response.id"] == attributes["gen_ai.response.id"]
+
+
+@pytest.mark.anyio
+async def test_a_json_lines_source_that_ran_out_early_is_cut_off_not_malformed(
+    otel: Telemetry,
+) -> None:
+    events = protocol_events("responses")
+    lines = [orjson.dumps(event) + b"\n" for event in events[: len(events) // 2]]
+    (result,) = await run(paced(lines, 0), otel.stage())
+    assert result.reason is EndReason.EXHAUSTED  # no end marker in JSON Lines
+    assert not result.complete
+    (span,) = otel.finished()
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "cut_off"

@@ -123,7 +123,9 @@ def test_a_sequence_of_streams_each_starts_when_the_one_before_ended() -> None:
     second = assembler.feed(DONE, now=6.0)
     assert (timings(first[0]).started, timings(first[0]).ended) == (1.0, 4.0)
     assert (timings(second[0]).started, timings(second[0]).first_chunk) == (4.0, 4.0)
-    assert timings(second[0]).first_byte == 1.0  # the source's
+    # the source's first byte was at 1.0; the second stream's came after it started
+    assert timings(first[0]).first_byte == 1.0
+    assert timings(second[0]).first_byte == 4.0
 
 
 def test_interleaved_streams_all_start_with_the_source() -> None:
@@ -179,7 +181,7 @@ def test_readings_are_ordered_on_every_recording_however_split(
             continue
         t = timings(result)
         assert t.started <= t.first_chunk <= t.last_chunk <= t.ended
-        assert t.first_byte <= t.first_chunk
+        assert t.started <= t.first_byte <= t.first_chunk
         if t.first_output is not None:
             assert t.first_chunk <= t.first_output <= t.last_chunk
             assert 1 <= t.output_chunks <= t.chunks == result.chunks
@@ -270,6 +272,37 @@ async def test_a_sync_source_and_a_failing_one_are_timed_too() -> None:
     t = timings(result)
     assert t.ended - t.last_chunk >= 0.018
     assert t.output_kind == "content"
+
+
+@pytest.mark.anyio
+async def test_the_shell_reads_anyios_own_clock() -> None:
+    from aggregator._run import clock
+
+    read = clock()
+    before = anyio.current_time()
+    now = read()
+    after = anyio.current_time()
+    assert before <= now <= after  # the same clock, not one like it
+    await anyio.sleep(0.01)
+    assert read() - now >= 0.009
+
+
+@pytest.mark.anyio
+async def test_timings_can_be_turned_off_and_nothing_else_changes() -> None:
+    async with aggregator.results(_paced(PACED, 0.0), timings=False) as items:
+        off = [item async for item in items]
+    async with aggregator.results(_paced(PACED, 0.0)) as items:
+        on = [item async for item in items]
+    assert off == on  # timings take no part in equality; all else is the same
+    assert isinstance(off[0], Result)
+    assert isinstance(on[0], Result)
+    assert off[0].timings is None
+    assert on[0].timings is not None
+    sources: dict[str, Any] = {"a": _paced(PACED, 0.0), "b": iter(PACED)}
+    async with aggregator.fan_in(sources, timings=False) as items:
+        got = [item async for item in items if isinstance(item, Result)]
+    assert len(got) == 2
+    assert all(result.timings is None for result in got)
 
 
 def test_the_cli_adds_timings_when_asked(tmp_path: Path) -> None:

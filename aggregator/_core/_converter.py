@@ -10,25 +10,32 @@ path.
 The converter knows no protocol. Every model class of every protocol is a frozen attrs class
 with an ``extras`` attribute, and that is how the converter recognises one: its generated hook
 ignores unknown keys, and a thin wrapper collects them into ``extras`` (only when there are some,
-so the common chunk costs a set difference). Unstructuring writes ``extras`` back beside the
-named fields and omits every ``None``, recursively, which is the APIs' non-streaming JSON shape.
+so the common chunk costs a set difference). The named keys sent as ``null`` are noted on the
+object (``_model.set_nulls``; one ``None in values`` test when there are none). Unstructuring
+writes ``extras`` back beside the named fields and omits every ``None``, recursively, which is
+the APIs' non-streaming JSON shape; ``to_dict(obj, nulls=True)`` writes the nulls the server
+sent instead (named fields noted as null, and every null inside ``extras`` and plain JSON).
 A protocol module adds the hooks of its own special types (a union the generated hooks cannot
-tell apart, say) with :func:`register_structure_hook`, at import time.
+tell apart, say) with :func:`register_structure_hook`, at import time, or, for a union told
+apart by a field, :func:`register_dispatch_hook` (the class is picked, then structured by the
+converter in use).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import cache
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, get_origin
+from functools import cache, partial
+from types import UnionType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, Union, get_origin
 
 import attrs
 
 if TYPE_CHECKING:
     import cattrs
 from ._errors import StructureError
+from ._model import nulls_of
 
-__all__ = ["fail", "register_structure_hook", "structure", "to_dict"]
+__all__ = ["fail", "register_dispatch_hook", "register_structure_hook", "structure", "to_dict"]
 
 T = TypeVar("T")
 
@@ -36,6 +43,8 @@ _INT64 = 2**63
 
 #: ``(type, hook)`` pairs the protocols registered, applied when the converter is made.
 _HOOKS: list[tuple[Any, Callable[[Any, Any], Any]]] = []
+#: ``(type, hook)`` pairs whose hook also takes the converter (``register_dispatch_hook``).
+_DISPATCH: list[tuple[Any, Callable[[Any, type, Any], Any]]] = []
 #: types that unstructure as plain JSON values (``None`` dropped inside them).
 _PLAIN: list[Any] = []
 
@@ -52,6 +61,14 @@ def register_structure_hook(
     _HOOKS.append((type_, hook))
     if plain_json:
         _PLAIN.append(type_)
+
+
+def register_dispatch_hook(type_: Any, pick: Callable[[Any], type]) -> None:
+    """Structure ``type_`` (a union, say) as the class ``pick(value)`` names, with the
+    converter in use (so a detailed run explains a fault inside the class picked)."""
+    if _converter.cache_info().currsize:
+        raise RuntimeError("register hooks before the converter is first used")
+    _DISPATCH.append((type_, lambda value, _, conv: conv.structure(value, pick(value))))
 
 
 def fail(value: Any, kind: str) -> NoReturn:
@@ -101,6 +118,8 @@ def _with_extras(cls: type[T], base: Callable[[Any, Any], T]) -> Callable[[Any, 
         if value.keys() - known:
             extras = {k: v for k, v in value.items() if k not in known}
             object.__setattr__(obj, "extras", extras)
+        if None in value.values():  # (unknown keys too: to_dict asks only of named fields)
+            object.__setattr__(obj, "_nulls", frozenset([k for k, v in value.items() if v is None]))
         return obj
 
     return structure
@@ -126,8 +145,16 @@ def _unstructure_with_extras(base: Callable[[Any], dict[str, Any]]) -> Any:
     return unstructure
 
 
+def _dispatch(hook: Callable[[Any, type, Any], Any], conv: Any, value: Any, type_: Any) -> Any:
+    return hook(value, type_, conv)
+
+
 def _is_list_type(type_: Any) -> bool:
     return get_origin(type_) is list
+
+
+def _equal_to(type_: Any) -> Callable[[Any], bool]:
+    return lambda t: bool(t == type_)
 
 
 def _make_converter(*, detailed: bool) -> cattrs.Converter:
@@ -141,10 +168,18 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
     conv.register_structure_hook(float, _float)
     conv.register_structure_hook(bool, _bool)
     conv.register_structure_hook(Any, lambda v, _: v)
-    for type_, hook in _HOOKS:
-        conv.register_structure_hook(type_, hook)
+    for type_, hook in _HOOKS:  # a generic alias is no class to dispatch on: a predicate
+        if isinstance(type_, type) or get_origin(type_) in (Union, UnionType):
+            conv.register_structure_hook(type_, hook)
+        else:
+            conv.register_structure_hook_func(_equal_to(type_), hook)
+    for type_, dispatch in _DISPATCH:
+        conv.register_structure_hook(type_, partial(_dispatch, dispatch, conv))
     for type_ in _PLAIN:
-        conv.register_unstructure_hook(type_, _without_nones)
+        if isinstance(type_, type) or get_origin(type_) in (Union, UnionType):
+            conv.register_unstructure_hook(type_, _without_nones)
+        else:
+            conv.register_unstructure_hook_func(_equal_to(type_), _without_nones)
 
     def list_factory(cls: Any) -> Any:
         base = list_structure_factory(cls, conv)
@@ -221,11 +256,48 @@ def _format(exc: BaseException, _type: Any) -> str:
     return f"invalid value ({type(exc).__name__}: {exc})"
 
 
-def to_dict(obj: Any) -> dict[str, Any]:
+def to_dict(obj: Any, *, nulls: bool = False) -> dict[str, Any]:
     """The API's JSON shape of an assembled object or an event: ``None`` fields omitted.
 
     Unknown keys the server sent (``extras``) are written back beside the named fields;
     transport padding (``obfuscation``) is not part of assembled objects.
+
+    With ``nulls=True`` the nulls are kept as the server sent them: a named field is written as
+    ``null`` when it was sent as null (in the payload structured, or, for an assembled object,
+    in the chunks it was assembled from: a tool-call message's ``"content": null``), and the
+    nulls inside unknown keys and plain JSON values are kept; a field never sent stays out.
     """
+    if nulls:
+        with_nulls: dict[str, Any] = _with_nulls(obj)
+        return with_nulls
     out: dict[str, Any] = _converter(False).unstructure(obj)
     return out
+
+
+def _with_nulls(value: Any) -> Any:
+    """``to_dict(..., nulls=True)``, recursively (see there)."""
+    cls = value.__class__
+    if _is_model(cls):
+        noted = nulls_of(value)
+        out: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            name = field.name
+            if name == "extras":
+                continue
+            item = getattr(value, name)
+            if item is None:
+                if name in noted:
+                    out[name] = None
+            else:
+                out[name] = _with_nulls(item)
+        for key, item in value.extras.items():
+            if key not in out:
+                out[key] = item
+        return out
+    if cls is list or cls is tuple:
+        return [_with_nulls(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _with_nulls(v) for k, v in value.items()}
+    if attrs.has(cls):  # an attrs class that is no model: as the converter writes it
+        return _converter(False).unstructure(value)
+    return value

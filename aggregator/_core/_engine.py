@@ -15,6 +15,7 @@ is one ``_Stream``, freed when it ends; the source's report comes last.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, final
 
@@ -136,7 +137,7 @@ class _Stream:
         self.last_id = id_
         self.acc = acc
         #: the dedupe ids seen (an id, or the digest of a long one), each with its payload's hash.
-        self.seen: dict[Any, int] | None = None
+        self.seen: OrderedDict[Any, int] | None = None
         self.duplicates = 0
         #: how many chunks came with a dedupe id already seen but another payload (kept).
         self.reused = 0
@@ -228,6 +229,8 @@ class Engine:
         self._refused: dict[str | bytes, None] = {}
         self._current: _Stream | None = None
         self._ordinal = 0
+        #: the line of the payload record being handled.
+        self._line = 0
         self._results = 0
         self._events = 0
         self._problems: list[StreamError] = []
@@ -287,13 +290,16 @@ class Engine:
             UsageError: ``raw`` is none of these.
         """
         out: list[Any] = []
-        if now is not None and not self.stopped:
+        if now is None or self.stopped:
+            self._item(raw, out)
+            return out
+        self._now = now  # what _tick does, after the first byte
+        if self._first_byte is None:
             self._tick(now)
-            self._item(raw, out)
-            if self._current is not None:
-                self._stamp(self._current)
-        else:
-            self._item(raw, out)
+        self._item(raw, out)
+        current = self._current
+        if current is not None:
+            self._stamp(current)
         return out
 
     def _item(self, raw: Any, out: list[Any]) -> None:
@@ -394,7 +400,7 @@ class Engine:
         if now is not None:
             self._tick(now)
         if not cancelled:
-            self._records(self._framing.close(), out)
+            self._records(self._cut_tail(self._framing.close()), out)
             if self.stopped:
                 return out
         reason = EndReason.CANCELLED if cancelled else None
@@ -403,6 +409,29 @@ class Engine:
             self._end(stream, reason or self._run_out(stream), None, where, out)
         self._stop(reason or self._run_out(None), where, out)
         return out
+
+    def _cut_tail(self, records: list[Any]) -> list[Any]:
+        """The records of the source's unterminated tail, less an SSE event cut in the middle.
+
+        SSE dispatches an event at its blank line; an event still open at the end of the input
+        is kept if its data is whole (a server that omits the last blank line), but data that
+        is not valid JSON there is a cut connection or file, not the server's bad JSON: it is
+        dropped, and the open streams end ``cut_off`` with a note saying where.
+        """
+        if self._framing.format != "sse":
+            return records
+        kept: list[Any] = []
+        for record in records:
+            if record.__class__ is tuple and record[0] != b"[DONE]" and record[1] != "error":
+                try:
+                    orjson.loads(record[0])
+                except orjson.JSONDecodeError:
+                    note = f"cut off inside an event (line {record[4]}): its partial data dropped"
+                    for stream in self._open.values():
+                        stream.notes.append(note)
+                    continue
+            kept.append(record)
+        return kept
 
     def fail(self, error: StreamError, now: float | None = None) -> list[Any]:
         """The source itself failed (it raised, say): its open streams end with ``error``."""
@@ -462,6 +491,7 @@ class Engine:
                 self._malformed(record.placed(self.name, record.where), out)
                 continue
             data, event, sse_id, _, line, own_id = record
+            self._line = line  # (the place of a lane's dedupe problem, see _lane_duplicate)
             lane = self._lane
             if (
                 lane is not None
@@ -546,11 +576,7 @@ class Engine:
                 return
         if own_id is not None:
             dedupe_id = own_id
-        if (
-            dedupe_id is not None
-            and self._dedupe_ids is not None
-            and self._replayed(stream, dedupe_id, obj, data, where)
-        ):
+        if dedupe_id is not None and self._duplicate(stream, dedupe_id, obj, data, where):
             return
         if self._stages:
             self._through_stages(stream, value, dedupe_id, where, out)
@@ -565,7 +591,7 @@ class Engine:
         elif action == LAST_ERROR:
             self._end_all(EndReason.ERROR, end, where_text(where), out)
 
-    def _replayed(
+    def _duplicate(
         self, stream: _Stream, dedupe_id: Any, obj: Any, data: bytes | None, where: Where
     ) -> bool:
         """Whether a chunk is an exact replay (dropped, counted in ``duplicates``): its dedupe
@@ -573,9 +599,11 @@ class Engine:
         not a replay: it is kept, and the stream gets a problem (the server reuses ids, so
         dedupe by id cannot tell its replays from new content). Ids longer than
         ``Limits.max_id`` are remembered as digests, so the memory is bounded in bytes."""
+        if self._dedupe_ids is None:
+            return False
         seen = stream.seen
         if seen is None:
-            seen = stream.seen = {}
+            seen = stream.seen = OrderedDict()
         key = self._id_key(dedupe_id)
         mark = _payload_hash(obj, data)
         kept = seen.get(key)
@@ -597,9 +625,18 @@ class Engine:
             seen[key] = mark
             return False
         seen[key] = mark
-        if len(seen) > self._dedupe_ids:  # type: ignore[operator]  # (dedupe is on)
-            del seen[next(iter(seen))]
+        if len(seen) > self._dedupe_ids:
+            seen.popitem(last=False)  # O(1); ``del d[next(iter(d))]`` rescans deleted slots
         return False
+
+    def _lane_duplicate(self, dedupe_id: Any, payload: bytes | None = None) -> bool:
+        """:meth:`_duplicate` for the current stream: what a lane asks before it merges a
+        payload with a dedupe id of its own (see ``Protocol.lane``); ``payload``: its bytes
+        (without them, the id alone tells a replay)."""
+        current = self._current
+        return current is not None and self._duplicate(
+            current, dedupe_id, None, payload, (self._line, self._events + 1)
+        )
 
     def _id_key(self, id_: Any) -> Any:
         """How an id is remembered: as it is, or a 16-byte digest when a string longer than
@@ -638,7 +675,9 @@ class Engine:
                 break
         protocol = self._protocol = kind(self.name, self._limits)
         if self._lane_wanted:
-            self._lane = protocol.lane()
+            lane = self._lane = protocol.lane()
+            if lane is not None and hasattr(lane, "duplicate"):
+                lane.duplicate = self._lane_duplicate  # the one dedupe rule, for its shapes
         return protocol
 
     def _merge(self, stream: _Stream, value: Any, where: Where, data: Any = None) -> None:
@@ -863,7 +902,7 @@ class Engine:
         assert self._first_byte is not None
         return Timings(
             started=timed.started,
-            first_byte=self._first_byte,
+            first_byte=max(self._first_byte, timed.started),  # a later stream's: from its start
             first_chunk=timed.first,
             first_output=timed.output,
             output_kind=timed.kind,

@@ -62,6 +62,9 @@ class Limits(Model):
         deadline: seconds a source may take in all.
         close_timeout: seconds closing a source (its ``aclose()``) may take when the reading
             ends or is left; past them the close is abandoned.
+        max_blocks: the number of content blocks in one message (Anthropic Messages).
+        max_block_chars: the characters of text one content block may gather from its deltas
+            (text, thinking, signature or tool input JSON; Anthropic Messages).
     """
 
     max_line: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
@@ -77,6 +80,9 @@ class Limits(Model):
     idle_timeout: float | None = attrs.field(default=None, validator=_positive)
     deadline: float | None = attrs.field(default=None, validator=_positive)
     close_timeout: float | None = attrs.field(default=1.0, validator=_positive)
+    # -- content blocks (the Anthropic Messages protocol) --
+    max_blocks: int | None = attrs.field(default=10_000, validator=_positive)
+    max_block_chars: int | None = attrs.field(default=64 * 1024 * 1024, validator=_positive)
 
 
 #: The defaults: generous for every real server, small enough that no server can exhaust memory.

@@ -124,5 +124,11 @@ class Protocol(abc.ABC):
 
     def lane(self) -> Any:
         """The protocol's byte-shape fast lane for one source (``try_merge(payload) -> bool``,
-        ``learn(payload, obj, plain, accumulator)``, ``clear()``), or ``None``."""
+        ``learn(payload, obj, plain, accumulator)``, ``clear()``), or ``None``.
+
+        A lane whose payloads carry a dedupe id of their own (a sequence number) has a
+        ``duplicate`` attribute: the engine sets it to its dedupe check for the current stream
+        (``duplicate(dedupe_id, payload) -> bool``: an exact replay of the same id and payload
+        bytes, counted; else remembered), which the lane calls before it merges such a payload
+        (and drops it, merged, if it says so)."""
         return None

@@ -20,6 +20,7 @@ from ._model import Model
 if TYPE_CHECKING:
     from ._chat._completions import ChatCompletion, Completion
     from ._chat._events import Usage
+    from ._responses._models import Response, ResponseUsage
 
 __all__ = ["EndReason", "Result", "SourceReport", "Timings"]
 
@@ -57,7 +58,8 @@ class Timings(Model):
             began, or the time the caller gave first) for its first stream, and for the next
             streams of a sequence the end of the one before (an interleaved source's streams
             all start with the source).
-        first_byte: when the source's first bytes (or item) arrived.
+        first_byte: when the source's first bytes (or item) arrived; for a later stream of a
+            sequence, its ``started`` (its bytes came after the stream before it ended).
         first_chunk: when the stream's first chunk arrived.
         first_output: when its first output arrived (text, reasoning, a refusal or tool-call
             arguments: ``output_kind`` says which), or ``None`` if none did.
@@ -110,7 +112,10 @@ class Result(Model):
     Attributes:
         source: the name of the source the stream came from.
         key: the stream's key, ``(source name, ordinal from 1)``.
-        completion: what was assembled, complete or partial.
+        completion: what was assembled, complete or partial, by ``protocol``: a
+            ``ChatCompletion`` or a ``Completion`` (``"chat"``), a Responses API ``Response``
+            (``"responses"``, from ``aggregator.models.responses``); check it with
+            ``isinstance`` or read ``protocol`` first.
         reason: why the stream ended.
         where: the place in the source where it ended (``line 66``), when known.
         finished: whether every choice had a ``finish_reason`` when it ended.
@@ -131,7 +136,7 @@ class Result(Model):
 
     source: str
     key: tuple[str, int]
-    completion: ChatCompletion | Completion
+    completion: ChatCompletion | Completion | Response
     reason: EndReason
     where: str = ""
     finished: bool = False
@@ -144,7 +149,7 @@ class Result(Model):
     timings: Timings | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
-    def usage(self) -> Usage | None:
+    def usage(self) -> Usage | ResponseUsage | None:
         """The stream's usage, by the usage policy: ``completion.usage``."""
         return self.completion.usage
 

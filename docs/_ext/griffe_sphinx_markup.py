@@ -6,7 +6,9 @@ and class attributes with ``#:`` comments above them. mkdocstrings knows neither
 show verbatim, and commented attributes would have no description. This extension, run once the
 package is loaded, turns each role into an optional cross-reference (a link when the target is
 on the site, plain code when it is not, such as a private helper) and each ``#:`` comment into
-its attribute's docstring. Only the site sees the change; the sources are not touched.
+its attribute's docstring (as the attribute is read, so that griffe-fieldz, which tabulates the
+attrs models' fields once each class is read, shows it as the field's description). Only the
+site sees the change; the sources are not touched.
 """
 
 from __future__ import annotations
@@ -76,6 +78,14 @@ def _crossrefs(obj: griffe.Object, text: str) -> str:
 
 class SphinxMarkup(griffe.Extension):
     """Read ``#:`` comments as attribute docstrings, and Sphinx roles as cross-references."""
+
+    def on_attribute_instance(self, *, attr: griffe.Attribute, **kwargs: Any) -> None:
+        # As soon as the attribute is read, so that the extensions that run once its class is
+        # complete (griffe-fieldz's table of the models' fields) see the description too.
+        if attr.docstring is None:
+            text = _comment_docstring(attr)
+            if text is not None:
+                attr.docstring = griffe.Docstring(text, parent=attr)
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
         for obj in _objects(pkg):

@@ -18,7 +18,10 @@ What is measured (see docs/performance.md for the latest table):
 7. trio against asyncio;
 8. every shape of stream (tool calls, text completions, reasoning, obfuscation, n > 1) at
    10,000 chunks, a stream of 4 chunks, and every recording in tests/data, each against a floor
-   that joins the strings that shape carries (issue 11's targets).
+   that joins the strings that shape carries;
+9. the Responses protocol (``responses.py``): per event in process against its floor and
+   openai-python, and whole process against a floor script;
+10. the Anthropic protocol (``anthropic.py``), in process.
 
 ``--quick`` runs everything at tiny sizes and judges nothing: such sizes say nothing of ratios.
 """
@@ -458,6 +461,109 @@ def shapes(report: Report, n: int, repeats: int) -> None:
     report.target("8. all recordings, chunk-weighted", ours_total / floor_total, 1.2)
 
 
+# -- 9. and 10. the other protocols -----------------------------------------------------------
+
+RESPONSES_FLOOR_SCRIPT = """
+import sys, orjson
+with open(sys.argv[1], "rb") as f:
+    data = f.read()
+parts = []
+for line in data.split(b"\\n"):
+    if line.startswith(b"data: "):
+        obj = orjson.loads(line[6:])
+        if obj["type"] == "response.output_text.delta":
+            parts.append(obj["delta"])
+sys.stdout.write(orjson.dumps("".join(parts)).decode() + "\\n")
+"""
+
+
+def responses_protocol(report: Report, n: int, repeats: int) -> None:
+    """The OpenAI Responses stream (issue 12): in process against its floor and openai-python's
+    ``ResponseStreamState``, per event; whole process against a floor script, as SSE."""
+    from . import responses
+
+    print(f"\n9. the Responses protocol, {n:,} events (whole process) and 10,000 (in process)")
+    rows = responses.run(1_000 if n < 10_000 else 10_000, repeats)
+    for name, row in rows.items():
+        report.line(
+            f"9. {name}: ours / floor (us per event)",
+            f"{row['ours_us']:.2f} / {row['floor_us']:.2f}",
+        )
+    report.target("9a. text, in process, ours / floor", rows["text"]["ours_over_floor"], 2.0)
+    report.target(
+        "9b. text, in process, openai-python / ours",
+        rows["text"]["sdk_over_ours"],
+        30.0,
+        at_least=True,
+    )
+    report.target(
+        "9c. recordings, in process, openai-python / ours",
+        rows["recordings"]["sdk_over_ours"],
+        30.0,
+        at_least=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "responses.sse"
+        lines = responses.text_stream(n).splitlines()
+        path.write_bytes(
+            b"".join(
+                b"event: " + orjson.loads(line)["type"].encode() + b"\ndata: " + line + b"\n\n"
+                for line in lines
+            )
+        )
+        floor_py = Path(tmp) / "floor.py"
+        floor_py.write_text(RESPONSES_FLOOR_SCRIPT)
+        cli = [sys.executable, "-m", "aggregator", "assemble", str(path)]
+        flr = [sys.executable, str(floor_py), str(path)]
+        t = medians({"ours": lambda: run_process(cli), "floor": lambda: run_process(flr)}, repeats)
+    report.line("9. whole process: aggregator assemble (s)", f"{t['ours']:.2f}")
+    report.line("9. whole process: floor script (s)", f"{t['floor']:.2f}")
+    report.target("9d. whole process, ours / floor", t["ours"] / t["floor"], 2.0)
+
+
+def anthropic_protocol(report: Report, quick: bool) -> None:
+    """The Anthropic Messages stream: ``tests/benchmarks/anthropic.py``'s cases. (The SDK at
+    a smaller size: its ``accumulate_event`` is quadratic in a tool input's fragments.)"""
+    from . import anthropic
+
+    n, sdk_n, process_n, repeats = (1_000, 200, 2_000, 1) if quick else (10_000, 1_000, 200_000, 5)
+    print(f"\n10. the Anthropic protocol, {n:,} events in process, {process_n:,} whole process")
+    rows = anthropic.run(n, sdk_n=sdk_n, process_n=process_n, repeats=repeats)
+    for label, value in rows.items():
+        report.line(f"10. {label}", f"{value:.2f}")
+    report.target(
+        "10a. text, in process, ours / floor", rows["in process, text: ours / floor"], 2.0
+    )
+    report.target(
+        "10b. tool input, in process, ours / floor", rows["in process, tool: ours / floor"], 2.0
+    )
+    report.target(
+        "10c. text, anthropic SDK / ours",
+        rows[f"text, {sdk_n:,} deltas: sdk / ours"],
+        30.0,
+        at_least=True,
+    )
+    report.target(
+        "10d. tool input, anthropic SDK / ours",
+        rows[f"tool, {n:,} deltas: sdk / ours"],
+        30.0,
+        at_least=True,
+    )
+    report.target(
+        "10e. recordings, anthropic SDK / ours", rows["recordings: sdk / ours"], 30.0, at_least=True
+    )
+    report.target(
+        "10f. tool input, per fragment, 10x the fragments",
+        rows[f"tool input, per fragment at {n:,} / at {n // 10:,}"],
+        1.25,
+    )
+    report.target(
+        "10g. whole process, ours / floor",
+        rows[f"whole process, {process_n:,} text deltas: ours / floor"],
+        2.0,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
@@ -578,6 +684,8 @@ def main() -> int:
     )
 
     shapes(report, 300 if quick else 10_000, repeats)
+    responses_protocol(report, 2_000 if quick else 200_000, repeats)
+    anthropic_protocol(report, quick)
 
     judged = len([r for r in report.rows if r[2]])
     if quick:

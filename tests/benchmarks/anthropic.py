@@ -1,16 +1,29 @@
-"""Benchmark: the Anthropic Messages protocol, in process, µs per event.
+"""Benchmark: the Anthropic Messages protocol: ours against the floor and the anthropic SDK.
 
-Theory of operation: each case is a stream of JSON lines held in memory; ``ours`` feeds it
-whole to an :class:`Engine`; the ``floor`` splits the lines, ``orjson.loads`` each payload and
-joins the text deltas (the least any reassembly does); ``sdk`` folds the events with the
-anthropic SDK's ``accumulate_event`` (its events built with ``construct_type``, no validation).
-The tool case streams one input in ``n`` and ``8 n`` fragments: the per-fragment cost ratio
-shows whether the cost is linear. Not wired into ``__main__`` (the integrator does that).
+Theory of operation: each case is a stream held in memory (SSE with ``event:`` lines, as the
+API sends it). ``ours`` feeds it whole to an :class:`Engine` and closes it; the ``floor`` splits
+the lines, runs ``orjson.loads`` on each ``data:`` payload and joins the strings its deltas
+carry (text, thinking, tool input JSON: the least any reassembly does); ``sdk`` folds the
+events with the anthropic SDK's ``accumulate_event`` (its events built with ``construct_type``,
+no validation), the accumulator ``messages.stream()`` uses. Contenders alternate and each figure
+is the median of the repeats, so ratios measured side by side survive a loaded machine.
+
+Figures: µs per event in process for every case; the whole process (``python -m aggregator
+assemble FILE`` against the floor as a script) per event; the SDK against ours at a size where
+the SDK finishes (it re-parses the whole tool input on every fragment: quadratic); and the
+per-fragment cost of one tool input streamed in 10x as many fragments (linear: about 1).
 """
 
 from __future__ import annotations
 
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,127 +35,178 @@ DATA = Path(__file__).parent.parent / "data" / "anthropic"
 _START = {
     "type": "message_start",
     "message": {
-        "id": "m",
+        "id": "msg_01",
         "type": "message",
         "role": "assistant",
         "content": [],
-        "model": "c",
-        "usage": {"input_tokens": 1, "output_tokens": 1},
+        "model": "claude-sonnet-4-5",
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 1},
     },
+}
+_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
+    "text": ({"type": "text", "text": ""}, "text_delta", "text"),
+    "thinking": (
+        {"type": "thinking", "thinking": "", "signature": ""},
+        "thinking_delta",
+        "thinking",
+    ),
+    "tool": (
+        {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+        "input_json_delta",
+        "partial_json",
+    ),
 }
 
 
-def _stream(kind: str, n: int) -> bytes:
-    if kind == "text":
-        block: dict[str, Any] = {"type": "text", "text": ""}
-        delta = {"type": "text_delta", "text": "word "}
-    else:
-        block = {"type": "tool_use", "id": "t", "name": "f", "input": {}}
-        delta = {"type": "input_json_delta", "partial_json": "1,"}
+def sse(events: list[Any]) -> bytes:
+    """The events as the API sends them."""
+    return b"".join(
+        b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events
+    )
+
+
+def stream(kind: str, n: int) -> bytes:
+    """One message of one block of ``kind`` streamed in ``n`` deltas."""
+    block, delta_type, field = _CASES[kind]
+    pieces = ['{"a": [', *["1, "] * (n - 2), "1]}"] if kind == "tool" else ["word "] * n
     events: list[Any] = [
         _START,
         {"type": "content_block_start", "index": 0, "content_block": block},
-    ]
-    if kind == "tool":
-        events.append(
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "input_json_delta", "partial_json": '{"a": ['},
-            }
-        )
-    events += [{"type": "content_block_delta", "index": 0, "delta": delta}] * n
-    if kind == "tool":
-        events.append(
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "input_json_delta", "partial_json": "1]}"},
-            }
-        )
-    events += [
+        *(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": delta_type, field: p}}
+            for p in pieces
+        ),
         {"type": "content_block_stop", "index": 0},
         {
             "type": "message_delta",
-            "delta": {"stop_reason": "end_turn"},
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
             "usage": {"output_tokens": n},
         },
         {"type": "message_stop"},
     ]
-    return b"".join(orjson.dumps(e) + b"\n" for e in events)
+    return sse(events)
 
 
-def _ours(data: bytes) -> None:
+def recordings() -> bytes:
+    """Every recording of tests/data/anthropic, one after another, as SSE."""
+    events = []
+    for path in sorted(DATA.glob("*.jsonl")):
+        events += [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    return sse(events)
+
+
+def ours(data: bytes) -> Any:
     engine = Engine("bench")
-    engine.feed(data)
-    engine.close()
+    out = engine.feed(data)
+    out += engine.close()
+    return out
 
 
-def _floor(data: bytes) -> None:
-    text = []
-    for line in data.splitlines():
-        obj = orjson.loads(line)
-        delta = obj.get("delta")
-        if delta is not None and "text" in delta:
-            text.append(delta["text"])
-    "".join(text)
+def floor(data: bytes) -> str:
+    parts = []
+    for line in data.split(b"\n"):
+        if line.startswith(b"data: "):
+            delta = orjson.loads(line[6:]).get("delta")
+            if delta is not None:
+                for key in ("text", "thinking", "partial_json"):
+                    if key in delta:
+                        parts.append(delta[key])
+    return "".join(parts)
 
 
-def _sdk(data: bytes) -> None:
+FLOOR_SCRIPT = """
+import sys, orjson
+parts = []
+with open(sys.argv[1], "rb") as f:
+    data = f.read()
+for line in data.split(b"\\n"):
+    if line.startswith(b"data: "):
+        delta = orjson.loads(line[6:]).get("delta")
+        if delta is not None:
+            for key in ("text", "thinking", "partial_json"):
+                if key in delta:
+                    parts.append(delta[key])
+sys.stdout.write(orjson.dumps("".join(parts)).decode() + "\\n")
+"""
+
+
+def sdk(data: bytes) -> Any:
     from anthropic._models import construct_type
     from anthropic.lib.streaming._messages import accumulate_event
     from anthropic.types import RawMessageStreamEvent
 
     snapshot: Any = None
     buffers: dict[int, bytes] = {}
-    for line in data.splitlines():
-        obj = orjson.loads(line)
+    for line in data.split(b"\n"):
+        if not line.startswith(b"data: "):
+            continue
+        obj = orjson.loads(line[6:])
         if obj["type"] in ("ping", "error"):
             continue
         if obj["type"] == "message_start":
             snapshot, buffers = None, {}
         event: Any = construct_type(type_=RawMessageStreamEvent, value=obj)
         snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=buffers)
+    return snapshot
 
 
-def _time(fn: Any, data: bytes, repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn(data)
-        best = min(best, time.perf_counter() - start)
-    return best
+def medians(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Run the contenders in turn (alternating), ``repeats`` times: the median of each, in s."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def run(n: int = 10_000) -> dict[str, Any]:
-    """µs per event for ours, the floor and the SDK on each case, and the ratios."""
-    cases = {
-        "text": _stream("text", n),
-        "tool": _stream("tool", n),
-        "tool_8x": _stream("tool", 8 * n),
-    }
-    cases["recordings"] = b"".join(
-        p.read_bytes().rstrip(b"\n") + b"\n" for p in sorted(DATA.glob("*.jsonl"))
-    )
+def _process(args: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, env=env)
+
+
+def run(
+    n: int = 10_000, *, sdk_n: int = 1_000, process_n: int = 200_000, repeats: int = 5
+) -> dict[str, Any]:
+    """The figures (see the module's docstring): µs per event and the ratios."""
     out: dict[str, Any] = {}
+    cases = {kind: stream(kind, n) for kind in _CASES}
+    cases["recordings"] = recordings()
     for name, data in cases.items():
-        events = data.count(b"\n")
-        row = {
-            who: _time(fn, data) * 1e6 / events
-            for who, fn in (("ours", _ours), ("floor", _floor), ("sdk", _sdk))
-        }
-        row["ours/floor"] = row["ours"] / row["floor"]
-        row["sdk/ours"] = row["sdk"] / row["ours"]
-        out[name] = row
-    out["tool_linearity"] = out["tool_8x"]["ours"] / out["tool"]["ours"]
+        events = data.count(b"\ndata: ") + data.startswith(b"data: ")
+        t = medians({"ours": partial(ours, data), "floor": partial(floor, data)}, repeats)
+        out[f"in process, {name}: ours / floor"] = t["ours"] / t["floor"]
+        out[f"in process, {name}: ours µs/event"] = t["ours"] / events * 1e6
+    for kind, size in (("text", sdk_n), ("tool", sdk_n), ("tool", n)):
+        data = stream(kind, size)
+        t = medians({"ours": partial(ours, data), "sdk": partial(sdk, data)}, repeats)
+        out[f"{kind}, {size:,} deltas: sdk / ours"] = t["sdk"] / t["ours"]
+    data = recordings()
+    t = medians({"ours": lambda: ours(data), "sdk": lambda: sdk(data)}, repeats)
+    out["recordings: sdk / ours"] = t["sdk"] / t["ours"]
+    small, large = stream("tool", n // 10), stream("tool", n)
+    t = medians({"small": lambda: ours(small), "large": lambda: ours(large)}, repeats)
+    out[f"tool input, per fragment at {n:,} / at {n // 10:,}"] = (t["large"] / n) / (
+        t["small"] / (n // 10)
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path, script = Path(tmp) / "text.sse", Path(tmp) / "floor.py"
+        path.write_bytes(stream("text", process_n))
+        script.write_text(FLOOR_SCRIPT)
+        cli = [sys.executable, "-m", "aggregator", "assemble", str(path)]
+        flr = [sys.executable, str(script), str(path)]
+        t = medians({"ours": lambda: _process(cli), "floor": lambda: _process(flr)}, repeats)
+        out[f"whole process, {process_n:,} text deltas: ours / floor"] = t["ours"] / t["floor"]
+        out["whole process: ours s"] = t["ours"]
+        out["whole process: floor s"] = t["floor"]
     return out
 
 
 if __name__ == "__main__":
-    for key, value in run().items():
-        print(
-            key,
-            {k: round(v, 2) for k, v in value.items()}
-            if isinstance(value, dict)
-            else round(value, 2),
-        )
+    quick = "--quick" in sys.argv
+    figures = run(1_000, sdk_n=200, process_n=2_000, repeats=1) if quick else run()
+    for key, value in figures.items():
+        print(f"{key}: {value:.2f}")

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 DATA = Path(__file__).parent.parent / "data" / "responses"
+WORDS = [" the", " stream", "ed", " answer", ",", " token", " by", " token", ".", "\n"]
 
 
 def text_stream(n: int) -> bytes:
@@ -48,31 +49,55 @@ def text_stream(n: int) -> bytes:
             "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
         },
     ]
-    for i in range(3, n - 1):
+    deltas = max(n - 7, 1)
+    for i in range(deltas):
         events.append(
             {
                 "type": "response.output_text.delta",
-                "sequence_number": i,
+                "sequence_number": 3 + i,
                 "item_id": "msg_b",
                 "output_index": 0,
                 "content_index": 0,
-                "delta": " tok",
+                "delta": WORDS[i % len(WORDS)],
                 "logprobs": [],
+                "obfuscation": "Xy3" * (1 + i % 3),
             }
         )
-    events.append(
+    text = "".join(WORDS[i % len(WORDS)] for i in range(deltas))
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    item = {**events[1]["item"], "status": "completed", "content": [part]}
+    seq = 3 + deltas
+    tail: list[dict[str, Any]] = [
+        {
+            "type": "response.output_text.done",
+            "item_id": "msg_b",
+            "output_index": 0,
+            "content_index": 0,
+            "text": text,
+            "logprobs": [],
+        },
+        {
+            "type": "response.content_part.done",
+            "item_id": "msg_b",
+            "output_index": 0,
+            "content_index": 0,
+            "part": part,
+        },
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
         {
             "type": "response.completed",
-            "sequence_number": n - 1,
             "response": {
                 "id": "resp_b",
                 "object": "response",
                 "model": "m",
                 "status": "completed",
-                "output": [],
+                "output": [item],
+                "usage": {"input_tokens": 5, "output_tokens": deltas, "total_tokens": deltas + 5},
             },
-        }
-    )
+        },
+    ]
+    for k, event in enumerate(tail):
+        events.append({**event, "sequence_number": seq + k})
     return b"\n".join(orjson.dumps(e) for e in events) + b"\n"
 
 
@@ -122,8 +147,9 @@ def _per_event(fn: Any, data: bytes, events: int, repeats: int = 5) -> float:
     return best / events * 1e6
 
 
-def run(n: int) -> dict[str, Any]:
-    """µs per event of ours, the floor and openai-python, and the ratios, printed."""
+def run(n: int, repeats: int = 5) -> dict[str, Any]:
+    """µs per event of ours, the floor and openai-python (the best of ``repeats`` runs each),
+    and the ratios, printed."""
     out: dict[str, Any] = {}
     cases = {"text": text_stream(n)}
     cases["recordings"] = (
@@ -131,7 +157,7 @@ def run(n: int) -> dict[str, Any]:
     )
     for name, data in cases.items():
         events = sum(1 for line in data.splitlines() if line.strip())
-        ours, floor, sdk = (_per_event(f, data, events) for f in (_ours, _floor, _sdk))
+        ours, floor, sdk = (_per_event(f, data, events, repeats) for f in (_ours, _floor, _sdk))
         out[name] = {
             "events": events,
             "ours_us": ours,

@@ -5,29 +5,36 @@ stream (START, the message id), ``message_stop`` ends it (LAST), ``ping`` is a k
 ``error`` is the server's error (ERROR: the engine ends the stream with it, the partial message
 kept). Everything else is a CHUNK merged by :class:`MessageAccumulator`: content blocks kept by
 their ``index`` in a dict (an index of 10**9 allocates nothing), text / thinking / signature /
-tool input fragments joined once when the block stops (a tool input of ``""`` is ``{}``), usage
-from ``message_start`` replaced field by field by each ``message_delta`` (never summed).
-Unknown event, block and delta types are kept as data, never fatal. The blocks a
-``message_start`` already carries (programmatic tool calling prefills them) are blocks 0..n-1.
-A ``message_start`` while a message is open ends the open one (cut off) and starts the new
-one (the engine's START rule).
+tool input fragments gathered in lists and joined once, when the block stops (a tool input is
+parsed then, once; ``""`` is ``{}``), usage from ``message_start`` replaced field by field by
+each ``message_delta`` (never summed). Unknown event, block and delta types are kept as data,
+never fatal. The blocks a ``message_start`` already carries (programmatic tool calling
+prefills them) are blocks 0..n-1. A ``message_start`` while a message is open ends the open one
+(cut off) and starts the new one (the engine's START rule).
 
 A malformed event (a delta for a block never started, a usage count that is a string or
 negative) is a :class:`ConflictError`: the engine records it, placed, as a problem, and keeps
-the partial message; a block past the limits is a :class:`LimitError` that fails the stream.
+the partial message (a usage with a bad count is refused whole, the usage before it kept, the
+rest of its event taken). Every part is checked against its model as it is merged (a start's
+fields, a block, a delta's fields, a usage), so what was merged always structures as a
+:class:`Message` and :meth:`MessageAccumulator.result` never fails. More blocks than
+``Limits.max_blocks``, or more text in one block than ``Limits.max_block_chars``, is a
+:class:`LimitError` that fails the stream, what came before kept. A block still open when
+the stream ends keeps its tool input as ``partial_json``, with a problem.
 
-Status: a first increment; the payloads are merged as plain dicts, the result is a
-:class:`Message` model whose ``content`` and ``usage`` are JSON objects.
+The :class:`Lane` is the protocol's byte-shape fast lane (the engine's ``fast_lane`` switches
+it, in one place): a delta whose only news is one string, of a shape a full-path delta taught
+it, is merged by parsing that string alone (see :class:`Lane`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+import sys
+from typing import Any, ClassVar, final
 
-import attrs
 import orjson
 
+from .. import _converter
 from .._errors import (
     ConflictError,
     LimitError,
@@ -37,11 +44,17 @@ from .._errors import (
     upstream_error,
     where_text,
 )
-from .._limits import Limits
-from .._model import Model, extras
+from .._limits import DEFAULT_LIMITS, Limits
 from .._protocol import CHUNK, ERROR, LAST, SKIP, START, Parsed, Protocol
+from ._models import DELTAS, EVENTS, ContentBlock, Event, Message, UnknownEvent, Usage
 
-__all__ = ["AnthropicProtocol", "Message", "MessageAccumulator"]
+__all__ = ["AnthropicProtocol", "Lane", "Message", "MessageAccumulator"]
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
 
 _TYPES = frozenset(
     {
@@ -53,196 +66,393 @@ _TYPES = frozenset(
         "message_stop",
     }
 )
-#: The most bytes of text one block may gather (a hostile 200 MB partial_json is refused).
-MAX_BLOCK_BYTES = 64 * 1024 * 1024
-#: The most blocks one message may hold.
-MAX_BLOCKS = 10_000
 
 
-@attrs.frozen(repr=False)
-class Message(Model):
-    """A message as the non-streaming Messages API returns it."""
-
-    id: str = ""
-    type: str = "message"
-    role: str = "assistant"
-    model: str = ""
-    content: list[dict[str, Any]] = attrs.Factory(list)
-    stop_reason: str | None = None
-    stop_sequence: str | None = None
-    usage: dict[str, Any] | None = None
-    extras: Mapping[str, Any] = extras()
+_TEXT_FIELD = {
+    "text_delta": "text",
+    "thinking_delta": "thinking",
+    "signature_delta": "signature",
+    "input_json_delta": "partial_json",
+}
+_KIND = {"text": "content", "thinking": "reasoning", "signature": "reasoning"}
+_KIND_JSON = "tool_call"
 
 
-_TEXT_FIELD = {"text_delta": "text", "thinking_delta": "thinking", "signature_delta": "signature"}
+@final
+class _Block:
+    """One content block: the object its ``content_block_start`` gave, and the text fragments
+    its deltas gathered, joined once (when the block stops, or a result is asked for)."""
+
+    __slots__ = ("base", "citations", "open", "parts", "size")
+
+    def __init__(self, base: dict[str, Any], open_: bool) -> None:
+        self.base = base
+        self.open = open_
+        self.parts: dict[str, list[str]] = {}
+        self.size = 0
+        self.citations: list[Any] | None = None
+
+    def joined(self) -> tuple[dict[str, Any], bool]:
+        """The block as the API returns it, its fragments joined (a tool input parsed, ``""``
+        meaning ``{}``), and whether its tool input failed to parse (kept as ``partial_json``).
+        An open block's tool input is not parsed: it is kept as ``partial_json``."""
+        out = dict(self.base)
+        bad = False
+        if self.citations is not None:
+            before = out.get("citations")
+            out["citations"] = (before if before.__class__ is list else []) + self.citations
+        for field, pieces in self.parts.items():
+            text = "".join(pieces)
+            if field != "partial_json":
+                before = out.get(field)
+                out[field] = before + text if before.__class__ is str else text
+            elif self.open:
+                out["partial_json"] = text
+            else:
+                try:
+                    out["input"] = orjson.loads(text) if text else {}
+                except orjson.JSONDecodeError:
+                    out["partial_json"] = text
+                    bad = True
+        return out, bad
+
+    def stop(self) -> bool:
+        """Close the block, joining its fragments once; whether its tool input is not JSON."""
+        self.open = False
+        self.base, bad = self.joined()
+        self.parts, self.citations = {}, None
+        return bad
 
 
+@final
 class MessageAccumulator:
-    """Folds one message's events into its :class:`Message`."""
+    """Folds one message's events into its :class:`Message` (see the module's docstring)."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str = "<stream>", limits: Limits = DEFAULT_LIMITS) -> None:
         self.source = source
+        self.limits = limits
         self.chunks = 0
         self.notes: list[str] = []
-        self.problems: list[StreamError] = []
+        self._problems: list[StreamError] = []
         self.finished = False
+        self.output_kind: str | None = None
         self.message: dict[str, Any] = {}
         self.usage: dict[str, Any] | None = None
-        self.blocks: dict[int, dict[str, Any]] = {}
-        self.parts: dict[int, dict[str, list[str]]] = {}
-        self.sizes: dict[int, int] = {}
-        self.open: set[int] = set()
+        self.blocks: dict[int, _Block] = {}
+
+    @property
+    def problems(self) -> list[StreamError]:
+        """What was wrong, and the blocks still open inside their tool input (cut off)."""
+        cut: list[StreamError] = [
+            StructureError(
+                f"block {index}: the stream ended inside its tool input", source=self.source
+            )
+            for index, block in sorted(self.blocks.items())
+            if block.open and "partial_json" in block.parts
+        ]
+        return self._problems + cut if cut else self._problems
 
     def add(self, event: Any) -> None:
-        self.add_plain(event)
+        """Merge one event object (its JSON, through the one converter)."""
+        self.add_plain(_converter.to_dict(event))
 
     def absorb_ids(self) -> None:
         pass
 
+    def open_block(self, index: Any) -> _Block | None:
+        """The open block ``index`` names, or ``None``."""
+        block = self.blocks.get(index) if index.__class__ is int else None
+        return block if block is not None and block.open else None
+
     def _index(self, payload: dict[str, Any]) -> int:
         index = payload.get("index")
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            raise ConflictError(f"a block index that is not a count: {index!r}")
+        if index.__class__ is not int or index < 0:
+            raise ConflictError(f"a block index that is not a count: {_preview(index)}")
         return index
+
+    def _room(self, index: int) -> None:
+        most = self.limits.max_blocks
+        if most is not None and index not in self.blocks and len(self.blocks) >= most:
+            raise LimitError(f"more than {most} content blocks", limit="max_blocks")
 
     def add_plain(self, payload: dict[str, Any]) -> None:
         self.chunks += 1
         kind = payload.get("type")
-        if kind == "message_start":
-            message = payload.get("message")
-            if not isinstance(message, dict):
-                raise ConflictError("a message_start without a message object")
-            self.message = {k: v for k, v in message.items() if k not in ("content", "usage")}
-            self._usage(message.get("usage"))
-            prefilled = message.get("content")
-            if isinstance(prefilled, list):  # a prefilled message_start: its blocks, by place
-                if len(prefilled) > MAX_BLOCKS:
-                    raise LimitError(f"more than {MAX_BLOCKS} content blocks")
-                for index, block in enumerate(prefilled):
-                    if isinstance(block, dict):
-                        self.blocks[index] = dict(block)
-        elif kind == "content_block_start":
+        if kind == "content_block_delta":
             index = self._index(payload)
-            block = payload.get("content_block")
-            if not isinstance(block, dict):
-                raise ConflictError(f"block {index}: a content_block that is not an object")
-            if index not in self.blocks and len(self.blocks) >= MAX_BLOCKS:
-                raise LimitError(f"more than {MAX_BLOCKS} content blocks")
-            self.blocks[index] = dict(block)
-            self.parts[index] = {}
-            self.sizes[index] = 0
-            self.open.add(index)
-        elif kind == "content_block_delta":
-            index = self._index(payload)
-            if index not in self.open:
+            block = self.open_block(index)
+            if block is None:
                 raise ConflictError(f"a delta for block {index}, which is not open")
             delta = payload.get("delta")
-            if not isinstance(delta, dict):
+            if delta.__class__ is not dict:
                 raise ConflictError(f"block {index}: a delta that is not an object")
-            self._delta(index, delta)
+            self._delta(index, block, delta)
+        elif kind == "content_block_start":
+            index = self._index(payload)
+            base = payload.get("content_block")
+            if base.__class__ is not dict:
+                raise ConflictError(f"block {index}: a content_block that is not an object")
+            self._room(index)
+            self._check(base, ContentBlock, f"block {index}")
+            old = self.blocks.get(index)
+            if old is not None:
+                old.stop()  # a lane shape holding it merges no more
+                self.notes.append(f"block {index} started again: the later start kept")
+            self.blocks[index] = _Block(dict(base), True)
         elif kind == "content_block_stop":
             index = self._index(payload)
-            if index not in self.open:
+            block = self.open_block(index)
+            if block is None:
                 raise ConflictError(f"a stop for block {index}, which is not open")
-            self._close(index, cut=False)
+            if block.stop():
+                self._problems.append(
+                    StructureError(f"block {index}: its tool input is not JSON", source=self.source)
+                )
         elif kind == "message_delta":
             delta = payload.get("delta")
-            if isinstance(delta, dict):
-                self.message.update(delta)
+            if delta is not None and delta.__class__ is not dict:
+                raise ConflictError("a message_delta whose delta is not an object")
+            fields = dict(self.message)
+            if delta:
+                fields.update(delta)
             for key, value in payload.items():
                 if key not in ("type", "delta", "usage"):
-                    self.message[key] = value
-            self._usage(payload.get("usage"))
+                    fields[key] = value
+            self._check(fields, Message, "message_delta")
+            self.message = fields
+            self._usage(payload.get("usage"))  # last: a bad usage is refused, the rest taken
+        elif kind == "message_start":
+            message = payload.get("message")
+            if message.__class__ is not dict:
+                raise ConflictError("a message_start without a message object")
+            fields = {k: v for k, v in message.items() if k not in ("content", "usage")}
+            self._check(fields, Message, "message_start")
+            prefilled = message.get("content")
+            if prefilled.__class__ is list:  # a prefilled message_start: its blocks, by place
+                most = self.limits.max_blocks
+                if most is not None and len(prefilled) > most:
+                    raise LimitError(f"more than {most} content blocks", limit="max_blocks")
+                for index, block in enumerate(prefilled):
+                    self._check(block, ContentBlock, f"prefilled block {index}")
+                self.blocks = {i: _Block(dict(b), False) for i, b in enumerate(prefilled)}
+            self.message = fields
+            self._usage(message.get("usage"))  # last: a bad usage is refused, the rest taken
         elif kind == "message_stop":
             self.finished = True
         else:
-            self.notes.append(f"an event of unknown type {kind!r} kept as data")
+            self.notes.append(f"an event of unknown type {_preview(kind)} kept as data")
             self.message.setdefault("unknown_events", []).append(payload)
 
     def _usage(self, usage: Any) -> None:
         if usage is None:
             return
-        if not isinstance(usage, dict):
-            raise ConflictError(f"a usage that is not an object: {usage!r}"[:200])
+        if usage.__class__ is not dict:
+            raise ConflictError(f"a usage that is not an object: {_preview(usage)}")
         for key, value in usage.items():
-            if (
-                isinstance(value, bool)
-                or (key.endswith("_tokens") and not (isinstance(value, int) and value >= 0))
-            ) and value is not None:
-                raise ConflictError(f"usage {key} is not a count: {value!r}"[:200])
-        self.usage = {**(self.usage or {}), **usage}
+            if value is None:
+                continue
+            if value.__class__ is bool or (
+                key.endswith("_tokens") and not (value.__class__ is int and value >= 0)
+            ):
+                raise ConflictError(f"usage {key} is not a count: {_preview(value)}")
+        merged = {**self.usage, **usage} if self.usage else dict(usage)
+        self._check(merged, Usage, "usage")
+        self.usage = merged
 
-    def _delta(self, index: int, delta: dict[str, Any]) -> None:
+    def _check(self, value: Any, cls: Any, what: str) -> None:
+        """Refuse ``value`` (a :class:`ConflictError`) unless it structures as ``cls``: what
+        is merged always makes a :class:`Message`, so :meth:`result` never fails."""
+        if value.__class__ is not dict:
+            raise ConflictError(f"{what}: not an object but {_preview(value)}")
+        try:
+            _converter.structure(_converter._without_nones(value), cls, source=self.source)
+        except StructureError as exc:
+            raise ConflictError(f"{what}: {exc.detail} (at {exc.field})") from None
+
+    def _delta(self, index: int, block: _Block, delta: dict[str, Any]) -> None:
         kind = delta.get("type")
-        parts = self.parts[index]
-        if kind in _TEXT_FIELD or kind == "input_json_delta":
-            field = "partial_json" if kind == "input_json_delta" else _TEXT_FIELD[str(kind)]
-            piece = delta.get(field if kind != "input_json_delta" else "partial_json")
-            if not isinstance(piece, str):
+        field = _TEXT_FIELD.get(kind) if kind.__class__ is str else None
+        if field is not None:
+            piece = delta.get(field)
+            if piece.__class__ is not str:
                 raise ConflictError(f"block {index}: a {kind} whose {field} is not text")
-            size = self.sizes[index] + len(piece)
-            if size > MAX_BLOCK_BYTES:
-                raise LimitError(f"block {index} holds more than {MAX_BLOCK_BYTES} characters")
-            self.sizes[index] = size
-            parts.setdefault(field, []).append(piece)
+            size = block.size + len(piece)
+            most = self.limits.max_block_chars
+            if most is not None and size > most:
+                raise LimitError(
+                    f"block {index} holds more than {most} characters", limit="max_block_chars"
+                )
+            block.size = size
+            pieces = block.parts.get(field)
+            if pieces is None:
+                pieces = block.parts[field] = []
+                if self.output_kind is None:
+                    self.output_kind = _KIND.get(field, _KIND_JSON)
+            pieces.append(piece)
         elif kind == "citations_delta":
-            self.blocks[index].setdefault("citations", None)
-            citations = self.blocks[index]["citations"] or []
-            citations.append(delta.get("citation"))
-            self.blocks[index]["citations"] = citations
-        else:
-            for key, value in delta.items():
-                if key != "type":
-                    self.blocks[index][key] = value
-            self.notes.append(f"block {index}: a delta of unknown type {kind!r} kept as data")
-
-    def _close(self, index: int, *, cut: bool) -> None:
-        self.open.discard(index)
-        block = self.blocks[index]
-        for field, pieces in self.parts.pop(index, {}).items():
-            text = "".join(pieces)
-            if field == "partial_json":
-                if cut:
-                    block["partial_json"] = text
-                    self.problems.append(
-                        StructureError(
-                            f"block {index}: the stream ended inside its tool input",
-                            source=self.source,
-                        )
-                    )
-                    continue
-                try:
-                    block["input"] = orjson.loads(text) if text else {}
-                except orjson.JSONDecodeError:
-                    block["partial_json"] = text
-                    self.problems.append(
-                        StructureError(
-                            f"block {index}: its tool input is not JSON", source=self.source
-                        )
-                    )
-            else:
-                block[field] = (
-                    block.get(field, "") + text if isinstance(block.get(field), str) else text
+            citation = delta.get("citation")
+            if citation.__class__ is not dict:
+                raise ConflictError(f"block {index}: a citation that is not an object")
+            if block.citations is None:
+                block.citations = []
+            most = self.limits.max_blocks
+            if most is not None and len(block.citations) >= most:
+                raise LimitError(f"block {index}: more than {most} citations", limit="max_blocks")
+            block.citations.append(citation)
+        else:  # compaction_delta, or a type not known: its fields set on the block
+            base = {**block.base, **{k: v for k, v in delta.items() if k != "type"}}
+            self._check(base, ContentBlock, f"block {index}")
+            block.base = base
+            if kind not in DELTAS:
+                self.notes.append(
+                    f"block {index}: a delta of unknown type {_preview(kind)} kept as data"
                 )
 
     def result(self) -> Message:
-        for index in sorted(self.open):
-            self._close(index, cut=True)
-        message = dict(self.message)
-        known = {a.name for a in attrs.fields(Message)} - {"extras"}
-        fields = {k: message.pop(k) for k in list(message) if k in known}
-        content = [self.blocks[i] for i in sorted(self.blocks)]
-        return Message(**fields, content=content, usage=self.usage, extras=message)
+        """The message as of now (partial while the stream is open); changes nothing. It is
+        built as JSON and structured once (nulls dropped: the API's shape)."""
+        data = dict(self.message)
+        data["content"] = [self.blocks[index].joined()[0] for index in sorted(self.blocks)]
+        if self.usage is not None:
+            data["usage"] = self.usage
+        # every part was checked as it was merged (``_check``): this cannot fail
+        return _converter.structure(_converter._without_nones(data), Message, source=self.source)
 
 
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+#: the bytes of the key of each delta field the lane cuts out.
+_KEYS = {field: b'"' + field.encode() + b'":' for field in _TEXT_FIELD.values()}
+_DELTA_KEYS = frozenset({"type", "index", "delta"})
+_MAX_SHAPES = 8
+
+
+def _string_end(payload: bytes, start: int) -> int:
+    """The index of the quote that closes the JSON string opening at ``start``, or -1."""
+    end = start + 1
+    while True:  # the first quote not escaped by a backslash
+        end = payload.find(b'"', end)
+        if end < 0:
+            return -1
+        slashes = 0
+        while payload[end - 1 - slashes] == 0x5C:  # a backslash
+            slashes += 1
+        if slashes % 2 == 0:
+            return end
+        end += 1
+
+
+@final
+class _Shape:
+    """The bytes around the one string of one block's deltas, and the fragments it joins."""
+
+    __slots__ = ("acc", "block", "cut", "most", "pieces", "prefix", "start", "suffix")
+
+    def __init__(
+        self,
+        acc: MessageAccumulator,
+        block: _Block,
+        pieces: list[str],
+        prefix: bytes,
+        suffix: bytes,
+    ) -> None:
+        self.acc = acc
+        self.block = block
+        self.pieces = pieces
+        self.prefix = prefix
+        self.suffix = suffix
+        self.start = len(prefix)
+        self.cut = len(suffix)
+        most = acc.limits.max_block_chars
+        self.most = sys.maxsize if most is None else most
+
+
+@final
+class Lane:
+    """The byte shapes of one source's text, thinking, signature and tool-input deltas.
+
+    A ``content_block_delta`` whose only news is one string (``{"type":"content_block_delta",
+    "index":0,"delta":{"type":"text_delta","text":"..."}}``), merged by the full path, teaches
+    the lane its bytes before and after that string; a later payload with the same bytes around
+    a JSON string is merged by parsing only that string (:meth:`try_merge`). This is
+    exact for the reason the chat lane's is (``_chat/_plain``): the key appears once and no
+    escape stands outside the string, so the payload is the learnt object with that one string
+    changed. A shape merges only into its block while that block is open and under its limit;
+    anything else says no and takes the full path, which explains what is wrong. The engine
+    clears the lane when its stream stops being the current one.
+    """
+
+    __slots__ = ("merged", "shapes")
+
+    def __init__(self) -> None:
+        self.shapes: list[_Shape] = []
+        #: how many payloads the lane merged (for tests and statistics).
+        self.merged = 0
+
+    def try_merge(self, payload: bytes) -> bool:
+        """Merge ``payload`` if it has a shape learnt (what ``add_plain`` does with it: the
+        string joins its block's fragments, the block's size is checked); whether it did."""
+        for shape in self.shapes:
+            if payload.startswith(shape.prefix) and payload.endswith(shape.suffix):
+                try:  # a suffix is never empty (``learn``): ``-cut`` is the string's end
+                    value = _loads(payload[shape.start : -shape.cut])
+                except _JSONDecodeError:
+                    return False
+                block = shape.block
+                if value.__class__ is not str or not block.open:
+                    return False
+                size = block.size + len(value)
+                if size > shape.most:
+                    return False  # the full path says so
+                block.size = size
+                shape.pieces.append(value)
+                shape.acc.chunks += 1
+                self.merged += 1
+                return True
+        return False
+
+    def learn(self, payload: bytes, obj: Any, plain: bool, acc: MessageAccumulator) -> None:
+        """Learn the shape of ``obj``, parsed from ``payload`` and just merged into ``acc``, if
+        it is a delta of one string for an open block and nothing else."""
+        if obj.__class__ is not dict or obj.get("type") != "content_block_delta":
+            return
+        delta = obj.get("delta")
+        if obj.keys() != _DELTA_KEYS or delta.__class__ is not dict or len(delta) != 2:
+            return
+        field = _TEXT_FIELD.get(delta.get("type"))  # type: ignore[arg-type]
+        block = acc.open_block(obj.get("index"))
+        if field is None or block is None or delta.get(field).__class__ is not str:
+            return
+        pieces = block.parts.get(field)
+        if pieces is None:
+            return
+        key = _KEYS[field]
+        at = payload.find(key)
+        if at < 0 or payload.find(key, at + 1) >= 0:
+            return  # the key twice (perhaps spelled another way too): not a shape to cut
+        start = at + len(key)
+        if payload[start : start + 1] != b'"':
+            return
+        end = _string_end(payload, start)
+        if end < 0:
+            return
+        prefix, suffix = payload[:start], payload[end + 1 :]
+        if b"\\" in prefix or b"\\" in suffix or not suffix:
+            return  # an escape outside the string: a key may be spelled twice
+        self.shapes.insert(0, _Shape(acc, block, pieces, prefix, suffix))
+        del self.shapes[_MAX_SHAPES:]
+
+    def clear(self) -> None:
+        """Forget every shape (their stream is no longer the current one)."""
+        self.shapes.clear()
+
+
+@final
 class AnthropicProtocol(Protocol):
     """The Anthropic Messages stream (see the module's docstring)."""
 
     name: ClassVar[str] = "anthropic"
-    events: ClassVar[tuple[type, ...]] = ()
-
-    def __init__(self, source: str, limits: Limits) -> None:
-        super().__init__(source, limits)
+    events: ClassVar[tuple[type, ...]] = tuple(Event.__args__)  # type: ignore[attr-defined]
 
     @classmethod
     def recognises(cls, obj: Any, event: str) -> bool:
@@ -251,7 +461,9 @@ class AnthropicProtocol(Protocol):
         return isinstance(obj, dict) and obj.get("type") in ("message_start", "ping")
 
     def parse(self, obj: Any, where: Where) -> Parsed:
-        if not isinstance(obj, dict):
+        if obj.__class__ in self.events:  # an event object a source yielded: its JSON
+            obj = _converter.to_dict(obj)
+        if obj.__class__ is not dict:
             raise StructureError("an event that is not a JSON object", source=self.source)
         kind = obj.get("type")
         if kind == "message_start":
@@ -268,7 +480,13 @@ class AnthropicProtocol(Protocol):
         return (CHUNK, "", obj, None, None)
 
     def accumulator(self) -> MessageAccumulator:
-        return MessageAccumulator(self.source)
+        return MessageAccumulator(self.source, self.limits)
+
+    def lane(self) -> Lane:
+        return Lane()
 
     def event(self, payload: dict[str, Any], where: str) -> Any:
-        return payload
+        kind = payload.get("type")
+        cls = EVENTS.get(kind, UnknownEvent) if kind.__class__ is str else UnknownEvent
+        plain = _converter._without_nones(payload)  # the API's shape, as results are
+        return _converter.structure(plain, cls, source=self.source, where=where)

@@ -26,6 +26,7 @@ from .._errors import (
 )
 from .._limits import DEFAULT_LIMITS, Limits
 from .._merge import _Text, materialize, merge_delta, merge_snapshot, merge_usage
+from .._model import set_nulls
 from ._completions import (
     ChatChoice,
     ChatCompletion,
@@ -168,6 +169,7 @@ class _ToolCalls:
 
 class _ChatChoice:
     __slots__ = (
+        "choice_nulls",
         "content",
         "delta_extras",
         "extras",
@@ -176,6 +178,7 @@ class _ChatChoice:
         "index",
         "limits",
         "logprobs",
+        "nulls",
         "parts",
         "reasoning",
         "reasoning_content",
@@ -199,9 +202,18 @@ class _ChatChoice:
         self.logprobs: _Logprobs | None = None
         self.finish_reason: str | None = None
         self.extras: dict[str, Any] = {}
+        #: the message's and the choice's named keys sent as null (for ``to_dict(nulls=True)``)
+        self.nulls: set[str] = set()
+        self.choice_nulls: set[str] = set()
 
     def add(self, choice: ChatChunkChoice) -> None:
         delta = choice.delta
+        sent = getattr(delta, "_nulls", None)
+        if sent is not None and not sent <= self.nulls:
+            self.nulls |= sent
+        sent = getattr(choice, "_nulls", None)
+        if sent is not None and not sent <= self.choice_nulls:
+            self.choice_nulls |= sent
         if delta.role is not None and self.role is None:
             self.role = delta.role
         content = delta.content
@@ -240,6 +252,7 @@ class _ChatChoice:
         """``add`` for a validated plain delta: string fields only (see ``is_plain_chat``)."""
         for key, value in delta.items():
             if value is None:
+                self.nulls.add(key)
                 continue
             if key == "role":
                 if self.role is None:
@@ -307,13 +320,16 @@ class _ChatChoice:
             function_call=self.function_call.result() if self.function_call else None,
             extras=_message_extras(self.delta_extras),
         )
-        return ChatChoice(
+        set_nulls(message, self.nulls)
+        choice = ChatChoice(
             index=self.index,
             message=message,
             logprobs=self.logprobs.chat() if self.logprobs is not None else None,
             finish_reason=self.finish_reason,
             extras=dict(self.extras),
         )
+        set_nulls(choice, self.choice_nulls)
+        return choice
 
 
 #: The string fields of a chat choice that are output, and the kind each is.
@@ -423,7 +439,7 @@ def _copy(values: list[Any] | None) -> Any:
 
 
 class _TextChoice:
-    __slots__ = ("extras", "finish_reason", "index", "logprobs", "text")
+    __slots__ = ("extras", "finish_reason", "index", "logprobs", "nulls", "text")
 
     def __init__(self, index: int, limits: Limits) -> None:
         self.index = index
@@ -431,14 +447,20 @@ class _TextChoice:
         self.logprobs: _Logprobs | None = None
         self.finish_reason: str | None = None
         self.extras: dict[str, Any] = {}
+        self.nulls: set[str] = set()
 
     def add(self, choice: TextChunkChoice) -> None:
+        sent = getattr(choice, "_nulls", None)
+        if sent is not None and not sent <= self.nulls:
+            self.nulls |= sent
         self._take(choice.text, choice.logprobs, choice.finish_reason)
         if choice.extras:
             merge_snapshot(self.extras, choice.extras)
 
     def add_plain(self, choice: dict[str, Any]) -> None:
         """``add`` for a validated plain choice (see ``is_plain_text``): no extras."""
+        if not self.nulls and None in choice.values():
+            self.nulls.update(k for k, v in choice.items() if v is None)
         self._take(choice.get("text", ""), choice.get("logprobs"), choice.get("finish_reason"))
 
     def _take(self, text: str, logprobs: Any, finish_reason: str | None) -> None:
@@ -457,13 +479,15 @@ class _TextChoice:
             self.text.append(value)
 
     def result(self) -> CompletionChoice:
-        return CompletionChoice(
+        choice = CompletionChoice(
             index=self.index,
             text=_join(self.text) or "",
             logprobs=self.logprobs.text() if self.logprobs is not None else None,
             finish_reason=self.finish_reason,
             extras=dict(self.extras),
         )
+        set_nulls(choice, self.nulls)
+        return choice
 
 
 @final
@@ -483,6 +507,7 @@ class Accumulator:
         "_choices",
         "_extras",
         "_limits",
+        "_nulls",
         "_side_usage",
         "_text_object",
         "chunks",
@@ -516,6 +541,8 @@ class Accumulator:
         #: usage reported beside the chunk's own (Groq's ``x_groq.usage``), used when the
         #: stream reported none at the top level.
         self._side_usage: Usage | None = None
+        #: the top-level named keys sent as null (``system_fingerprint``, ``usage``, ...)
+        self._nulls: set[str] = set()
 
     @property
     def output_kind(self) -> str | None:
@@ -564,6 +591,9 @@ class Accumulator:
         else:
             raise UsageError(f"expected a chunk event, got {cls.__name__}")
         self._check_identity(chunk.id, chunk.model)  # nothing is changed before this
+        sent = getattr(chunk, "_nulls", None)
+        if sent is not None and not sent <= self._nulls:
+            self._nulls |= sent
         if cls is CompletionChunk and self._text_object is None:
             self._text_object = chunk.object or "text_completion"
         self.chunks += 1
@@ -610,6 +640,7 @@ class Accumulator:
         self.chunks += 1
         if not (self.id and self.model and self.created):
             self._top(payload["id"], payload["model"], payload["created"], None)
+            self._plain_nulls(payload)
         fingerprint = payload.get("system_fingerprint")
         if fingerprint is not None:
             self.system_fingerprint = fingerprint
@@ -622,6 +653,7 @@ class Accumulator:
             state = choices.get(index)
             if state is None:
                 state = choices[index] = _ChatChoice(self._check(index), self._limits)
+                state.choice_nulls.update(k for k, v in choice.items() if v is None)
             state.add_plain(choice["delta"], choice.get("finish_reason"))  # type: ignore[call-arg]
 
     def _add_plain_text(self, payload: dict[str, Any]) -> None:
@@ -633,6 +665,8 @@ class Accumulator:
         if self._text_object is None:
             self._text_object = payload["object"] or "text_completion"
         self.chunks += 1
+        if not self.id:
+            self._plain_nulls(payload)
         self._top(payload["id"], payload["model"], payload["created"], None)
         fingerprint = payload.get("system_fingerprint")
         if fingerprint is not None:
@@ -644,6 +678,11 @@ class Accumulator:
             if state is None:
                 state = choices[index] = _TextChoice(self._check(index), self._limits)
             state.add_plain(choice)  # type: ignore[call-arg]
+
+    def _plain_nulls(self, payload: dict[str, Any]) -> None:
+        """The top-level keys of a stream's first plain chunk sent as null."""
+        if None in payload.values():
+            self._nulls.update(k for k, v in payload.items() if v is None)
 
     def append_text(self, index: int, field: str, text: str) -> None:
         """Merge a chunk whose only news is ``text`` for the ``field`` (``content``,
@@ -705,8 +744,9 @@ class Accumulator:
         """The assembled object as of now; the accumulator stays usable."""
         ordered = [self._choices[i].result() for i in sorted(self._choices)]
         usage = self.usage if self.usage is not None else self._side_usage
+        done: ChatCompletion | Completion
         if self._text_object is not None:
-            return Completion(
+            done = Completion(
                 id=self.id,
                 object=self._text_object,
                 created=self.created,
@@ -716,13 +756,16 @@ class Accumulator:
                 usage=usage,
                 extras=dict(self._extras),
             )
-        return ChatCompletion(
-            id=self.id,
-            created=self.created,
-            model=self.model,
-            choices=ordered,  # type: ignore[arg-type]
-            system_fingerprint=self.system_fingerprint,
-            service_tier=self.service_tier,
-            usage=usage,
-            extras=dict(self._extras),
-        )
+        else:
+            done = ChatCompletion(
+                id=self.id,
+                created=self.created,
+                model=self.model,
+                choices=ordered,  # type: ignore[arg-type]
+                system_fingerprint=self.system_fingerprint,
+                service_tier=self.service_tier,
+                usage=usage,
+                extras=dict(self._extras),
+            )
+        set_nulls(done, self._nulls)
+        return done

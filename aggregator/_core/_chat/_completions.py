@@ -32,8 +32,11 @@ __all__ = [
 class FunctionCall(Model):
     """A function call: its name and the JSON text of its arguments."""
 
+    #: The function's name.
     name: str = ""
+    #: The arguments, as the JSON text the model wrote (fragments concatenated).
     arguments: str = ""
+    #: The keys the server sent that the model does not name, as sent (written back by ``to_dict``).
     extras: Mapping[str, Any] = extras()
 
 
@@ -42,9 +45,13 @@ class FunctionCall(Model):
 class ToolCall(Model):
     """One assembled tool call of a chat message."""
 
+    #: The call's id, which the tool's answer refers to.
     id: str = ""
+    #: The kind of tool: ``"function"``.
     type: str = "function"
+    #: The function called, and its arguments.
     function: FunctionCall = attrs.field(factory=FunctionCall)
+    #: The keys the server sent that the model does not name, as sent (written back by ``to_dict``).
     extras: Mapping[str, Any] = extras()
 
 
@@ -53,13 +60,22 @@ class ToolCall(Model):
 class ChatMessage(Model):
     """The assembled message of a chat choice."""
 
+    #: Who wrote it: ``"assistant"`` unless the stream named another role.
     role: str = "assistant"
+    #: The text (deltas concatenated), or a list of typed parts (Mistral's Magistral); ``None`` when
+    #: no delta carried any.
     content: str | list[dict[str, Any]] | None = None
+    #: The reasoning text (DeepSeek and others), concatenated; ``None`` when not sent.
     reasoning_content: str | None = None
+    #: The reasoning text under the ``reasoning`` key (OpenRouter, vLLM...), concatenated.
     reasoning: str | None = None
+    #: The model's refusal message, concatenated; ``None`` when it did not refuse.
     refusal: str | None = None
+    #: The tool calls, their fragments merged by index, in index order; ``None`` when none.
     tool_calls: list[ToolCall] | None = None
+    #: The legacy single function call; ``None`` when not sent.
     function_call: FunctionCall | None = None
+    #: The keys the server sent that the model does not name, as sent (written back by ``to_dict``).
     extras: Mapping[str, Any] = extras()
 
 
@@ -68,10 +84,16 @@ class ChatMessage(Model):
 class ChatChoice(Model):
     """One assembled chat choice."""
 
+    #: The choice's position among the ``n`` asked for.
     index: int
+    #: The assembled message.
     message: ChatMessage = attrs.field(factory=ChatMessage)
+    #: The token log probabilities, concatenated; ``None`` when not asked for.
     logprobs: ChoiceLogprobs | None = None
+    #: Why the model stopped (``"stop"``, ``"length"``, ``"tool_calls"``...); ``None`` when the
+    #: stream ended without one.
     finish_reason: str | None = None
+    #: The keys the server sent that the model does not name, as sent (written back by ``to_dict``).
     extras: Mapping[str, Any] = extras()
 
 
@@ -80,14 +102,24 @@ class ChatChoice(Model):
 class ChatCompletion(Model):
     """An assembled ``chat.completion``."""
 
+    #: The completion's id (the chunks').
     id: str
+    #: Always ``"chat.completion"``.
     object: str = "chat.completion"
+    #: When it was created, in Unix seconds.
     created: int
+    #: The model that answered.
     model: str
+    #: The choices, in ``index`` order.
     choices: list[ChatChoice]
+    #: The backend configuration's fingerprint, when sent.
     system_fingerprint: str | None = None
+    #: The service tier that processed the request, when sent.
     service_tier: str | None = None
+    #: The token usage, when the stream reported it (the last report, gaps filled from earlier
+    #: ones).
     usage: Usage | None = None
+    #: The keys the server sent that the model does not name, as sent (written back by ``to_dict``).
     extras: Mapping[str, Any] = extras()
 
 
@@ -96,10 +128,16 @@ class ChatCompletion(Model):
 class CompletionChoice(Model):
     """One assembled text-completion choice."""
 
+    #: The choice's position among the ``n`` asked for.
     index: int
+    #: The text, concatenated.
     text: str = ""
+    #: The token log probabilities, concatenated; ``None`` when not asked for.
     logprobs: TextLogprobs | None = None
+    #: Why the model stopped (``"stop"``, ``"length"``...); ``None`` when the stream ended without
+    #: one.
     finish_reason: str | None = None
+    #: The keys the server sent that the model does not name, as sent (written back by ``to_dict``).
     extras: Mapping[str, Any] = extras()
 
 
@@ -108,11 +146,19 @@ class CompletionChoice(Model):
 class Completion(Model):
     """An assembled text completion; ``object`` mirrors the stream's convention."""
 
+    #: The completion's id (the chunks').
     id: str
+    #: The stream's own ``object``: ``"text_completion"`` from OpenAI.
     object: str = "text_completion"
+    #: When it was created, in Unix seconds.
     created: int
+    #: The model that answered.
     model: str
+    #: The choices, in ``index`` order.
     choices: list[CompletionChoice]
+    #: The backend configuration's fingerprint, when sent.
     system_fingerprint: str | None = None
+    #: The token usage, when the stream reported it.
     usage: Usage | None = None
+    #: The keys the server sent that the model does not name, as sent (written back by ``to_dict``).
     extras: Mapping[str, Any] = extras()

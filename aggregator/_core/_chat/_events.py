@@ -44,8 +44,11 @@ ContentDelta = Union[str, list[dict[str, Any]], None]
 class PromptTokensDetails(Model):
     """``usage.prompt_tokens_details``."""
 
+    #: Prompt tokens served from the prompt cache.
     cached_tokens: int | None = None
+    #: Audio input tokens.
     audio_tokens: int | None = None
+    #: The keys the server sent that the model does not name, as sent (written back by ``to_dict``).
     extras: Mapping[str, Any] = extras()
 
 
@@ -54,10 +57,15 @@ class PromptTokensDetails(Model):
 class CompletionTokensDetails(Model):
     """``usage.completion_tokens_details``."""
 
+    #: Tokens the model spent reasoning.
     reasoning_tokens: int | None = None
+    #: Audio output tokens.
     audio_tokens: int | None = None
+    #: Tokens of a predicted output that appeared in the completion.
     accepted_prediction_tokens: int | None = None
+    #: Tokens of a predicted output that did not appear in it (still billed as completion tokens).
     rejected_prediction_tokens: int | None = None
+    #: The keys the server sent that the model does not name, as sent (written back by ``to_dict``).
     extras: Mapping[str, Any] = extras()
 
 
@@ -66,11 +74,17 @@ class CompletionTokensDetails(Model):
 class Usage(Model):
     """A usage report. Every field is optional: servers send partial and running reports."""
 
+    #: Tokens in the prompt.
     prompt_tokens: int | None = None
+    #: Tokens generated.
     completion_tokens: int | None = None
+    #: The total, as the server sent it (never recomputed).
     total_tokens: int | None = None
+    #: The prompt tokens' breakdown, when sent.
     prompt_tokens_details: PromptTokensDetails | None = None
+    #: The generated tokens' breakdown, when sent.
     completion_tokens_details: CompletionTokensDetails | None = None
+    #: The keys the server sent that the model does not name, as sent (written back by ``to_dict``).
     extras: Mapping[str, Any] = extras()
 
 

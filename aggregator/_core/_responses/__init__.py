@@ -10,7 +10,9 @@ and ``output_item.done`` as authoritative for what they carry, and reconciles wi
 response: its output wins when it has one, an empty one keeps the streamed output (a problem).
 Events of a type it does not know are merged as nothing, never fatal. After a terminal event,
 everything until the next ``response.created`` (``keepalive``, ``rate_limits.updated``) is
-skipped.
+skipped. The accumulator folds the parsed dicts; the typed view of an event (``event()``, for
+the chunk stages) is one of ``_events``' attrs classes, made on demand. The delta events of one
+part go by the fast lane (``_lane``) once one of them took this path.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any, ClassVar, final
 
 from .. import _converter
 from .._errors import ConflictError, LimitError, StreamError, Where, upstream_error, where_text
-from .._limits import DEFAULT_LIMITS, Limits
+from .._limits import DEFAULT_LIMITS, MAX_DEPTH_CEILING, Limits, depth_exceeds
 from .._protocol import CHUNK, LAST, SKIP, START, Parsed, Protocol
 from .._results import EndReason
+from ._lane import Lane
 from ._models import Response, ResponseUsage
 
 __all__ = ["Accumulator", "Response", "ResponseUsage", "ResponsesProtocol"]
@@ -98,6 +101,9 @@ class Accumulator:
         self._snapshot: dict[str, Any] = {}
         self._terminal_output: list[Any] | None = None
         self._items: dict[int, _Item] = {}
+        #: bumped whenever an item, a part or an item's streamed field is replaced (the lane's
+        #: shapes hold the lists deltas go to: see ``_lane``).
+        self.version = 0
 
     def absorb_ids(self) -> None:
         pass
@@ -139,6 +145,7 @@ class Accumulator:
             if most is not None and index not in self._items and len(self._items) >= most:
                 raise LimitError(f"more than {most} output items", limit="max_choices")
             self._items[index] = _Item(dict(item))
+            self.version += 1
         elif kind == "response.output_item.done":
             item = obj.get("item")
             if item.__class__ is dict:
@@ -155,6 +162,7 @@ class Accumulator:
                 raise LimitError(f"more than {most} parts in one item", limit="max_tool_calls")
             field = "refusal" if part.get("type") == "refusal" else "text"
             parts[index] = _Part(dict(part), field)
+            self.version += 1
         elif kind in ("response.content_part.done", "response.reasoning_summary_part.done"):
             part_ = self._part(obj, "summary_index" if "summary" in kind else "content_index")
             part = obj.get("part")
@@ -193,7 +201,26 @@ class Accumulator:
                 item_.fields.setdefault(field, []).append(obj["delta"])
             elif suffix == "done" and obj.get(field).__class__ is str:
                 item_.fields[field] = [obj[field]]
+                self.version += 1
         self.chunks += 1
+
+    def delta_pieces(self, obj: dict[str, Any]) -> list[str] | None:
+        """The list the delta event ``obj``, just merged, appended its ``delta`` to (what
+        merging the same event again appends to), or ``None`` (not such a delta)."""
+        prefix, _, suffix = obj["type"].rpartition(".")
+        if suffix != "delta":
+            return None
+        item = self._items.get(obj.get("output_index"))  # type: ignore[arg-type]
+        if item is None:
+            return None
+        if prefix in _PART_FIELDS:
+            key = _PART_FIELDS[prefix][0]
+            parts = item.summary if key == "summary_index" else item.parts
+            part = parts.get(obj.get(key))  # type: ignore[arg-type]
+            return None if part is None else part.pieces
+        if prefix in _ITEM_FIELDS:
+            return item.fields.get(_ITEM_FIELDS[prefix])
+        return None
 
     def _part(self, obj: dict[str, Any], key: str) -> _Part:
         item = self._item(obj)
@@ -260,6 +287,15 @@ class ResponsesProtocol(Protocol):
             )
         kind = obj["type"]
         seq = obj.get("sequence_number")
+        if not kind.endswith(".delta"):  # what carries items and responses; a delta is a string
+            max_depth = self.limits.max_depth or MAX_DEPTH_CEILING
+            if depth_exceeds(obj, max_depth):
+                raise LimitError(
+                    f"JSON nested deeper than {max_depth} levels",
+                    source=self.source,
+                    where=where_text(where),
+                    limit="max_depth",
+                )
         if kind == "response.created":
             response = obj.get("response")
             id_ = response.get("id") if response.__class__ is dict else None
@@ -293,5 +329,10 @@ class ResponsesProtocol(Protocol):
     def accumulator(self) -> Accumulator:
         return Accumulator(self.limits)
 
+    def lane(self) -> Lane:
+        return Lane()
+
     def event(self, payload: dict[str, Any], where: str) -> Any:
-        return payload
+        from ._events import structure_event  # 59 classes: made when a stage first asks
+
+        return structure_event(payload, source=self.source, where=where)

@@ -8,14 +8,52 @@ does not name, so ``to_dict`` gives back the server's JSON shape (nulls dropped)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, final
+from collections.abc import Mapping, Sequence
+from typing import Any, Union, final
 
 import attrs
 
+from .. import _converter
 from .._model import Model, extras
 
-__all__ = ["InputTokensDetails", "OutputTokensDetails", "Response", "ResponseUsage"]
+__all__ = [
+    "InputTokensDetails",
+    "JSONArray",
+    "JSONItems",
+    "JSONObject",
+    "OutputTokensDetails",
+    "Response",
+    "ResponseUsage",
+]
+
+#: A JSON object as the server sent it (an output item, a content part, an annotation), or
+#: nothing; written back with its nulls dropped, as every model is.
+JSONObject = Union[Mapping[str, Any], None]
+#: A JSON array as the server sent it (log probabilities, a shell call's output), or nothing.
+JSONArray = Union[Sequence[Any], None]
+#: The output items of a response, each the JSON object the server sent.
+JSONItems = Sequence[dict[str, Any]]
+
+
+def _json_object(value: Any, _: Any) -> Any:
+    return (
+        value if value is None or value.__class__ is dict else _converter.fail(value, "an object")
+    )
+
+
+def _json_array(value: Any, _: Any) -> Any:
+    return value if value is None or value.__class__ is list else _converter.fail(value, "a list")
+
+
+def _json_items(value: Any, _: Any) -> Any:
+    if value.__class__ is list and all(item.__class__ is dict for item in value):
+        return value
+    return _converter.fail(value, "a list of objects")
+
+
+_converter.register_structure_hook(JSONObject, _json_object, plain_json=True)
+_converter.register_structure_hook(JSONItems, _json_items, plain_json=True)
+_converter.register_structure_hook(JSONArray, _json_array, plain_json=True)
 
 
 @final
@@ -58,6 +96,6 @@ class Response(Model):
     object: str | None = None
     model: str = ""
     status: str | None = None
-    output: list[dict[str, Any]] = attrs.field(factory=list)
+    output: JSONItems = attrs.field(factory=list)
     usage: ResponseUsage | None = None
     extras: Mapping[str, Any] = extras()
