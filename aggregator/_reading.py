@@ -4,8 +4,16 @@ share.
 Theory of operation: a source is an async or a sync iterable. :class:`SourceReader` turns either
 into one ``await reader.next()``, bounded by ``Limits.idle_timeout`` (the most time one read may
 wait) and ``Limits.deadline`` (the most time the whole source may take, from its first read), and
-closes it (``aclose``, shielded from cancellation, or ``close``) once, whatever happened. A read
-past a time limit raises :class:`LimitError`; what the source itself raises comes out as it is.
+closes it (``aclose``, shielded from cancellation but within ``Limits.close_timeout``, or
+``close``) once, whatever happened. A read past a time limit raises :class:`LimitError`; what the
+source itself raises comes out as it is.
+
+:class:`Feeder` is the one place where the shell bounds the work done between two visits to the
+event loop: a bytes item longer than :data:`PIECE` is fed to the engine in pieces of that size,
+and the loop is given a turn (``anyio.lowlevel.checkpoint``) after every :data:`BUDGET` bytes or
+:data:`BUDGET_ITEMS` items fed, so no input (64 MiB of blank lines in one read, a source that
+never awaits) stalls the other tasks for longer than the work on one budget. :func:`sync_batches`
+does the same for a sync source, read in batches.
 
 A path that is not a regular file (a FIFO, ``<(curl -N ...)``'s ``/dev/fd/N``, a character
 device) is read by :class:`PipeSource`: opened ``O_NONBLOCK`` and read with ``os.read`` only after
@@ -20,13 +28,34 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any, Union, final
+from typing import TYPE_CHECKING, Any, Union, final
 
 from ._core._errors import LimitError
 from ._core._limits import Limits
 
-__all__ = ["PIPE_READ_SIZE", "PipeSource", "Source", "SourceReader", "Sources", "close_async"]
+if TYPE_CHECKING:
+    from ._core._engine import Engine
 
+__all__ = [
+    "BUDGET",
+    "BUDGET_ITEMS",
+    "PIECE",
+    "PIPE_READ_SIZE",
+    "Feeder",
+    "PipeSource",
+    "Source",
+    "SourceReader",
+    "Sources",
+    "close_async",
+    "sync_batches",
+]
+
+#: The most bytes of one item fed to the engine at once.
+PIECE = 64 * 1024
+#: The most bytes fed between two turns of the event loop.
+BUDGET = 256 * 1024
+#: The most items fed between two turns of the event loop.
+BUDGET_ITEMS = 1024
 #: The most one read of a pipe asks for (it returns what the pipe holds, up to this).
 PIPE_READ_SIZE = 64 * 1024
 
@@ -41,13 +70,16 @@ Sources = Union[
 ]
 
 
-async def close_async(iterator: Any) -> None:
-    """Close an async iterator that can be closed, even inside a cancelled scope."""
+async def close_async(iterator: Any, timeout: float | None = None) -> None:
+    """Close an async iterator that can be closed, even inside a cancelled scope; a close that
+    takes longer than ``timeout`` seconds is abandoned (cancelled)."""
     import anyio  # imported here: `import aggregator` stays light
 
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True) as scope:
+            if timeout is not None:
+                scope.deadline = anyio.current_time() + timeout
             await aclose()
 
 
@@ -55,7 +87,16 @@ async def close_async(iterator: Any) -> None:
 class SourceReader:
     """One source, read item by item within its time limits."""
 
-    __slots__ = ("_end_by", "_idle", "_iterator", "_source", "closed", "deadline", "is_async")
+    __slots__ = (
+        "_close_timeout",
+        "_end_by",
+        "_idle",
+        "_iterator",
+        "_source",
+        "closed",
+        "deadline",
+        "is_async",
+    )
 
     def __init__(self, source: Source, limits: Limits) -> None:
         self._source = source
@@ -63,6 +104,7 @@ class SourceReader:
         self._iterator: AsyncIterator[Any] | Iterator[Any] | None = None
         self._idle = limits.idle_timeout
         self.deadline = limits.deadline
+        self._close_timeout = limits.close_timeout
         self._end_by: float | None = None
         #: whether :meth:`aclose` ran: the source reads as ended from then on.
         self.closed = False
@@ -124,11 +166,96 @@ class SourceReader:
         if iterator is None:
             return
         if self.is_async:
-            await close_async(iterator)
+            await close_async(iterator, self._close_timeout)
         else:
             close = getattr(iterator, "close", None)  # a generator, a file
             if close is not None:
                 close()
+
+
+@final
+class Feeder:
+    """Feed an engine the items of an async source within a bounded amount of work per turn of
+    the event loop (see the module's docstring)."""
+
+    __slots__ = ("_bytes", "_engine", "_items")
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._bytes = 0
+        self._items = 0
+
+    async def feed(self, raw: Any, now: float | None) -> list[Any]:
+        """:meth:`Engine.feed_item`, with a long bytes item cut in pieces and the loop given a
+        turn when the budget is spent; what ended."""
+        engine = self._engine
+        cls = raw.__class__
+        if cls is bytes or cls is bytearray or cls is memoryview:
+            size = len(raw)
+            if size > PIECE:
+                return await self._pieces(raw, now)
+            self._bytes += size
+        self._items += 1
+        out = engine.feed_item(raw, now)
+        if self._bytes >= BUDGET or self._items >= BUDGET_ITEMS:
+            await self._turn()
+        return out
+
+    async def _pieces(self, raw: Any, now: float | None) -> list[Any]:
+        engine = self._engine
+        view = memoryview(raw).cast("B")
+        out = engine.feed_item(bytes(view[:PIECE]), now)  # counts the item, once
+        for start in range(PIECE, len(view), PIECE):
+            await self._turn()
+            if engine.stopped:
+                break
+            out += engine.feed(bytes(view[start : start + PIECE]), now)
+        await self._turn()
+        return out
+
+    async def _turn(self) -> None:
+        import anyio.lowlevel  # imported here: `import aggregator` stays light
+
+        self._bytes = self._items = 0
+        await anyio.lowlevel.checkpoint()
+
+
+def sync_batches(iterator: Iterator[Any]) -> Iterator[Iterator[Any]]:
+    """The items of a sync source in batches of at most :data:`BUDGET_ITEMS` items and about
+    :data:`BUDGET` bytes, a bytes item longer than :data:`PIECE` cut in pieces (each counts as
+    an item); the reader gives the loop a turn between two batches. Ends with the source."""
+    state: list[Any] = [None, 0, False]  # the item being cut, the offset in it, exhausted
+
+    def batch() -> Iterator[Any]:
+        budget, count = BUDGET, BUDGET_ITEMS
+        while budget > 0 and count > 0:
+            raw, at = state[0], state[1]
+            if raw is None:
+                try:
+                    raw = next(iterator)
+                except StopIteration:
+                    state[2] = True
+                    return
+                cls = raw.__class__
+                if not (cls is bytes or cls is bytearray or cls is memoryview):
+                    count -= 1
+                    yield raw
+                    continue
+                if len(raw) <= PIECE:
+                    budget -= len(raw)
+                    count -= 1
+                    yield raw
+                    continue
+                raw, at = memoryview(raw).cast("B"), 0
+            piece = bytes(raw[at : at + PIECE])
+            at += PIECE
+            state[0], state[1] = (raw, at) if at < len(raw) else (None, 0)
+            budget -= len(piece)
+            count -= 1
+            yield piece
+
+    while not state[2]:
+        yield batch()
 
 
 @final

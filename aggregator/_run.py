@@ -19,7 +19,6 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
-from itertools import islice
 from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
@@ -32,13 +31,10 @@ from ._core._errors import LimitError, UsageError
 from ._core._framing import Format
 from ._core._limits import DEFAULT_LIMITS, Limits
 from ._core._results import Result, SourceReport
-from ._reading import Source, SourceReader, Sources, close_async
+from ._reading import Feeder, Source, SourceReader, Sources, close_async, sync_batches
 from ._stages import Batch, Pipeline, Plan, Stage, plan
 
 __all__ = ["fan_in", "results"]
-
-#: How many items of a sync source are read between two checkpoints.
-_SYNC_BATCH = 1024
 
 
 def _no_time() -> None:
@@ -78,8 +74,10 @@ async def drive(
     timings: bool = True,
 ) -> AsyncGenerator[Batch, None]:
     """Read ``source`` in this task and feed ``engine``; yield what ends, in batches. Closes the
-    source, whatever happens. With ``timings``, anyio's clock is read once per read (per batch
-    of a sync source) and handed to the engine."""
+    source, whatever happens. The work between two turns of the event loop is bounded (a long
+    bytes item is fed in pieces; see ``_reading.Feeder`` and ``sync_batches``). With
+    ``timings``, anyio's clock is read once per read (per batch of a sync source) and handed to
+    the engine."""
     import anyio.lowlevel  # imported here: `import aggregator` stays light
 
     now: Callable[[], float | None] = clock() if timings else _no_time
@@ -88,7 +86,7 @@ async def drive(
         engine.started = now()
     try:
         if reader.is_async:
-            feed_item = engine.feed_item
+            feed_item = Feeder(engine).feed
             while not engine.stopped:
                 try:
                     raw = await reader.next()
@@ -102,16 +100,14 @@ async def drive(
                         raise
                     yield engine.fail(source_error(exc, engine.name, engine.items), now())
                     return
-                ended = feed_item(raw, now())
+                ended = await feed_item(raw, now())
                 if ended:
                     yield ended
         else:
-            iterator = reader.sync_iterator()
-            while True:
+            for items in sync_batches(reader.sync_iterator()):
                 batch: Batch = []
-                before = engine.items
                 try:  # a batch of items, read and fed in one loop
-                    engine.feed_items(islice(iterator, _SYNC_BATCH), batch, now())
+                    engine.feed_items(items, batch, now())
                 except SourceRaised as raised:
                     if fail_fast:
                         raise raised.exception from None
@@ -119,7 +115,7 @@ async def drive(
                     batch += engine.fail(error, now())
                 if batch:
                     yield batch
-                if engine.stopped or engine.items - before < _SYNC_BATCH:
+                if engine.stopped:
                     break
                 await anyio.lowlevel.checkpoint()  # let the other tasks run
         ended = engine.close(now=now())

@@ -13,7 +13,6 @@ source's own outcome, and nothing is lost."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, final
@@ -23,7 +22,7 @@ from ._core._errors import LimitError, UsageError
 from ._core._framing import Format
 from ._core._limits import DEFAULT_LIMITS, Limits
 from ._core._results import Result, SourceReport
-from ._reading import SourceReader
+from ._reading import Feeder, SourceReader
 from ._run import clock
 
 __all__ = ["Tee"]
@@ -85,6 +84,7 @@ class Tee(Generic[T]):
         self._engine = Engine(
             name, format=format, strict=strict, limits=limits, interleaved=interleaved
         )
+        self._feeder = Feeder(self._engine)
         self._on_disconnect = on_disconnect
         self._drain_timeout = drain_timeout
         #: when reading the rest must be over (``"finish"``), once the downstream left.
@@ -158,34 +158,52 @@ class Tee(Generic[T]):
         except BaseException:
             self._state = "interrupted"  # cancelled mid-read: the source cannot go on
             raise
-        self._take(raw)
+        await self._take(raw)
         item: T = raw
         return item
 
     async def _step_shielded(self) -> T:
         """:meth:`_step` for ``"finish"``: the caller's cancellation must not cut a read of the
         source short, since an async generator cancelled mid-read cannot go on and the rest is to
-        be read anyway. The read is shielded, and the cancellation takes effect once it returns
-        (the item assembled, then :meth:`aclose` reads the rest). When the caller has a deadline,
-        the read may outlast it by ``drain_timeout`` at most."""
+        be read anyway. The read runs shielded in a task of its own while the caller waits for
+        it; cancelled while it waits (its client left, its deadline passed), the caller gives the
+        read ``drain_timeout`` more (the time :meth:`aclose` has to read the rest), then the
+        cancellation takes effect. A read that does not return by then ends the open completions
+        with a ``drain_timeout`` :class:`~aggregator.LimitError`."""
+        import anyio
         import anyio.lowlevel  # imported here: `import aggregator` stays light
 
         await anyio.lowlevel.checkpoint_if_cancelled()  # between two reads: aclose drains
-        deadline = anyio.current_effective_deadline()
-        with anyio.CancelScope(shield=True) as shield:
-            if deadline != math.inf:
-                shield.deadline = deadline + self._drain_timeout
+        box: list[Any] = []
+        shield = anyio.CancelScope(shield=True)
+        done = anyio.Event()
+
+        async def read() -> None:
+            with shield:
+                try:
+                    box.append(await self._step())
+                except Exception as exc:  # noqa: BLE001 - handed to the caller, raised there
+                    box.append(_Raised(exc))
+            if shield.cancelled_caught:  # the read outlasted drain_timeout
+                await self._end(self._engine.fail(self._drain_error(), _clock()))
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
             try:
-                return await self._step()
-            finally:
-                if anyio.current_time() >= deadline:  # the caller's time ran out meanwhile
-                    self.disconnected = True
-                    if self._drain_by is None:
-                        self._drain_by = deadline + self._drain_timeout
-        # the source did not answer within drain_timeout of the caller's deadline
-        await self._end(self._engine.fail(self._drain_error(), _clock()))
-        await anyio.lowlevel.checkpoint()  # raises the caller's cancellation
-        raise StopAsyncIteration  # pragma: no cover - the caller's deadline has passed
+                await done.wait()
+            except anyio.get_cancelled_exc_class():
+                if not box and not shield.cancelled_caught:  # the caller was cancelled while
+                    self.disconnected = True  # the read is under way: it may take this long
+                    shield.deadline = min(shield.deadline, self._drain_deadline())
+                raise
+        if not box:  # pragma: no cover - the read ended only by drain_timeout, after a cancel
+            raise StopAsyncIteration
+        value = box[0]
+        if value.__class__ is _Raised:
+            raise value.exception
+        item: T = value
+        return item
 
     async def aclose(self) -> list[Result]:
         """End the tee: the source is closed, and every completion still open ends as
@@ -236,12 +254,12 @@ class Tee(Generic[T]):
                 except Exception as exc:  # noqa: BLE001 - recorded in the results
                     self._keep(engine.fail(source_error(exc, self.name, engine.items), _clock()))
                     return
-                self._take(raw)
+                await self._take(raw)
             return
         self._keep(engine.fail(self._drain_error(), _clock()))
 
-    def _take(self, raw: Any) -> None:
-        self._keep(self._engine.feed_item(raw, self._time()))
+    async def _take(self, raw: Any) -> None:
+        self._keep(await self._feeder.feed(raw, self._time()))
 
     def _keep(self, ended: list[Any]) -> None:
         self.results += [r for r in ended if r.__class__ is Result]
@@ -250,6 +268,16 @@ class Tee(Generic[T]):
         self._keep(ended)
         self._state = "ended"
         await self._reader.aclose()
+
+
+@final
+class _Raised:
+    """What a read raised, handed from its task to the caller (see ``Tee._step_shielded``)."""
+
+    __slots__ = ("exception",)
+
+    def __init__(self, exception: Exception) -> None:
+        self.exception = exception
 
 
 def _clock() -> float:

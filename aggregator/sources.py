@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, final, overload
 
 import orjson
 
-from ._core._errors import UpstreamError, upstream_error
+from ._core._errors import DecodeError, UpstreamError, upstream_error
 from ._reading import PipeSource, Source
 
 if TYPE_CHECKING:
@@ -102,6 +102,10 @@ def from_httpx(response: httpx.Response, *, sync: bool | None = None) -> Source:
 
     A status of 400 or more raises :class:`~aggregator.UpstreamError` when the source is read,
     with the error object of the body (``{"error": {...}}``) as its ``payload``.
+
+    A ``gzip`` body is inflated here, from the raw bytes, at most 64 KiB at a time, so that a
+    small compressed read (a gzip bomb) never becomes one huge block in memory or one long
+    stall of the event loop; other encodings are httpx's own decoding.
     """
     if sync is None:
         sync = not hasattr(response.stream, "__aiter__")
@@ -117,8 +121,14 @@ async def _httpx_async(response: httpx.Response) -> AsyncIterator[bytes]:
                 if len(body) >= ERROR_BODY_LIMIT:
                     break
             raise _http_error(response, bytes(body))
-        async for data in response.aiter_bytes():
-            yield data
+        inflater = _gzip(response)
+        if inflater is None:
+            async for data in response.aiter_bytes():
+                yield data
+        else:
+            async for raw in response.aiter_raw():
+                for data in _inflate(inflater, raw):
+                    yield data
     finally:
         await response.aclose()
 
@@ -132,9 +142,48 @@ def _httpx_sync(response: httpx.Response) -> Iterator[bytes]:
                 if len(body) >= ERROR_BODY_LIMIT:
                     break
             raise _http_error(response, bytes(body))
-        yield from response.iter_bytes()
+        inflater = _gzip(response)
+        if inflater is None:
+            yield from response.iter_bytes()
+        else:
+            for raw in response.iter_raw():
+                yield from _inflate(inflater, raw)
     finally:
         response.close()
+
+
+#: The most decoded bytes one step of inflating a gzip body gives.
+_INFLATE_PIECE = 64 * 1024
+
+
+def _gzip(response: Any) -> Any:
+    """A gzip inflater when the body is gzip (and only gzip), else ``None`` (httpx decodes)."""
+    headers = getattr(response, "headers", None)
+    encoding = headers.get("content-encoding", "") if headers is not None else ""
+    if (
+        encoding.strip().lower() not in ("gzip", "x-gzip")
+        or not hasattr(response, "aiter_raw")
+        or getattr(response, "is_stream_consumed", True)  # read already: httpx decoded it
+    ):
+        return None
+    import zlib
+
+    return zlib.decompressobj(zlib.MAX_WBITS | 16)
+
+
+def _inflate(inflater: Any, raw: bytes) -> Iterator[bytes]:
+    """The decoded bytes of ``raw``, at most ``_INFLATE_PIECE`` at a time."""
+    import zlib
+
+    data = raw
+    while data and not inflater.eof:
+        try:
+            out = inflater.decompress(data, _INFLATE_PIECE)
+        except zlib.error as exc:
+            raise DecodeError(f"the gzip body is corrupt: {exc}") from None
+        if out:
+            yield out
+        data = inflater.unconsumed_tail
 
 
 def _http_error(response: httpx.Response, body: bytes) -> UpstreamError:

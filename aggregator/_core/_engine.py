@@ -14,6 +14,7 @@ is one ``_Stream``, freed when it ends; the source's report comes last.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, final
@@ -30,6 +31,7 @@ from ._errors import (
     UpstreamError,
     UsageError,
     Where,
+    quoted,
     upstream_error,
     where_text,
 )
@@ -39,10 +41,12 @@ from ._limits import DEFAULT_LIMITS, Limits
 from ._protocol import CHUNK, ERROR, LAST, LAST_ERROR, SKIP, START, Protocol, StreamAccumulator
 from ._protocols import PROTOCOLS
 from ._results import EndReason, Result, SourceReport, Timings
+from ._usage import negative_counts
 
 __all__ = ["Engine", "SourceRaised", "StreamBudget", "internal_error", "source_error"]
 
-#: How many refused stream ids are remembered, so that their later chunks are dropped quietly.
+#: How many refused stream ids are remembered, so that their later chunks are dropped quietly
+#: (the oldest is forgotten first; each id at most ``Limits.max_id`` long, or a digest).
 _MAX_REFUSED = 4096
 #: The event classes of every protocol: a source may yield them as they are.
 _EVENTS = frozenset(cls for p in PROTOCOLS for cls in p.events)
@@ -119,7 +123,9 @@ class _Stream:
         "last_id",
         "notes",
         "problems",
+        "reused",
         "seen",
+        "size",
         "timed",
     )
 
@@ -130,8 +136,13 @@ class _Stream:
         #: the id its last chunk had, when the server changed it mid-stream.
         self.last_id = id_
         self.acc = acc
-        self.seen: OrderedDict[Any, None] | None = None
+        #: the dedupe ids seen (an id, or the digest of a long one), each with its payload's hash.
+        self.seen: OrderedDict[Any, int] | None = None
         self.duplicates = 0
+        #: how many chunks came with a dedupe id already seen but another payload (kept).
+        self.reused = 0
+        #: the payload bytes taken so far (bounded by ``Limits.max_completion``).
+        self.size = 0
         self.problems: list[StreamError] = []
         self.notes: list[str] = []
         #: how many times the server changed the id mid-stream (from one chunk to the next).
@@ -201,6 +212,10 @@ class Engine:
         self.name = name
         self.strict = strict
         self._limits = limits
+        self._max_completion = (
+            limits.max_completion if limits.max_completion is not None else 1 << 62
+        )
+        self._max_id = limits.max_id
         self._interleaved = interleaved
         self._dedupe_ids = dedupe_ids
         self._stages = tuple(stages)
@@ -211,9 +226,11 @@ class Engine:
         self._lane: Any = None
         self._open: dict[StreamKey, _Stream] = {}
         self._by_id: dict[str, _Stream] = {}
-        self._refused: dict[str, None] = {}
+        self._refused: dict[str | bytes, None] = {}
         self._current: _Stream | None = None
         self._ordinal = 0
+        #: the line of the payload record being handled.
+        self._line = 0
         self._results = 0
         self._events = 0
         self._problems: list[StreamError] = []
@@ -474,6 +491,7 @@ class Engine:
                 self._malformed(record.placed(self.name, record.where), out)
                 continue
             data, event, sse_id, _, line, own_id = record
+            self._line = line  # (the place of a lane's dedupe problem, see _lane_duplicate)
             lane = self._lane
             if (
                 lane is not None
@@ -484,8 +502,12 @@ class Engine:
             ):  # merged by its byte shape: a branch of this one path (see ``_plain``)
                 self._events += 1
                 self.done = False
+                current = self._current
+                current.size += len(data)  # type: ignore[union-attr]  # the lane's stream
+                if current.size > self._max_completion:  # type: ignore[union-attr]
+                    self._too_large(current, (line, self._events), out)  # type: ignore[arg-type]
                 continue
-            if data == b"[DONE]":
+            if data == b"[DONE]" or (len(data) < 32 and data.strip() == b"[DONE]"):
                 self._end_all(EndReason.DONE, None, f"line {line}", out)
                 self.done = True
                 continue
@@ -547,9 +569,14 @@ class Engine:
         self.done = False
         if stream is None or stream.acc is None:  # refused
             return
+        if data is not None:
+            stream.size += len(data)
+            if stream.size > self._max_completion:
+                self._too_large(stream, where, out)
+                return
         if own_id is not None:
             dedupe_id = own_id
-        if dedupe_id is not None and self._duplicate(stream, dedupe_id):
+        if dedupe_id is not None and self._duplicate(stream, dedupe_id, obj, data, where):
             return
         if self._stages:
             self._through_stages(stream, value, dedupe_id, where, out)
@@ -564,27 +591,82 @@ class Engine:
         elif action == LAST_ERROR:
             self._end_all(EndReason.ERROR, end, where_text(where), out)
 
-    def _duplicate(self, stream: _Stream, dedupe_id: Any) -> bool:
-        """Whether ``stream`` has seen ``dedupe_id`` (counted as a duplicate); if not, it is
-        remembered, the oldest of the ``dedupe_ids`` remembered forgotten."""
+    def _duplicate(
+        self, stream: _Stream, dedupe_id: Any, obj: Any, data: bytes | None, where: Where
+    ) -> bool:
+        """Whether a chunk is an exact replay (dropped, counted in ``duplicates``): its dedupe
+        id was seen in this stream, with the same payload. The same id with another payload is
+        not a replay: it is kept, and the stream gets a problem (the server reuses ids, so
+        dedupe by id cannot tell its replays from new content). Ids longer than
+        ``Limits.max_id`` are remembered as digests, so the memory is bounded in bytes."""
         if self._dedupe_ids is None:
             return False
         seen = stream.seen
         if seen is None:
             seen = stream.seen = OrderedDict()
-        elif dedupe_id in seen:
-            stream.duplicates += 1
-            return True
-        seen[dedupe_id] = None
+        key = self._id_key(dedupe_id)
+        mark = _payload_hash(obj, data)
+        kept = seen.get(key)
+        if kept is not None:
+            if kept == mark:
+                stream.duplicates += 1
+                return True
+            stream.reused += 1
+            if stream.reused == 1:
+                stream.problems.append(
+                    ConflictError(
+                        f"the dedupe id {_short(str(dedupe_id))} came again with another payload: "
+                        "kept, as not a replay (a server that reuses ids; dedupe by id cannot "
+                        "tell its replays from new content)",
+                        source=self.name,
+                        where=where_text(where),
+                    )
+                )
+            seen[key] = mark
+            return False
+        seen[key] = mark
         if len(seen) > self._dedupe_ids:
             seen.popitem(last=False)  # O(1); ``del d[next(iter(d))]`` rescans deleted slots
         return False
 
-    def _lane_duplicate(self, dedupe_id: Any) -> bool:
+    def _lane_duplicate(self, dedupe_id: Any, payload: bytes | None = None) -> bool:
         """:meth:`_duplicate` for the current stream: what a lane asks before it merges a
-        payload with a dedupe id of its own (see ``Protocol.lane``)."""
+        payload with a dedupe id of its own (see ``Protocol.lane``); ``payload``: its bytes
+        (without them, the id alone tells a replay)."""
         current = self._current
-        return current is not None and self._duplicate(current, dedupe_id)
+        return current is not None and self._duplicate(
+            current, dedupe_id, None, payload, (self._line, self._events + 1)
+        )
+
+    def _id_key(self, id_: Any) -> Any:
+        """How an id is remembered: as it is, or a 16-byte digest when a string longer than
+        ``max_id`` (a protocol's own dedupe id may be any hashable: a sequence number)."""
+        if id_.__class__ is not str or len(id_) <= self._max_id:
+            return id_
+        return hashlib.blake2b(id_.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def _too_large(self, stream: _Stream, where: Where, out: list[Any]) -> None:
+        """The stream passed ``max_completion``: it ends now, ``limit``, with what it held
+        before this chunk (a never-ending source gives its result at once); the rest of it is
+        dropped as a refused stream's is, and the source's other streams go on."""
+        if stream.failed is not None or stream.key not in self._open:
+            return
+        named = _short(stream.id) if stream.id else "(no id)"
+        error = LimitError(
+            f"completion {named} larger than {self._limits.max_completion} bytes (max_completion)",
+            source=self.name,
+            where=where_text(where),
+            limit="max_completion",
+        )
+        stream.failed = error
+        self._end(stream, EndReason.LIMIT, error, error.where, out)
+        if self._interleaved:  # its later chunks are dropped, not a new stream
+            if stream.id:
+                self._refuse(stream.id)
+        else:
+            rest = _Stream(stream.key, stream.id, None)
+            rest.failed = error
+            self._set_current(rest)  # the rest of its body is dropped with it
 
     def _recognise(self, obj: Any, event: str) -> Protocol:
         cls = obj.__class__
@@ -644,7 +726,7 @@ class Engine:
                 if current is not None and not current.id:
                     stream = current  # a stream without an id yet takes this one (Azure)
                     stream.id = stream.last_id = id_
-                elif id_ in self._refused:
+                elif self._id_key(id_) in self._refused:
                     return None
                 else:
                     stream = self._new(id_, where, out)
@@ -668,8 +750,9 @@ class Engine:
         if current.changes == 0:
             current.acc.absorb_ids()
             current.notes.append(
-                f"{where_text(where)}: the id changed mid-stream from {current.id!r} to "
-                f"{_short(id_)}; one response body is one completion, kept as {current.id!r}"
+                f"{where_text(where)}: the id changed mid-stream from {_short(current.id)} to "
+                f"{_short(id_)}; one response body is one completion, kept as "
+                f"{_short(current.id)}"
             )
         current.changes += 1
         current.last_id = id_
@@ -703,9 +786,8 @@ class Engine:
             refused = _Stream(key, id_, None)
             refused.failed = error
             out.append(self._result(refused, EndReason.LIMIT, error, error.where))
-            if self._interleaved:
-                if len(self._refused) < _MAX_REFUSED:
-                    self._refused[id_] = None
+            if self._interleaved:  # remembered, so it is reported once
+                self._refuse(id_)
             else:
                 self._set_current(refused)  # its body's other chunks are dropped with it
             return None
@@ -714,6 +796,14 @@ class Engine:
         self._open[key] = stream
         self._set_current(stream)
         return stream
+
+    def _refuse(self, id_: str) -> None:
+        """Remember a refused stream's id (its digest when long; the oldest of
+        ``_MAX_REFUSED`` forgotten first), so that its later chunks are dropped quietly."""
+        refused = self._refused
+        refused[self._id_key(id_)] = None
+        if len(refused) > _MAX_REFUSED:
+            del refused[next(iter(refused))]
 
     # -- ends --------------------------------------------------------------------------------
 
@@ -776,15 +866,30 @@ class Engine:
             assert self._protocol is not None
             acc = self._protocol.accumulator()
         self._results += 1
+        completion = acc.result()
+        problems = (*stream.problems, *acc.problems)
+        usage = getattr(completion, "usage", None)
+        if usage is not None:
+            negative = negative_counts(usage)
+            if negative:
+                problems += (
+                    StructureError(
+                        f"usage with token counts below zero ({', '.join(negative)}): no "
+                        "count, not summed in totals",
+                        source=self.name,
+                        where=where,
+                        field="$.usage",
+                    ),
+                )
         return Result(
             source=self.name,
             key=stream.key,
-            completion=acc.result(),
+            completion=completion,
             reason=reason,
             where=where,
             finished=acc.finished,
             error=error,
-            problems=(*stream.problems, *acc.problems),
+            problems=problems,
             notes=(*_notes(stream), *acc.notes),
             chunks=acc.chunks,
             duplicates=stream.duplicates,
@@ -904,9 +1009,20 @@ def _notes(stream: _Stream) -> tuple[str, ...]:
     return tuple(stream.notes)
 
 
-def _short(text: str) -> str:
-    """``text`` quoted for a message, cut to a readable length."""
-    return repr(text) if len(text) <= 80 else repr(text[:77] + "...")
+_short = quoted
+
+
+def _payload_hash(obj: Any, data: bytes | None) -> int:
+    """A hash of a payload, to tell an exact replay from new content under the same id: of its
+    bytes when it came as bytes, else of its JSON (an event: of its ``to_dict()``)."""
+    if data is not None:
+        return hash(data)
+    try:
+        if obj.__class__ is not dict and hasattr(obj, "to_dict"):
+            obj = obj.to_dict()
+        return hash(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS))
+    except (TypeError, orjson.JSONEncodeError):
+        return hash(repr(obj))
 
 
 def _sdk_payload(raw: Any, number: int) -> Any:

@@ -29,6 +29,7 @@ __all__ = [
     "UpstreamError",
     "UsageError",
     "Where",
+    "quoted",
     "upstream_error",
     "where_text",
 ]
@@ -166,6 +167,12 @@ class IncompleteStreamError(StreamError):
 #: A place in a source, formatted only when a message needs it: text, an item number (``item
 #: 3``), or a ``(line, event)`` pair (``line 12 (event 5)``).
 Where = str | int | tuple[int, int]
+
+
+def quoted(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters: a message never repeats a
+    server's id (or model name) of any length."""
+    return repr(text) if len(text) <= limit else repr(text[: limit - 3] + "...")
 
 
 def where_text(where: Where) -> str:

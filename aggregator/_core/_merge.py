@@ -14,6 +14,10 @@ gateway send a ``reasoning.summary`` and a ``reasoning.encrypted`` entry under o
 the entries of a *whole-entry* list (:data:`WHOLE_ENTRY_KEYS`, Groq's ``executed_tools``) are
 sent whole each time, so a repeated entry is merged by the snapshot rule, never concatenated.
 
+Work stays linear in the input: a list of the delta rule is kept as :class:`_Entries`, which
+indexes its entries by ``index``, so an entry finds the one it merges into without a scan
+(20,000 indexed ``annotations`` cost 20,000 look-ups, not 200 million comparisons).
+
 The accumulator owns every container it stores: values from the server are copied on first
 store, never mutated, so an event a user keeps is never changed behind their back.
 """
@@ -41,6 +45,30 @@ class _Text(list[str]):
     __slots__ = ()
 
 
+class _Entries(list[Any]):
+    """A list of the delta rule, with the positions of its entries by ``index`` (``at``)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: for each hashable ``index`` value, the positions of the entries that carry it.
+        self.at: dict[Any, list[int]] = {}
+
+    def add(self, entry: Any) -> None:
+        """Append ``entry`` (already owned), indexing it."""
+        if entry.__class__ is dict and "index" in entry:
+            index = entry["index"]
+            if index.__class__ in _HASHABLE:
+                self.at.setdefault(index, []).append(len(self))
+        self.append(entry)
+
+
+#: The ``index`` values :class:`_Entries` can index (JSON scalars: ``1``, ``1.0`` and ``True``
+#: are one key, as they compared equal in a search); others (a list, an object) are searched.
+_HASHABLE = frozenset({int, str, float, bool, type(None)})
+
+
 def merge_snapshot(acc: dict[str, Any], new: Mapping[str, Any]) -> None:
     """Merge ``new`` into ``acc`` by the snapshot rule (``acc`` is changed in place)."""
     for key, value in new.items():
@@ -64,8 +92,11 @@ def _own(value: Any) -> Any:
         out: dict[str, Any] = {}
         merge_delta(out, value)
         return out
-    if cls is list:
-        return [_own(v) for v in value]
+    if cls is list or cls is _Entries:
+        entries = _Entries()
+        for v in value:
+            entries.add(_own(v))
+        return entries
     return value
 
 
@@ -83,18 +114,22 @@ def merge_delta(acc: dict[str, Any], new: Mapping[str, Any]) -> None:
             old.append(value)
         elif cls is dict and old.__class__ is dict:
             merge_delta(old, value)
-        elif cls is list and old.__class__ is list:
+        elif cls is list and old.__class__ is _Entries:
             _extend(old, value, key in WHOLE_ENTRY_KEYS)
         else:
             acc[key] = _own(value)
 
 
-def _extend(acc: list[Any], new: list[Any], whole: bool = False) -> None:
+def _extend(acc: _Entries, new: list[Any], whole: bool = False) -> None:
     for entry in new:
         if entry.__class__ is dict and "index" in entry:
             index = entry["index"]
             kind = entry.get("type")
-            for at in range(len(acc) - 1, -1, -1):
+            if index.__class__ in _HASHABLE:  # the entries with this index, latest first
+                places: Any = reversed(acc.at.get(index, ()))
+            else:
+                places = range(len(acc) - 1, -1, -1)
+            for at in places:
                 kept = acc[at]
                 if (
                     kept.__class__ is dict
@@ -109,9 +144,9 @@ def _extend(acc: list[Any], new: list[Any], whole: bool = False) -> None:
                         merge_delta(kept, entry)
                     break
             else:
-                acc.append(_own(entry))
+                acc.add(_own(entry))
         else:
-            acc.append(_own(entry))
+            acc.add(_own(entry))
 
 
 def materialize(value: Any) -> Any:
@@ -121,7 +156,7 @@ def materialize(value: Any) -> Any:
         return "".join(value)
     if cls is dict:
         return {k: materialize(v) for k, v in value.items()}
-    if cls is list:
+    if cls is list or cls is _Entries:
         return [materialize(v) for v in value]
     return value
 
@@ -156,16 +191,17 @@ def add_usage(a: Any, b: Any) -> Any:
     """The sum of two usage reports of different streams (for totals across streams).
 
     Numeric fields are summed, recursively, and so are numeric provider extras (``cost``);
-    anything else is taken from ``b``.
+    anything else is taken from ``b``. A number below zero is no count: it adds nothing (the
+    engine reports it as a problem of its stream).
     """
     if a is None:
-        return b
+        return _no_negative(b)
     if b is None:
-        return a
+        return _no_negative(a)
     if isinstance(a, bool) or isinstance(b, bool):
         return b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a + b
+        return max(a, 0) + max(b, 0)
     if attrs.has(type(a)) and type(a) is type(b):
         changes = {
             f.name: add_usage(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a))
@@ -174,3 +210,24 @@ def add_usage(a: Any, b: Any) -> Any:
     if isinstance(a, Mapping) and isinstance(b, Mapping):  # extras: a dict, or the empty proxy
         return {k: add_usage(a.get(k), b.get(k)) for k in {**a, **b}}
     return b
+
+
+def _no_negative(value: Any) -> Any:
+    """``value`` with every number below zero in it read as 0 (fields, details, extras)."""
+    cls = value.__class__
+    if cls is int or cls is float:
+        return cls(0) if value < 0 else value
+    if attrs.has(cls):
+        changes = {}
+        for f in attrs.fields(cls):
+            kept = getattr(value, f.name)
+            if kept is not None and not isinstance(kept, (str, bool)):
+                fixed = _no_negative(kept)
+                if fixed is not kept:
+                    changes[f.name] = fixed
+        return attrs.evolve(value, **changes) if changes else value
+    if isinstance(value, Mapping):
+        fixed_items = {k: _no_negative(v) for k, v in value.items()}
+        if any(fixed_items[k] is not v for k, v in value.items()):
+            return fixed_items
+    return value

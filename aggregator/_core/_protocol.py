@@ -128,6 +128,7 @@ class Protocol(abc.ABC):
 
         A lane whose payloads carry a dedupe id of their own (a sequence number) has a
         ``duplicate`` attribute: the engine sets it to its dedupe check for the current stream
-        (``duplicate(dedupe_id) -> bool``: seen before, and counted; else remembered), which
-        the lane calls before it merges such a payload (and drops it, merged, if it says so)."""
+        (``duplicate(dedupe_id, payload) -> bool``: an exact replay of the same id and payload
+        bytes, counted; else remembered), which the lane calls before it merges such a payload
+        (and drops it, merged, if it says so)."""
         return None

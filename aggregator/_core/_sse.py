@@ -11,11 +11,17 @@ end of a feed is remembered, so a CRLF split between two feeds is one line endin
 
 One deliberate difference from the WHATWG algorithm: at ``close()`` an event whose closing blank
 line never came is still dispatched. Servers do end streams with ``data: [DONE]`` and no blank
-line after it, and a lost last event is worse than a lenient end.
+line after it, and a lost last event is worse than a lenient end. Two more, so that a hostile
+server can neither grow memory nor lose content silently: ``max_line`` bounds the data of a whole
+event (its lines together), not only a line; and a line whose field name is ``data``, ``event``,
+``id`` or ``retry`` spoiled by a BOM, a space or a NUL (which the rules would ignore) comes out
+as a :class:`DecodeError` in its place, a problem of the stream, instead of vanishing.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any, final
 
 import attrs
@@ -26,6 +32,9 @@ from ._model import Model
 __all__ = ["JSONLinesReader", "SSEDecoder", "ServerSentEvent"]
 
 _BOM = b"\xef\xbb\xbf"
+#: A run of three line terminators or more: blank lines, which :class:`_LineSplitter` gives as
+#: one (and the number of the others), so that a flood of them costs C time, not a loop turn each.
+_BLANKS = re.compile(rb"[\r\n]{3,}")
 
 
 @final
@@ -62,18 +71,33 @@ class _LineSplitter:
     """Cuts bytes into lines on LF, CR and CRLF, across feeds; strips a leading BOM.
 
     A line longer than ``max_line`` comes out as ``None``, once, in its place; the rest of it is
-    skipped as it arrives, so memory never grows with the length a server chose.
+    skipped as it arrives, so memory never grows with the length a server chose. The start of a
+    line still open is kept as pieces, joined once when its end comes, so a long line arriving
+    in small pieces costs time linear in its length (no re-scan, no repeated concatenation).
+    A run of blank lines comes out as one blank line, the number of the others in ``skips``
+    (``(position in the lines, lines more)``): the decoders add them to their line count.
     """
 
-    __slots__ = ("_discarding", "_pending", "_skip_lf", "_started", "line_no", "max_line")
+    __slots__ = (
+        "_discarding",
+        "_parts",
+        "_size",
+        "_skip_lf",
+        "_started",
+        "line_no",
+        "max_line",
+        "skips",
+    )
 
     def __init__(self, max_line: int) -> None:
-        self._pending = b""
+        self._parts: list[bytes] = []
+        self._size = 0
         self._skip_lf = False
         self._started = False
         self._discarding = False
         self.line_no = 0
         self.max_line = max_line
+        self.skips: list[tuple[int, int]] = []
 
     def split(self, data: bytes) -> list[bytes | None]:
         if self._skip_lf and data:
@@ -81,6 +105,7 @@ class _LineSplitter:
             if data[:1] == b"\n":
                 data = data[1:]
         drop_first = False
+        fresh = not self._parts  # the data starts a line
         if self._discarding:
             end = _first_line_end(data)
             if end < 0:
@@ -88,40 +113,98 @@ class _LineSplitter:
             data = data[end:]  # the terminator of the long line, and what follows
             self._discarding = False
             drop_first = True
-        elif self._pending:
-            data = self._pending + data
+        elif self._parts:
+            parts = self._parts
+            if self._started and b"\n" not in data and b"\r" not in data:
+                parts.append(data)  # the open line goes on: kept as a piece
+                self._size += len(data)
+                return self._overflow([])
+            parts.append(data)
+            data = b"".join(parts)
+            self._parts = []
         if not self._started:
             if len(data) < 3 and _BOM.startswith(data):
-                self._pending = data
+                self._keep(data)
                 return []
             self._started = True
             if data.startswith(_BOM):
                 data = data[3:]
         cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
         if cut < 0:
-            self._pending = data
+            self._keep(data)
             return self._overflow([])
         pending = data[cut + 1 :]
-        self._pending = pending
+        self._parts = [pending] if pending else []
+        self._size = len(pending)
         self._skip_lf = data[cut] == 13 and not pending  # a LF may follow in the next feed
-        lines: list[bytes | None] = data[: cut + 1].splitlines()  # type: ignore[assignment]
+        lines = self._lines(data[: cut + 1], fresh and not drop_first)
         if drop_first:
             del lines[0]
+            if self.skips:
+                self.skips = [(at - 1, more) for at, more in self.skips]
         limit = self.max_line
         if lines and max(map(len, lines)) > limit:  # type: ignore[arg-type]
             lines = [None if len(line) > limit else line for line in lines]  # type: ignore[arg-type]
         return self._overflow(lines)
 
+    def _lines(self, block: bytes, fresh: bool) -> list[bytes | None]:
+        """The lines of ``block`` (which ends with a terminator), runs of blank lines as one;
+        ``fresh``: the block starts a line (else its first terminator ends a line begun
+        before)."""
+        lines: list[bytes | None] = block.splitlines()  # type: ignore[assignment]
+        if len(lines) * 16 < len(block):
+            return lines  # lines of 16 bytes or more on average: no flood of blank lines
+        lines = []
+        at = 0
+        for match in _BLANKS.finditer(block):
+            run = match.group()
+            count = run.count(b"\n") + run.count(b"\r") - run.count(b"\r\n")
+            if count < 3:  # (CR LF CR LF: two terminators)
+                continue
+            first = 2 if run[:2] == b"\r\n" else 1
+            if fresh and match.start() == 0:  # every terminator is a blank line: one is kept
+                keep, more = first, count - 1
+            else:  # the first ends a line, the second is a blank line: both kept
+                second = 2 if run[first : first + 2] == b"\r\n" else 1
+                keep, more = first + second, count - 2
+            lines += block[at : match.start() + keep].splitlines()
+            self.skips.append((len(lines), more))
+            at = match.end()
+        lines += block[at:].splitlines()
+        return lines
+
+    def segments(self, lines: list[bytes | None]) -> Iterator[list[bytes | None]]:
+        """``lines`` cut where blank lines were left out; between two pieces, ``line_no`` is
+        advanced by their number (the reader counts the lines of each piece itself)."""
+        skips = self.skips
+        if not skips:
+            yield lines
+            return
+        self.skips = []
+        at = 0
+        for position, more in skips:
+            yield lines[at:position]
+            self.line_no += more
+            at = position
+        yield lines[at:]
+
+    def _keep(self, pending: bytes) -> None:
+        self._parts = [pending] if pending else []
+        self._size = len(pending)
+
     def _overflow(self, lines: list[bytes | None]) -> list[bytes | None]:
-        if len(self._pending) > self.max_line:
-            self._pending = b""
+        if self._size > self.max_line:
+            self._parts = []
+            self._size = 0
             self._discarding = True
             self._skip_lf = False
             lines.append(None)
         return lines
 
     def rest(self) -> bytes:
-        rest, self._pending = self._pending, b""
+        rest = b"".join(self._parts)
+        self._parts = []
+        self._size = 0
         return rest
 
 
@@ -136,13 +219,42 @@ def _too_long(splitter: _LineSplitter) -> DecodeError:
     )
 
 
+def _event_too_large(splitter: _LineSplitter) -> DecodeError:
+    return DecodeError(
+        f"event larger than {splitter.max_line} bytes of data (max_line); the rest of the event "
+        "is skipped",
+        where=f"line {splitter.line_no}",
+    )
+
+
+#: The field names of the SSE rules: a line naming none of them is ignored (WHATWG), unless it
+#: is one of them spoiled (see :func:`_spoiled`).
+_FIELDS = frozenset({b"data", b"event", b"id", b"retry"})
+
+
+def _spoiled(field: bytes) -> bool:
+    """Whether ``field`` is a field name spoiled by a BOM, a space, a tab or a NUL (a line a
+    server meant, which the rules would drop without a word)."""
+    cleaned = field.replace(_BOM, b"").replace(b"\0", b"").strip(b" \t")
+    return cleaned in _FIELDS
+
+
+def _spoiled_line(splitter: _LineSplitter, line_no: int, field: bytes) -> DecodeError:
+    return DecodeError(
+        f"a line whose field name {field[:40]!r} is a field name spoiled (a BOM, a space or a "
+        "NUL in it) was not understood; it is skipped",
+        where=f"line {line_no}",
+    )
+
+
 @final
 class SSEDecoder:
     """Decode a byte stream of Server-Sent Events, fed in pieces of any size.
 
     Args:
-        max_line: the longest line accepted, in bytes. A longer line makes :meth:`feed` raise
-            :class:`DecodeError` and its event is dropped; the events completed before and
+        max_line: the longest line accepted, in bytes, and the most data bytes of one event.
+            A longer line or a larger event makes :meth:`feed` raise :class:`DecodeError` and
+            its event is dropped; the events completed before and
             after it in the same call are returned by the next call, so none is lost.
 
     Example:
@@ -159,6 +271,7 @@ class SSEDecoder:
         "_own_id",
         "_queued",
         "_retry",
+        "_size",
         "_skipping",
         "_start",
     )
@@ -173,6 +286,8 @@ class SSEDecoder:
         self._own_id = False
         self._retry: int | None = None
         self._start = 0
+        #: the data bytes of the event in progress (bounded by ``max_line``).
+        self._size = 0
 
     @property
     def line(self) -> int:
@@ -205,7 +320,15 @@ class SSEDecoder:
     def scan(self, data: bytes, *, final: bool = False) -> list[Any]:
         """The hot path of :meth:`decode`: each event as a plain tuple of the
         :class:`ServerSentEvent` fields in order, or a :class:`DecodeError` in its place."""
-        events = self._scan(self._lines.split(data)) if data else []
+        events: list[Any] = []
+        if data:
+            splitter = self._lines
+            lines = splitter.split(data)
+            if splitter.skips:
+                for piece in splitter.segments(lines):
+                    events += self._scan(piece)
+            else:
+                events = self._scan(lines)
         if not final:
             return events
         rest = self._lines.rest()
@@ -221,13 +344,24 @@ class SSEDecoder:
         splitter = self._lines
         line_no = splitter.line_no
         data = self._data
+        size = self._size
+        limit = splitter.max_line
         for line in lines:
             line_no += 1
             if line:
                 if line[:6] == b"data: " and not self._skipping:  # the common case, first
-                    if not data:
+                    if not data:  # (one line is bounded by the splitter: not counted)
                         self._start = line_no
+                        data.append(line[6:])
+                        continue
                     data.append(line[6:])
+                    size += len(line)
+                    if size + len(data[0]) > limit:  # the event, not only its lines
+                        splitter.line_no = line_no
+                        events.append(_event_too_large(splitter))
+                        data = self._data = []
+                        size = 0
+                        self._skipping = True
                     continue
                 if line[0] == 58 or self._skipping:  # b":" starts a comment
                     continue
@@ -240,31 +374,45 @@ class SSEDecoder:
                     if not data:
                         self._start = line_no
                     data.append(value)
+                    size += len(line)
+                    if size > limit:
+                        splitter.line_no = line_no
+                        events.append(_event_too_large(splitter))
+                        data = self._data = []
+                        size = 0
+                        self._skipping = True
                 elif field == b"event":
                     self._event = value.decode("utf-8", "replace")
                 elif field == b"id":
                     if b"\0" not in value:
                         self._id = value.decode("utf-8", "replace")
                         self._own_id = True
-                elif field == b"retry" and value.isdigit() and len(value) <= 18:
-                    self._retry = int(value)  # (longer: no sane delay, and int() refuses 4,300+)
+                elif field == b"retry":
+                    if value.isdigit() and len(value) <= 18:
+                        self._retry = int(value)  # (longer: no sane delay; int() refuses 4,300+)
+                elif _spoiled(field):  # not silently dropped: said, in its place
+                    events.append(_spoiled_line(splitter, line_no, field))
             elif line is None:  # too long: its event is lost, say so and skip to the next one
                 splitter.line_no = line_no
                 events.append(_too_long(splitter))
                 data = self._data = []
+                size = 0
                 self._skipping = True
             elif (
                 len(data) == 1 and not self._event and not self._own_id and self._retry is None
             ):  # a blank line after one data line and nothing else: the common event
                 events.append((data[0], "message", self._id, None, self._start, False))
                 data = self._data = []
+                size = 0
             else:  # a blank line dispatches the event
                 if data and not self._skipping:
                     events.append(self._event_tuple(data))
                 self._reset()
                 data = self._data
+                size = 0
         splitter.line_no = line_no
         self._data = data
+        self._size = size
         return events
 
     def _event_tuple(self, data: list[bytes]) -> tuple[Any, ...]:
@@ -274,6 +422,7 @@ class SSEDecoder:
 
     def _reset(self) -> None:
         self._data = []
+        self._size = 0
         self._event = ""
         self._retry = None
         self._own_id = False
@@ -324,7 +473,11 @@ class JSONLinesReader:
         if final:
             rest = self._lines.rest()
             return self._number([rest]) if rest else []
-        return self._number(self._lines.split(data))
+        splitter = self._lines
+        out: list[tuple[int, bytes] | DecodeError] = []
+        for lines in splitter.segments(splitter.split(data)):
+            out += self._number(lines)
+        return out
 
     def _number(self, lines: list[bytes | None]) -> list[tuple[int, bytes] | DecodeError]:
         out: list[tuple[int, bytes] | DecodeError] = []

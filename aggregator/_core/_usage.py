@@ -9,6 +9,9 @@ protocols, and telemetry by the OpenTelemetry GenAI conventions, need one vocabu
 keys it kept in ``extras``). Input counts *include* cached tokens, as the conventions say
 ("SHOULD include all types of input tokens, including cached tokens"): for Anthropic that is
 the sum of its three input fields.
+
+A count below zero is no count: :func:`negative_counts` finds them (the engine makes each a
+problem of its stream), and neither :class:`Tokens` nor ``add_usage`` sums them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import attrs
 
 from ._model import Model
 
-__all__ = ["Tokens", "tokens"]
+__all__ = ["Tokens", "negative_counts", "tokens"]
 
 
 @final
@@ -96,3 +99,28 @@ def tokens(usage: Any) -> Tokens | None:
         cache_creation=anthropic_creation,
         reasoning=_count(_get(_get(usage, f"{completion}_tokens_details"), "reasoning_tokens")),
     )
+
+
+def negative_counts(usage: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the numbers below zero in a usage object (fields, details, numeric
+    extras), at most 8 of them: counts a server cannot have meant."""
+    found: list[str] = []
+    stack: list[tuple[str, Any]] = [(prefix, usage)]
+    while stack and len(found) < 8:
+        name, value = stack.pop()
+        if attrs.has(type(value)):
+            items: Any = [(f.name, getattr(value, f.name)) for f in attrs.fields(type(value))]
+        elif isinstance(value, Mapping):
+            items = value.items()
+        else:
+            if value.__class__ in (int, float) and value < 0:
+                found.append(f"{name}={value}")
+            continue
+        for key, child in items:
+            if child is None:
+                continue
+            if key == "extras":
+                stack.append((name, child))
+            else:
+                stack.append((f"{name}.{key}" if name else str(key), child))
+    return sorted(found)

@@ -16,9 +16,16 @@ from __future__ import annotations
 from typing import Any, final
 
 from .._converter import structure
-from .._errors import ConflictError, LimitError, StreamError, StructureError, UsageError
+from .._errors import (
+    ConflictError,
+    LimitError,
+    StreamError,
+    StructureError,
+    UsageError,
+    quoted,
+)
 from .._limits import DEFAULT_LIMITS, Limits
-from .._merge import materialize, merge_delta, merge_snapshot, merge_usage
+from .._merge import _Text, materialize, merge_delta, merge_snapshot, merge_usage
 from .._model import set_nulls
 from ._completions import (
     ChatChoice,
@@ -343,7 +350,8 @@ def _message_extras(delta_extras: dict[str, Any]) -> dict[str, Any]:
 def _append_parts(parts: list[Any], new: list[Any]) -> None:
     """Append typed content parts; a part of the previous part's type is merged into it.
 
-    Only objects are parts; anything else in a list is appended as it is.
+    Only objects are parts; anything else in a list is appended as it is. Strings merged are
+    kept as pieces (``_Text``), joined by ``materialize`` in ``result()``: linear, however many.
     """
     for part in new:
         if (
@@ -357,8 +365,10 @@ def _append_parts(parts: list[Any], new: list[Any]) -> None:
                 old = last.get(key)
                 if key == "type" or value is None:
                     continue
-                if value.__class__ is str and old.__class__ is str:
-                    last[key] = old + value
+                if value.__class__ is str and old.__class__ is _Text:
+                    old.append(value)  # pieces, joined once by materialize: linear
+                elif value.__class__ is str and old.__class__ is str:
+                    last[key] = _Text((old, value))
                 elif value.__class__ is list and old.__class__ is list:
                     _append_parts(old, value)
                 else:
@@ -712,9 +722,13 @@ class Accumulator:
     def _check_identity(self, id_: str, model: str) -> None:
         """A chunk whose id or model conflicts with its stream's is refused, not merged."""
         if id_ and self.id and id_ != self.id and self._check_ids:
-            raise ConflictError(f"a chunk of completion {id_!r} in the stream of {self.id!r}")
+            raise ConflictError(
+                f"a chunk of completion {quoted(id_)} in the stream of {quoted(self.id)}"
+            )
         if model and self.model and model != self.model:
-            raise ConflictError(f"a chunk of model {model!r} in a stream of model {self.model!r}")
+            raise ConflictError(
+                f"a chunk of model {quoted(model)} in a stream of model {quoted(self.model)}"
+            )
 
     def _top(self, id_: str, model: str, created: int, fingerprint: str | None) -> None:
         if id_ and not self.id:

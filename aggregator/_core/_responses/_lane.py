@@ -36,7 +36,7 @@ _VARYING = ("sequence_number", "delta", "obfuscation")
 _KEYS = tuple(b'"' + key.encode() + b'":' for key in _VARYING)
 
 
-def _never(dedupe_id: Any) -> bool:
+def _never(dedupe_id: Any, payload: bytes | None = None) -> bool:
     return False
 
 
@@ -105,7 +105,7 @@ class Lane:
                 if acc.version != shape.version:
                     self.shapes.remove(shape)  # what its list belonged to was replaced
                     return False
-                if not self.duplicate(seq):
+                if not self.duplicate(seq, payload):
                     shape.pieces.append(delta)
                     acc.chunks += 1
                 self.merged += 1
