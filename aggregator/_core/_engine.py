@@ -458,14 +458,21 @@ class Engine:
 
         Called when a feed is over, when the stream stops being current, and when it ends: the
         time is the same within one feed, so the readings are those of each chunk's arrival,
-        to the feed, while the merge paths (the lane, the hot branch) carry no clock.
+        to the feed, while the merge paths (the lane, the hot branch) carry no clock. Once the
+        first output is noted, a feed moves only ``last`` (the first branch: every chunk's).
         """
+        timed = stream.timed
         acc = stream.acc
+        if timed is not None and timed.kind is not None and acc is not None:
+            chunks = acc.chunks
+            if chunks != timed.chunks:
+                timed.last = self._now  # type: ignore[assignment] # (set: timed exists)
+                timed.chunks = chunks
+            return
         now = self._now
         if acc is None or now is None:
             return
         chunks = acc.chunks
-        timed = stream.timed
         if timed is None:
             if not chunks:
                 return
