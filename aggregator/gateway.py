@@ -692,6 +692,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM, and for --on-disconnect finish: seconds open streams may take to end",
     )
     parser.add_argument(
+        "--keep-alive",
+        type=_seconds,
+        default=75.0,
+        metavar="SECONDS",
+        help="how long an idle client connection is kept open (longer than the clients' own "
+        "pool expiry, so a client never reuses a connection the gateway is closing)",
+    )
+    parser.add_argument(
         "--max-body", type=_bytes, default=MAX_BODY, metavar="BYTES", help="largest request body"
     )
     parser.add_argument(
@@ -768,6 +776,7 @@ def _uvicorn(app: Starlette, args: argparse.Namespace) -> int:
         lifespan="on",
         log_level="warning",
         timeout_graceful_shutdown=int(max(1, args.drain_timeout)),
+        timeout_keep_alive=int(max(1, args.keep_alive)),
     )
     server = uvicorn.Server(config)
     server.run()  # handles SIGTERM and SIGINT: stop listening, drain, exit
@@ -783,6 +792,7 @@ def _hypercorn(app: Starlette, args: argparse.Namespace) -> int:
     config = hypercorn.config.Config()
     config.bind = [f"{args.host}:{args.port}"]
     config.graceful_timeout = args.drain_timeout
+    config.keep_alive_timeout = args.keep_alive
     config.loglevel = "WARNING"
 
     async def serve() -> None:
