@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,13 +34,13 @@ from .test_gateway import (
     MESSAGES,
     RESPONSES,
     SERVER_OF,
-    THIRD_PARTY_GENERATORS,
     Gateway,
     gateway_process,
     unique,
     upstream,
 )
 from .test_redis import _command, redis_url
+from .test_sources import THIRD_PARTY_GENERATORS
 
 __all__ = ["redis_url", "upstream"]  # (fixtures, used by name)
 
@@ -120,33 +119,34 @@ async def test_the_workers_results_are_the_gateways_log(
     assert len(by_key) == len(requests)  # one stream key per request, unique
     assert {r["stream_key"].rsplit(":", 1)[-1] for r in records} == set(requests)
     cut = [r for r in records if requests[r["request"]].startswith("cut/")]
-    assert cut and not cut[0]["complete"]  # the cut stream is logged partial
+    assert cut
+    assert not cut[0]["complete"]  # the cut stream is logged partial
 
-    worker = subprocess.Popen(
-        _command(redis_url, "worker", "--shards", "3", "--prefix", keys.prefix)
-        + ["--backend", anyio_backend, "--lease-ms", "1000", "--idle-timeout", "2"]
+    shards = ["--shards", "3", "--prefix", keys.prefix, "--backend", anyio_backend]
+    worker = await anyio.open_process(
+        [*_command(redis_url, "worker", *shards), "--lease-ms", "1000", "--idle-timeout", "2"],
+        stdout=None,
+        stderr=None,
     )
     try:
         async with client(redis_url) as redis:
             with anyio.fail_after(RESULTS_WAIT):
-                while await redis.xlen(keys.results) < len(records):
+                while await redis.xlen(keys.results) < len(records):  # noqa: ASYNC110 - polling Redis is the wait
                     await anyio.sleep(0.1)
             await anyio.sleep(0.5)  # a second write of anything would show by now
             entries = [e.field_values for e in await redis.xrange(keys.results)]
         worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=20) == 0
+        with anyio.fail_after(20):
+            assert await worker.wait() == 0
     finally:
-        if worker.poll() is None:
+        if worker.returncode is None:
             worker.kill()
-            worker.wait()
+            await worker.wait()
+        await worker.aclose()
     written = collections.Counter(e[b"key"].decode() for e in entries)
     assert written == by_key  # every completion once, under the key the gateway logged
-    printed = subprocess.run(
-        _command(redis_url, "results", "--shards", "3", "--prefix", keys.prefix)
-        + ["--backend", anyio_backend],
-        capture_output=True,
-        check=True,
-    ).stdout.splitlines()
+    done = await anyio.run_process(_command(redis_url, "results", *shards))
+    printed = done.stdout.splitlines()
     assert len(printed) == len(records)
     assert sorted(printed) == sorted(orjson.dumps(r["completion"]) for r in records)
     for entry in entries:  # each result under its own stream's key
