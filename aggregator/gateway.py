@@ -443,7 +443,12 @@ def create_app(
             publishing = state["publisher"]
             if publishing is not None:
                 base["stream_key"] = f"{prefix}{next(streams)}:{base['request']}"
-                source = publishing.relay(source, base["stream_key"])
+                base["publish_error"] = None
+
+                def failed(exc: Exception) -> None:  # Redis is down: the client's stream goes on
+                    base["publish_error"] = redact(f"{type(exc).__name__}: {exc}", self.secrets)
+
+                source = publishing.relay(source, base["stream_key"], on_error=failed)
             tee = Tee(
                 source,
                 name=base["request"],

@@ -11,7 +11,9 @@ responses, anthropic, and a chat stream the upstream cuts off) are streamed thro
 at the same time with httpx; then a worker runs until every log line's result is in the results
 stream, and is stopped with SIGTERM. Each stream key the gateway logged is in the results as
 many times as it has log lines (a responses stream may hold several), and what ``aggregator
-results`` prints is, line for line, the gateway's logged completions.
+results`` prints is, line for line, the gateway's logged completions. With Redis down, the
+client's stream and the log line are as without Redis, and the line says why nothing was
+published.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ import pytest
 
 from aggregator.redis import Keys, client
 
+from .gateway_upstream import upstream_bytes
 from .test_gateway import (
     MESSAGES,
     RESPONSES,
     SERVER_OF,
     Gateway,
+    free_port,
     gateway_process,
     unique,
     upstream,
@@ -114,7 +118,7 @@ async def test_the_workers_results_are_the_gateways_log(
     records: list[dict[str, Any]] = []
     for request in requests:
         records += await gateway.lines_for(request)
-    assert all(r["streamed"] for r in records)
+    assert all(r["streamed"] and r["publish_error"] is None for r in records)
     by_key = collections.Counter(r["stream_key"] for r in records)
     assert len(by_key) == len(requests)  # one stream key per request, unique
     assert {r["stream_key"].rsplit(":", 1)[-1] for r in records} == set(requests)
@@ -155,3 +159,19 @@ async def test_the_workers_results_are_the_gateways_log(
         assert entry[b"result"] in logged
     reasons = {e[b"key"].decode(): e[b"reason"] for e in entries}
     assert reasons[cut[0]["stream_key"]] != b"done"
+
+
+async def test_redis_down_the_clients_stream_goes_on(
+    anyio_backend: str, upstream: Any, tmp_path: Path
+) -> None:
+    """With Redis unreachable the client still gets its whole stream, and the log line its
+    completion, with the publishing error (publishing stops for that stream)."""
+    flags = ["--redis", f"redis://127.0.0.1:{free_port()}"]  # nothing listens there
+    name, request = RECORDINGS[0], unique(RECORDINGS[0])
+    with gateway_process(SERVER_OF[anyio_backend], upstream.url, tmp_path, *flags) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            got = await stream(http, name, request)
+        (record,) = await gateway.lines_for(request)
+    assert got == upstream_bytes(name)
+    assert (record["complete"], record["reason"], record["error"]) == (True, "done", None)
+    assert record["publish_error"].startswith("ConnectionError")
