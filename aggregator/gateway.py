@@ -40,7 +40,8 @@ and the client, and the end entry says how the body ended. The stream key is the
 (fresh and random per process unless given), the gateway's request number and the request's
 name, so it is unique across a fleet and across restarts (a worker writes a key's results once);
 the log line carries it as ``stream_key``, and the in-process assembly and its log line are as
-without Redis. One coredis client serves the app's lifetime: opened by the lifespan, closed at
+without Redis. A failure to publish (Redis unreachable) is logged as ``publish_error`` and
+stops publishing that stream; the client's stream goes on. One coredis client serves the app's lifetime: opened by the lifespan, closed at
 shutdown (a ``publisher`` given instead is the caller's to close). Whole answers are not
 published.
 
