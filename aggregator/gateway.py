@@ -41,9 +41,9 @@ and the client, and the end entry says how the body ended. The stream key is the
 name, so it is unique across a fleet and across restarts (a worker writes a key's results once);
 the log line carries it as ``stream_key``, and the in-process assembly and its log line are as
 without Redis. A failure to publish (Redis unreachable) is logged as ``publish_error`` and
-stops publishing that stream; the client's stream goes on. One coredis client serves the app's lifetime: opened by the lifespan, closed at
-shutdown (a ``publisher`` given instead is the caller's to close). Whole answers are not
-published.
+stops publishing that stream; the client's stream goes on. One coredis client serves the
+app's lifetime: opened by the lifespan, closed at shutdown (a ``publisher`` given instead is
+the caller's to close). Whole answers are not published.
 
 The web libraries (the ``[gateway]`` extra: starlette, httpx, uvicorn, hypercorn) are imported
 only when the app is built or the command runs, and coredis (the ``[redis]`` extra) only when
