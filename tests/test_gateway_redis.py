@@ -13,7 +13,7 @@ stream, and is stopped with SIGTERM. Each stream key the gateway logged is in th
 many times as it has log lines (a responses stream may hold several), and what ``aggregator
 results`` prints is, line for line, the gateway's logged completions. With Redis down, the
 client's stream and the log line are as without Redis, and the line says why nothing was
-published.
+published. ``create_app(publisher=...)`` is checked in process, with the Worker API.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import httpx
 import orjson
 import pytest
 
-from aggregator.redis import Keys, client
+from aggregator.gateway import create_app
+from aggregator.redis import Keys, Publisher, Worker, client
 
 from .gateway_upstream import upstream_bytes
 from .test_gateway import (
@@ -43,10 +44,10 @@ from .test_gateway import (
     unique,
     upstream,
 )
-from .test_redis import _command, redis_url
+from .test_redis import _command, _drain, redis, redis_url
 from .test_sources import THIRD_PARTY_GENERATORS
 
-__all__ = ["redis_url", "upstream"]  # (fixtures, used by name)
+__all__ = ["redis", "redis_url", "upstream"]  # (fixtures, used by name)
 
 pytestmark = [pytest.mark.anyio, *THIRD_PARTY_GENERATORS]
 
@@ -175,3 +176,29 @@ async def test_redis_down_the_clients_stream_goes_on(
     assert got == upstream_bytes(name)
     assert (record["complete"], record["reason"], record["error"]) == (True, "done", None)
     assert record["publish_error"].startswith("ConnectionError")
+
+
+async def test_create_app_with_a_publisher_of_ones_own(
+    upstream: Any, redis: Any, tmp_path: Path
+) -> None:
+    """``create_app(publisher=...)`` in process (the app's lifespan run here, httpx's ASGI
+    transport as the client): what the Worker API assembles of what it published is what it
+    logged, and the publisher's client is still the caller's (open) after the app's shutdown."""
+    keys = Keys(shards=2)
+    path = tmp_path / "log.jsonl"
+    names = [RECORDINGS[0], MESSAGES[0], RESPONSES[0]]
+    with path.open("ab") as log:
+        app = create_app(upstream.url, log, publisher=Publisher(redis, keys), key_prefix="own:")
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as http,
+        ):
+            for n, name in enumerate(names):
+                await stream(http, name, f"r{n}")
+    records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert sorted({r["stream_key"] for r in records}) == [f"own:{n + 1}:r{n}" for n in range(3)]
+    await _drain(Worker(redis, keys, name="w"))
+    entries = [e.field_values for e in await redis.xrange(keys.results)]
+    assert sorted((e[b"key"].decode(), e[b"result"]) for e in entries) == sorted(
+        (r["stream_key"], orjson.dumps(r["completion"])) for r in records
+    )
