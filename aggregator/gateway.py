@@ -817,6 +817,19 @@ def run(args: argparse.Namespace) -> int:
             return 2
         telemetry = genai_telemetry()
     keys = None
+    given = [
+        flag
+        for flag, value, default in (
+            ("--shards", args.shards, 4),
+            ("--redis-prefix", args.redis_prefix, "agg"),
+            ("--key-prefix", args.key_prefix, None),
+            ("--maxlen", args.maxlen, 1_000_000),
+        )
+        if value != default
+    ]
+    if args.redis is None and given:
+        print(f"aggregator gateway: {', '.join(given)}: only with --redis", file=sys.stderr)
+        return 2
     if args.redis is not None:
         try:
             import coredis  # noqa: F401

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import collections
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,3 +204,10 @@ async def test_create_app_with_a_publisher_of_ones_own(
     assert sorted((e[b"key"].decode(), e[b"result"]) for e in entries) == sorted(
         (r["stream_key"], orjson.dumps(r["completion"])) for r in records
     )
+
+
+def test_redis_flags_without_redis_say_so() -> None:
+    command = [sys.executable, "-m", "aggregator", "gateway", "--upstream", "http://127.0.0.1:9"]
+    done = subprocess.run([*command, "--shards", "8"], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr == "aggregator gateway: --shards: only with --redis\n"
