@@ -32,8 +32,22 @@ reach the client only from an allow-list.
 stops accepting connections and lets open streams end within ``--drain-timeout`` seconds, then
 the process exits.
 
+With ``--redis URL`` (``create_app(redis=...)`` or ``publisher=...``) the gateway also publishes
+each streamed upstream body to Redis Streams for a group of ``aggregator worker`` processes
+(:mod:`aggregator.redis`): the body goes through :meth:`aggregator.redis.Publisher.relay` in
+front of the tee, so each piece is published (one ``XADD``, awaited) before it reaches the tee
+and the client, and the end entry says how the body ended. The stream key is the key prefix
+(fresh and random per process unless given), the gateway's request number and the request's
+name, so it is unique across a fleet and across restarts (a worker writes a key's results once);
+the log line carries it as ``stream_key``, and the in-process assembly and its log line are as
+without Redis. A failure to publish (Redis unreachable) is logged as ``publish_error`` and
+stops publishing that stream; the client's stream goes on. One coredis client serves the
+app's lifetime: opened by the lifespan, closed at shutdown (a ``publisher`` given instead is
+the caller's to close). Whole answers are not published.
+
 The web libraries (the ``[gateway]`` extra: starlette, httpx, uvicorn, hypercorn) are imported
-only when the app is built or the command runs; :func:`add_arguments` needs none of them.
+only when the app is built or the command runs, and coredis (the ``[redis]`` extra) only when
+Redis is used; :func:`add_arguments` needs none of them.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ import re
 import signal
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import IO, TYPE_CHECKING, Any, Literal
@@ -64,6 +79,7 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
     from ._telemetry import genai_telemetry
+    from .redis import Keys, Publisher
 
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "create_app", "run"]
 
@@ -341,6 +357,11 @@ def create_app(
     include_usage: bool = False,
     telemetry: genai_telemetry | None = None,
     limits: Limits | None = None,
+    redis: str | None = None,
+    redis_keys: Keys | None = None,
+    redis_maxlen: int = 1_000_000,
+    key_prefix: str | None = None,
+    publisher: Publisher | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app (Starlette), proxying to ``upstream`` and logging to ``log``.
 
@@ -360,6 +381,13 @@ def create_app(
             stream when the client had not asked for it.
         telemetry: a :class:`~aggregator.stages.genai_telemetry` to record each result with.
         limits: the engine's limits (``idle_timeout`` is set from the argument above).
+        redis: a Redis URL (``redis://host:port/db``): publish each streamed body there too,
+            through one client the app's lifespan opens and closes (needs the ``[redis]`` extra).
+        redis_keys: the key names and shard count for ``redis`` (default ``Keys()``).
+        redis_maxlen: the ``MAXLEN ~`` of each shard stream, for ``redis``.
+        key_prefix: the start of each stream key (default: a fresh random one, then ``:``).
+        publisher: an :class:`aggregator.redis.Publisher` to publish with instead of ``redis``
+            (its client is the caller's: opened before the app serves, closed after).
     """
     import anyio
     import httpx
@@ -370,10 +398,14 @@ def create_app(
 
     from .sources import from_httpx
 
+    if redis is not None and publisher is not None:
+        raise ValueError("give redis (a URL) or publisher, not both")
     completions = CompletionLog(log)
     numbers = itertools.count(1)
     tee_limits = attrs.evolve(limits or DEFAULT_LIMITS, idle_timeout=idle_timeout)
-    state: dict[str, httpx.AsyncClient] = {}
+    state: dict[str, Any] = {"publisher": publisher}
+    prefix = uuid.uuid4().hex[:12] + ":" if key_prefix is None else key_prefix
+    streams = itertools.count(1)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -385,7 +417,18 @@ def create_app(
             base_url=upstream_base(upstream), timeout=timeout, limits=pool, trust_env=False
         ) as client:
             state["client"] = client
-            yield
+            if redis is None:
+                yield
+                return
+            from .redis import Publisher
+            from .redis import client as redis_client
+
+            async with redis_client(redis) as connection:
+                state["publisher"] = Publisher(connection, redis_keys, maxlen=redis_maxlen)
+                try:
+                    yield
+                finally:
+                    state["publisher"] = None
 
     class Streamed(Response):
         """The upstream's stream, to the client through a tee; logged when it ends."""
@@ -397,8 +440,18 @@ def create_app(
 
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
             base = self.base
+            source: Any = from_httpx(self.answer)
+            publishing = state["publisher"]
+            if publishing is not None:
+                base["stream_key"] = f"{prefix}{next(streams)}:{base['request']}"
+                base["publish_error"] = None
+
+                def failed(exc: Exception) -> None:  # Redis is down: the client's stream goes on
+                    base["publish_error"] = redact(f"{type(exc).__name__}: {exc}", self.secrets)
+
+                source = publishing.relay(source, base["stream_key"], on_error=failed)
             tee = Tee(
-                from_httpx(self.answer),
+                source,
                 name=base["request"],
                 on_disconnect=on_disconnect,
                 drain_timeout=drain_timeout,
@@ -641,6 +694,12 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
+
+
 def _bytes(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"not a positive number of bytes: {text!r}")
@@ -715,6 +774,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export OpenTelemetry GenAI spans and metrics (global providers; extra [otel])",
     )
+    redis = parser.add_argument_group(
+        "Redis Streams",
+        "publish each streamed body to Redis for `aggregator worker` too (extra [redis]); "
+        "the flags are those of `aggregator publish`",
+    )
+    redis.add_argument(
+        "--redis", metavar="URL", help="publish to this Redis (redis://host:port/db) as well"
+    )
+    redis.add_argument(
+        "--shards", type=_count, default=4, metavar="N", help="shard streams (default 4)"
+    )
+    redis.add_argument(
+        "--redis-prefix", default="agg", metavar="PREFIX", help="the first part of every key (agg)"
+    )
+    redis.add_argument(
+        "--key-prefix",
+        metavar="TEXT",
+        help="the start of each stream key (default: a fresh random one per process, then ':')",
+    )
+    redis.add_argument(
+        "--maxlen",
+        type=_count,
+        default=1_000_000,
+        metavar="N",
+        help="MAXLEN ~ of each shard stream",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -739,6 +824,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"aggregator gateway: --otel needs the [otel] extra ({exc})", file=sys.stderr)
             return 2
         telemetry = genai_telemetry()
+    keys = None
+    given = [
+        flag
+        for flag, value, default in (
+            ("--shards", args.shards, 4),
+            ("--redis-prefix", args.redis_prefix, "agg"),
+            ("--key-prefix", args.key_prefix, None),
+            ("--maxlen", args.maxlen, 1_000_000),
+        )
+        if value != default
+    ]
+    if args.redis is None and given:
+        print(f"aggregator gateway: {', '.join(given)}: only with --redis", file=sys.stderr)
+        return 2
+    if args.redis is not None:
+        try:
+            import coredis  # noqa: F401
+
+            from .redis import Keys
+        except ImportError as exc:
+            print(f"aggregator gateway: --redis needs the [redis] extra ({exc})", file=sys.stderr)
+            return 2
+        keys = Keys(args.redis_prefix, args.shards)
     try:
         log: IO[bytes] = sys.stdout.buffer if args.log == "-" else open(args.log, "ab")  # noqa: SIM115
     except OSError as exc:
@@ -756,6 +864,10 @@ def run(args: argparse.Namespace) -> int:
             max_body=args.max_body,
             include_usage=args.include_usage,
             telemetry=telemetry,
+            redis=args.redis,
+            redis_keys=keys,
+            redis_maxlen=args.maxlen,
+            key_prefix=args.key_prefix,
         )
         if args.server == "uvicorn":
             return _uvicorn(app, args)

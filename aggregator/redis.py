@@ -260,7 +260,11 @@ class Publisher:
                 self._add(pipe, key, {"end": "complete"})
 
     async def relay(
-        self, source: AsyncIterable[T] | Iterable[T], stream_key: str
+        self,
+        source: AsyncIterable[T] | Iterable[T],
+        stream_key: str,
+        *,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> AsyncIterator[T]:
         """Publish each item of ``source`` as it passes, and pass it on unchanged.
 
@@ -270,19 +274,38 @@ class Publisher:
         JSON lines). The end entry says how the source ended: ``complete`` (it ran out),
         ``error`` (it raised) or ``cancelled`` (the reader stopped early); a publisher that
         dies sends none, and the workers end the stream as cut off after their idle timeout.
+
+        ``on_error``: when publishing fails (Redis unreachable), call it with the exception
+        once, publish nothing more of this stream (the workers end it as cut off) and go on
+        passing the items on; without it the failure is raised to the reader.
         """
         seq = 0
         reason = "cancelled"
+        failed = False
         iterator: Any = aiter(source) if isinstance(source, AsyncIterable) else None
+
+        async def publish(item: Any) -> None:
+            nonlocal failed
+            if failed:
+                return
+            data = _payload(item)
+            try:
+                await self.publish(stream_key, seq, data)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                failed = True
+                on_error(exc)
+
         try:
             if iterator is not None:
                 async for item in iterator:
-                    await self.publish(stream_key, seq, _payload(item))
+                    await publish(item)
                     seq += 1
                     yield item
             else:
                 for item in source:  # type: ignore[union-attr]
-                    await self.publish(stream_key, seq, _payload(item))
+                    await publish(item)
                     seq += 1
                     yield item
             reason = "complete"
@@ -292,7 +315,13 @@ class Publisher:
         finally:
             await close_async(iterator)
             with anyio.CancelScope(shield=True):
-                await self.end(stream_key, reason)
+                if not failed:
+                    try:
+                        await self.end(stream_key, reason)
+                    except Exception as exc:
+                        if on_error is None:
+                            raise
+                        on_error(exc)
 
 
 class _Open:
