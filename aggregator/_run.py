@@ -17,6 +17,7 @@ others go on; with ``fail_fast=True`` the exception cancels everything and propa
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, overload
@@ -45,13 +46,17 @@ def clock() -> Callable[[], float]:
     """anyio's clock, looked up once: the function ``anyio.current_time()`` calls on the
     running backend (the event loop's ``time`` on asyncio, the run's clock on trio),
     without the look-up of the backend that ``anyio.current_time()`` makes on every call
-    (0.83 µs against 0.09 µs a reading on asyncio, 0.49 against 0.13 on trio, measured here)."""
+    (0.83 µs against 0.05 µs a reading on asyncio, 0.49 against 0.13 on trio, measured here)."""
     import asyncio
 
     try:
-        return asyncio.get_running_loop().time
+        loop = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio
         pass
+    else:
+        if type(loop).time is asyncio.BaseEventLoop.time:
+            return time.monotonic  # what that method returns, without its Python frame
+        return loop.time  # a loop of its own clock (uvloop's)
     trio = sys.modules.get("trio")
     if trio is not None:
         try:  # what trio.current_time() reads, without its look-up of the run
