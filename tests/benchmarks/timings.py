@@ -15,6 +15,9 @@ the rest of that load only ever adds time).
    OpenTelemetry API's no-op providers (nothing configured), once with the SDK's providers
    exporting to memory (a span processor and a metric reader). What the stage costs per stream
    is the difference, divided by the number of streams.
+3. ``Tee`` in its two ``on_disconnect`` modes: ``finish`` reads each item in a task of its own
+   (so that a client leaving mid-read bounds that read by ``drain_timeout``), ``stop`` in the
+   caller's task.
 """
 
 from __future__ import annotations
@@ -133,6 +136,23 @@ def telemetry_cost(streams: int, repeats: int, backend: str) -> dict[str, float]
     }
 
 
+def tee_cost(n: int, repeats: int, backend: str) -> dict[str, float]:
+    """µs per item through a :class:`~aggregator.Tee` in ``stop`` and in ``finish`` mode."""
+    events = _events(n)
+
+    def run(mode: Any) -> Callable[[], object]:
+        async def main() -> None:
+            async with aggregator.Tee(_reads(events), on_disconnect=mode) as tee:
+                async for _item in tee:
+                    pass
+            assert len(tee.results) == 1
+
+        return lambda: anyio.run(main, backend=backend)
+
+    t = _median_pair({"stop": run("stop"), "finish": run("finish")}, repeats)
+    return {"stop_us": t["stop"] / n * 1e6, "finish_us": t["finish"] / n * 1e6}
+
+
 def run(n: int = 10_000, streams: int = 2_000, repeats: int = 15) -> dict[str, Any]:
     """Both measurements on both backends, printed; the rows returned."""
     out: dict[str, Any] = {}
@@ -151,6 +171,13 @@ def run(n: int = 10_000, streams: int = 2_000, repeats: int = 15) -> dict[str, A
             f"{backend}: fan-in of {streams:,} streams of 4 chunks: {t['default_us']:.1f} "
             f"us/stream; with genai_telemetry, no-op providers +{t['noop_cost_us']:.1f} "
             f"us/stream, SDK providers (in-memory export) +{t['sdk_cost_us']:.1f} us/stream"
+        )
+    for backend in ("asyncio", "trio"):
+        t = tee_cost(n // 2, max(3, repeats // 2), backend)
+        out[f"tee_{backend}"] = t
+        print(
+            f"{backend}: Tee, {n // 2:,} items: on_disconnect='stop' {t['stop_us']:.1f} us/item, "
+            f"'finish' {t['finish_us']:.1f} us/item"
         )
     return out
 
