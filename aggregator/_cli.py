@@ -193,7 +193,7 @@ class _Run:
     def emit(self, result: Result) -> None:
         line = to_dict(result.completion)
         if self.args.timings and result.timings is not None:
-            line["timings"] = _timings(result.timings)
+            line["timings"] = timings_record(result.timings)
         if self.args.tag:
             line["input"] = self.paths.get(result.source, result.source)
         data = orjson.dumps(line, option=self.option) + b"\n"
@@ -499,8 +499,9 @@ class _Watched:
             ended()
 
 
-def _timings(t: Timings) -> dict[str, Any]:
-    """``--timings``: the readings as seconds from the stream's start, and what they give."""
+def timings_record(t: Timings) -> dict[str, Any]:
+    """A result's timings as printed (``--timings``) and logged (the gateway): the readings as
+    seconds from the stream's start, and what they give."""
 
     def since(when: float | None) -> float | None:
         return None if when is None else round(when - t.started, 6)
@@ -517,8 +518,10 @@ def _timings(t: Timings) -> dict[str, Any]:
         "ended": since(t.ended),
         "chunks": t.chunks,
         "output_chunks": t.output_chunks,
+        "time_to_first_chunk": rounded(t.time_to_first_chunk),
         "time_to_first_token": rounded(t.time_to_first_token),
         "time_per_output_chunk": rounded(t.time_per_output_chunk),
+        "duration": rounded(t.duration),
     }
 
 

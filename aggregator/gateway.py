@@ -66,9 +66,10 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import attrs
 import orjson
 
+from ._cli import timings_record
 from ._core._converter import to_dict
 from ._core._limits import DEFAULT_LIMITS, Limits
-from ._core._results import Result, Timings
+from ._core._results import Result
 from ._tee import Tee
 
 if TYPE_CHECKING:
@@ -155,32 +156,6 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, list):
         return [_scrub(v, secrets) for v in value]
     return value
-
-
-def timings_record(t: Timings) -> dict[str, Any]:
-    """A result's timings as logged: seconds from the request's start to each reading, and
-    what they give (time to first chunk and token, per output chunk, duration)."""
-
-    def since(when: float | None) -> float | None:
-        return None if when is None else round(when - t.started, 6)
-
-    def rounded(value: float | None) -> float | None:
-        return None if value is None else round(value, 6)
-
-    return {
-        "first_byte": since(t.first_byte),
-        "first_chunk": since(t.first_chunk),
-        "first_output": since(t.first_output),
-        "output_kind": t.output_kind,
-        "last_chunk": since(t.last_chunk),
-        "ended": since(t.ended),
-        "chunks": t.chunks,
-        "output_chunks": t.output_chunks,
-        "time_to_first_chunk": rounded(t.time_to_first_chunk),
-        "time_to_first_token": rounded(t.time_to_first_token),
-        "time_per_output_chunk": rounded(t.time_per_output_chunk),
-        "duration": rounded(t.duration),
-    }
 
 
 class CompletionLog:

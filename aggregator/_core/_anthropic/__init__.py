@@ -35,6 +35,7 @@ from typing import Any, ClassVar, final
 import orjson
 
 from .. import _converter
+from .._chat._plain import _string_end  # the one scan for a JSON string's end
 from .._errors import (
     ConflictError,
     LimitError,
@@ -325,21 +326,6 @@ _JSONDecodeError = orjson.JSONDecodeError
 _KEYS = {field: b'"' + field.encode() + b'":' for field in _TEXT_FIELD.values()}
 _DELTA_KEYS = frozenset({"type", "index", "delta"})
 _MAX_SHAPES = 8
-
-
-def _string_end(payload: bytes, start: int) -> int:
-    """The index of the quote that closes the JSON string opening at ``start``, or -1."""
-    end = start + 1
-    while True:  # the first quote not escaped by a backslash
-        end = payload.find(b'"', end)
-        if end < 0:
-            return -1
-        slashes = 0
-        while payload[end - 1 - slashes] == 0x5C:  # a backslash
-            slashes += 1
-        if slashes % 2 == 0:
-            return end
-        end += 1
 
 
 @final
