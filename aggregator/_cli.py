@@ -82,12 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     assemble.add_argument(
         "--idle-timeout",
-        type=_seconds,
+        type=seconds,
         metavar="SECONDS",
         help="fail an input that delivers nothing for this long",
     )
     assemble.add_argument(
-        "--deadline", type=_seconds, metavar="SECONDS", help="fail an input not done by then"
+        "--deadline", type=seconds, metavar="SECONDS", help="fail an input not done by then"
     )
     assemble.add_argument(
         "--lenient",
@@ -151,13 +151,25 @@ class _OutputError(Exception):
     """Standard output could not be written (a full disk, a closed descriptor)."""
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
+    """An argument type: a positive number of seconds (every command's time options)."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not value > 0:
         raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
+def positive(text: str) -> int:
+    """An argument type: a positive integer (counts, sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
     return value
 
 

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from ._cli import positive
+
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio brings on 3.10
     from exceptiongroup import BaseExceptionGroup
 
@@ -30,7 +32,7 @@ COMMANDS = ("publish", "worker", "results")
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
     parser.add_argument(
-        "--shards", type=_positive, default=4, metavar="N", help="shard streams (default 4)"
+        "--shards", type=positive, default=4, metavar="N", help="shard streams (default 4)"
     )
     parser.add_argument("--prefix", default="agg", help="the first part of every key (agg)")
     parser.add_argument(
@@ -60,7 +62,7 @@ def add_commands(commands: Any) -> None:
         help="the start of each stream key (default: a fresh random one per run, then ':')",
     )
     publish.add_argument(
-        "--chunk-bytes", type=_positive, metavar="N", help="cut each input into N-byte pieces"
+        "--chunk-bytes", type=positive, metavar="N", help="cut each input into N-byte pieces"
     )
     publish.add_argument(
         "--delay",
@@ -70,7 +72,7 @@ def add_commands(commands: Any) -> None:
         help="wait this long after each chunk (a live stream's pace; default: none, pipelined)",
     )
     publish.add_argument(
-        "--maxlen", type=_positive, default=1_000_000, help="MAXLEN ~ of each shard stream"
+        "--maxlen", type=positive, default=1_000_000, help="MAXLEN ~ of each shard stream"
     )
 
     worker = commands.add_parser(
@@ -85,7 +87,7 @@ def add_commands(commands: Any) -> None:
     _common(worker)
     worker.add_argument("--name", help="this worker's name (default: host:pid)")
     worker.add_argument(
-        "--lease-ms", type=_positive, default=3000, help="lease length (default 3000)"
+        "--lease-ms", type=positive, default=3000, help="lease length (default 3000)"
     )
     worker.add_argument(
         "--idle-timeout",
@@ -106,16 +108,6 @@ def add_commands(commands: Any) -> None:
     _common(results)
     results.add_argument("--follow", action="store_true", help="then wait for more")
     results.add_argument("--pretty", action="store_true", help="indent the JSON output")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return value
 
 
 def _keys(args: argparse.Namespace) -> Any:

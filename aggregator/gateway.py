@@ -66,7 +66,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import attrs
 import orjson
 
-from ._cli import timings_record
+from ._cli import positive, seconds, timings_record
 from ._core._converter import to_dict
 from ._core._limits import DEFAULT_LIMITS, Limits
 from ._core._results import Result
@@ -144,17 +144,20 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return SECRET.sub("[redacted]", text)
 
 
-def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    """``value`` (JSON) with each of ``secrets`` replaced in every string."""
+def _scrub(value: Any, secrets: tuple[str, ...], text: Any = None) -> Any:
+    """``value`` (JSON) with every string, keys included, passed through ``text`` (default:
+    each of ``secrets`` replaced; :func:`redact` for upstream error bodies)."""
     if isinstance(value, str):
+        if text is not None:
+            return text(value, secrets)
         for secret in secrets:
             if secret in value:
                 value = value.replace(secret, "[redacted]")
         return value
     if isinstance(value, dict):
-        return {_scrub(k, secrets): _scrub(v, secrets) for k, v in value.items()}
+        return {_scrub(k, secrets, text): _scrub(v, secrets, text) for k, v in value.items()}
     if isinstance(value, list):
-        return [_scrub(v, secrets) for v in value]
+        return [_scrub(v, secrets, text) for v in value]
     return value
 
 
@@ -605,7 +608,7 @@ def create_app(
                 secrets,
             )
             if _api_shaped(api, parsed):
-                body = orjson.dumps(_scrub_secrets(parsed, secrets))
+                body = orjson.dumps(_scrub(parsed, secrets, redact))
             else:
                 kind = "api_error" if api == "anthropic" else "upstream_error"
                 message = f"the upstream answered HTTP {status}: {text}"
@@ -645,40 +648,7 @@ def _api_shaped(api: str, parsed: Any) -> bool:
     return api == "openai" or parsed.get("type") == "error"
 
 
-def _scrub_secrets(value: Any, secrets: tuple[str, ...]) -> Any:
-    """An upstream error body with keys and tokens redacted from its strings."""
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {k: _scrub_secrets(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub_secrets(v, secrets) for v in value]
-    return value
-
-
 # -- the command -----------------------------------------------------------------------------
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return int(text)
-
-
-def _bytes(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"not a positive number of bytes: {text!r}")
-    return int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -703,38 +673,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="finish",
         help="when a client leaves mid-stream: read the upstream to its end (finish) or not",
     )
-    parser.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="SECONDS")
+    parser.add_argument("--connect-timeout", type=seconds, default=10.0, metavar="SECONDS")
     parser.add_argument(
         "--first-byte-timeout",
-        type=_seconds,
+        type=seconds,
         default=120.0,
         metavar="SECONDS",
         help="seconds until the upstream's response headers",
     )
     parser.add_argument(
         "--idle-timeout",
-        type=_seconds,
+        type=seconds,
         default=300.0,
         metavar="SECONDS",
         help="seconds the upstream may go silent in a response",
     )
     parser.add_argument(
         "--drain-timeout",
-        type=_seconds,
+        type=seconds,
         default=30.0,
         metavar="SECONDS",
         help="on SIGTERM, and for --on-disconnect finish: seconds open streams may take to end",
     )
     parser.add_argument(
         "--keep-alive",
-        type=_seconds,
+        type=seconds,
         default=75.0,
         metavar="SECONDS",
         help="how long an idle client connection is kept open (longer than the clients' own "
         "pool expiry, so a client never reuses a connection the gateway is closing)",
     )
     parser.add_argument(
-        "--max-body", type=_bytes, default=MAX_BODY, metavar="BYTES", help="largest request body"
+        "--max-body", type=positive, default=MAX_BODY, metavar="BYTES", help="largest request body"
     )
     parser.add_argument(
         "--include-usage",
@@ -758,7 +728,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--redis", metavar="URL", help="publish to this Redis (redis://host:port/db) as well"
     )
     redis.add_argument(
-        "--shards", type=_count, default=4, metavar="N", help="shard streams (default 4)"
+        "--shards", type=positive, default=4, metavar="N", help="shard streams (default 4)"
     )
     redis.add_argument(
         "--redis-prefix", default="agg", metavar="PREFIX", help="the first part of every key (agg)"
@@ -770,7 +740,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     redis.add_argument(
         "--maxlen",
-        type=_count,
+        type=positive,
         default=1_000_000,
         metavar="N",
         help="MAXLEN ~ of each shard stream",

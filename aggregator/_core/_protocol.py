@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 from typing import Protocol as TypingProtocol
 
-from ._errors import StreamError, Where
-from ._limits import Limits
+from ._errors import LimitError, StreamError, Where, where_text
+from ._limits import MAX_DEPTH_CEILING, Limits, depth_exceeds
 
 __all__ = ["CHUNK", "ERROR", "LAST", "LAST_ERROR", "SKIP", "START", "Protocol", "StreamAccumulator"]
 
@@ -91,6 +91,18 @@ class Protocol(abc.ABC):
     def __init__(self, source: str, limits: Limits) -> None:
         self.source = source
         self.limits = limits
+
+    def check_depth(self, obj: Any, where: Where) -> None:
+        """Raise a placed :class:`~aggregator.LimitError` if ``obj`` nests deeper than
+        ``max_depth`` (the one depth rule, for the protocols' ``parse``)."""
+        max_depth = self.limits.max_depth or MAX_DEPTH_CEILING
+        if depth_exceeds(obj, max_depth):
+            raise LimitError(
+                f"JSON nested deeper than {max_depth} levels",
+                source=self.source,
+                where=where_text(where),
+                limit="max_depth",
+            )
 
     @classmethod
     @abc.abstractmethod

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, final
 import orjson
 
 from .. import _converter
-from .._chat._plain import _string_end  # the one scan for a JSON string's end
+from .._chat._plain import string_of  # the one way a lane finds its string
 from .._errors import (
     ConflictError,
     LimitError,
@@ -412,16 +412,10 @@ class Lane:
         pieces = block.parts.get(field)
         if pieces is None:
             return
-        key = _KEYS[field]
-        at = payload.find(key)
-        if at < 0 or payload.find(key, at + 1) >= 0:
-            return  # the key twice (perhaps spelled another way too): not a shape to cut
-        start = at + len(key)
-        if payload[start : start + 1] != b'"':
+        found = string_of(payload, _KEYS[field])
+        if found is None:
             return
-        end = _string_end(payload, start)
-        if end < 0:
-            return
+        start, end = found
         prefix, suffix = payload[:start], payload[end + 1 :]
         if b"\\" in prefix or b"\\" in suffix or not suffix:
             return  # an escape outside the string: a key may be spelled twice

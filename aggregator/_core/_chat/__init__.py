@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, final
 
 from .. import _converter
-from .._errors import LimitError, Where, upstream_error, where_text
-from .._limits import MAX_DEPTH_CEILING, depth_exceeds
+from .._errors import Where, upstream_error, where_text
 from .._protocol import CHUNK, ERROR, LAST_ERROR, Parsed, Protocol
 from ._accumulate import Accumulator
 from ._events import ChatCompletionChunk, CompletionChunk, ContentDelta
@@ -105,14 +104,7 @@ class ChatProtocol(Protocol):
         if obj.__class__ is dict:
             if is_plain_chat(obj) or is_plain_text(obj):  # shallow: no depth to check
                 return (CHUNK, obj["id"], obj, None, None)
-            max_depth = self.limits.max_depth or MAX_DEPTH_CEILING
-            if depth_exceeds(obj, max_depth):
-                raise LimitError(
-                    f"JSON nested deeper than {max_depth} levels",
-                    source=self.source,
-                    where=where_text(where),
-                    limit="max_depth",
-                )
+            self.check_depth(obj, where)
             if "error" in obj and "choices" not in obj:
                 place = where_text(where)
                 return (ERROR, "", upstream_error(obj["error"], self.source, place), None, None)

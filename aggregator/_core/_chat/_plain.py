@@ -354,6 +354,20 @@ def _arguments(
     return (index, call["index"], "arguments")
 
 
+def string_of(payload: bytes, key: bytes) -> tuple[int, int] | None:
+    """Where the string value of ``key`` (``b'"name":'``) is in ``payload``: the index of its
+    opening quote and of its closing one; ``None`` if the key is not there exactly once (it may
+    be spelled another way too) or its value is not a string. What a lane learns a shape by."""
+    at = payload.find(key)
+    if at < 0 or payload.find(key, at + 1) >= 0:
+        return None
+    start = at + len(key)
+    if payload[start : start + 1] != b'"':
+        return None
+    end = _string_end(payload, start)
+    return None if end < 0 else (start, end)
+
+
 def _string_end(payload: bytes, start: int) -> int:
     """The index of the quote that closes the JSON string opening at ``start``, or -1."""
     end = start + 1
@@ -398,16 +412,10 @@ class Lane:
         piece = _piece(obj, plain, acc) if obj.__class__ is dict else None
         if piece is None:
             return
-        key = _FIELDS[piece[2]]
-        at = payload.find(key)
-        if at < 0 or payload.find(key, at + 1) >= 0:
-            return  # the key twice (perhaps spelled another way too): not a shape to cut
-        start = at + len(key)
-        if payload[start : start + 1] != b'"':
+        found = string_of(payload, _FIELDS[piece[2]])
+        if found is None:
             return
-        end = _string_end(payload, start)
-        if end < 0:
-            return
+        start, end = found
         suffix = payload[end + 1 :]
         obfuscated = False
         if obj.get("obfuscation") is not None:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, final
 
 from .. import _converter
 from .._errors import ConflictError, LimitError, StreamError, Where, upstream_error, where_text
-from .._limits import DEFAULT_LIMITS, MAX_DEPTH_CEILING, Limits, depth_exceeds
+from .._limits import DEFAULT_LIMITS, Limits
 from .._protocol import CHUNK, LAST, SKIP, START, Parsed, Protocol
 from .._results import EndReason
 from ._lane import Lane
@@ -288,14 +288,7 @@ class ResponsesProtocol(Protocol):
         kind = obj["type"]
         seq = obj.get("sequence_number")
         if not kind.endswith(".delta"):  # what carries items and responses; a delta is a string
-            max_depth = self.limits.max_depth or MAX_DEPTH_CEILING
-            if depth_exceeds(obj, max_depth):
-                raise LimitError(
-                    f"JSON nested deeper than {max_depth} levels",
-                    source=self.source,
-                    where=where_text(where),
-                    limit="max_depth",
-                )
+            self.check_depth(obj, where)
         if kind == "response.created":
             response = obj.get("response")
             id_ = response.get("id") if response.__class__ is dict else None
