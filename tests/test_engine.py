@@ -580,6 +580,21 @@ def test_a_server_that_never_sends_done_is_complete_only_when_lenient() -> None:
     assert (unfinished.reason, unfinished.complete) == (EndReason.CUT_OFF, False)
 
 
+def test_a_body_without_done_is_placed_where_the_next_body_began_however_it_is_read() -> None:
+    # Two bodies of a sequence, neither ending with [DONE]: the first one's note names the
+    # event that ended it, not how far the reader had read ahead (the fuzz test found a place
+    # that changed with the read sizes)
+    first = [chunk("a", {"content": "hi"}), chunk("a", {}, "stop")]
+    raw = sse(first, done=False) + sse([chunk("b", {"content": "yo"}, "stop")], done=False)
+    whole = run([raw], strict=False)[0]
+    by_line = run([line + b"\n" for line in raw.split(b"\n")[:-1]], strict=False)[0]
+    assert summary(whole) == summary(by_line)
+    assert whole[0].notes == (
+        "line 5 (event 3): ended without [DONE], every choice finished (lenient)",
+    )
+    assert whole[0].where == "line 5 (event 3)"
+
+
 def test_a_conflicting_model_is_a_conflict_problem_not_a_usage_error() -> None:
     chunks = [chunk("c", {"content": "a"}), {**chunk("c", {"content": "b"}), "model": "other"}]
     result = one_result(run([sse(chunks)])[0])

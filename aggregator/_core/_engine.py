@@ -564,7 +564,8 @@ class Engine:
             stream = self._stream_for(id_, where, out)
         elif action == START:
             for open_ in list(self._open.values()):
-                self._end(open_, self._run_out(open_), None, where_text(where), out)
+                place = where_text(where)
+                self._end(open_, self._run_out(open_, place), None, place, out)
             stream = self._new(id_, where, out)
         elif action == ERROR:
             self._upstream(value, out)
@@ -752,7 +753,8 @@ class Engine:
             return None  # the rest of a refused body
         assert current.acc is not None
         if current.acc.finished:  # the next body of a sequence
-            self._end(current, self._run_out(current), None, where_text(where), out)
+            place = where_text(where)
+            self._end(current, self._run_out(current, place), None, place, out)
             return self._new(id_, where, out)
         if current.changes == 0:
             current.acc.absorb_ids()
@@ -814,16 +816,17 @@ class Engine:
 
     # -- ends --------------------------------------------------------------------------------
 
-    def _run_out(self, stream: _Stream | None) -> EndReason:
-        """How a stream (or the source) ends when its input runs out with it open."""
+    def _run_out(self, stream: _Stream | None, where: str = "") -> EndReason:
+        """How a stream (or the source) ends when its input runs out with it open
+        (``where``: the place it ended, the input's end if not given)."""
         if self._framing.format != "sse":
             return EndReason.EXHAUSTED
         if stream is None:
             return EndReason.DONE if self.done else EndReason.CUT_OFF
         if not self.strict and stream.acc is not None and stream.acc.finished:
             stream.notes.append(
-                f"{self._place() or 'the end'}: ended without [DONE], every choice finished "
-                "(lenient)"
+                f"{where or self._place() or 'the end'}: ended without [DONE], every choice "
+                "finished (lenient)"
             )
             return EndReason.EXHAUSTED
         return EndReason.CUT_OFF
