@@ -41,4 +41,5 @@ def test_timings_benchmark_runs_quick(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())
     for backend in ("asyncio", "trio"):
         assert rows[f"timings_{backend}"]["on_us"] > 0
+        assert rows[f"http_timings_{backend}"]["events_per_read"] > 0
         assert rows[f"telemetry_{backend}"]["sdk_us"] > 0
