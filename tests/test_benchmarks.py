@@ -43,3 +43,20 @@ def test_timings_benchmark_runs_quick(tmp_path: Path) -> None:
         assert rows[f"timings_{backend}"]["on_us"] > 0
         assert rows[f"http_timings_{backend}"]["events_per_read"] > 0
         assert rows[f"telemetry_{backend}"]["sdk_us"] > 0
+
+
+def test_fan_in_of_short_recordings_benchmark_runs_quick(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.fan_in_short", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rows = json.loads(out.read_text())
+    for backend in ("asyncio", "trio"):
+        assert rows[backend]["results"] == 200  # one result per replay
+        assert rows[backend]["recordings"] >= 37
+    assert "target" not in proc.stdout  # a smoke run judges nothing
