@@ -53,6 +53,12 @@ class Tee(Generic[T]):
         strict: as for :class:`~aggregator.Assembler`.
         interleaved: as for :func:`~aggregator.fan_in`.
         limits: the limits; ``idle_timeout`` and ``deadline`` bound the waits on the source.
+        assemble: ``False`` to pass the items on without assembling them (a proxy that
+            publishes the stream for workers to assemble, ``aggregator.redis.Publisher.relay``,
+            with the same ``on_disconnect`` and time limits): :attr:`results` stays empty and
+            :attr:`report` ``None``; a failure of the source is raised to the downstream as
+            ever, and a downstream that leaves before the source ran out is
+            :attr:`disconnected` (the tee sees no ``[DONE]``).
 
     Use it as an async context manager and iterate it::
 
@@ -77,6 +83,7 @@ class Tee(Generic[T]):
         strict: bool = True,
         limits: Limits = DEFAULT_LIMITS,
         interleaved: bool = False,
+        assemble: bool = True,
     ) -> None:
         if on_disconnect not in ("finish", "stop"):
             raise UsageError(f"on_disconnect is 'finish' or 'stop', not {on_disconnect!r}")
@@ -85,6 +92,7 @@ class Tee(Generic[T]):
             name, format=format, strict=strict, limits=limits, interleaved=interleaved
         )
         self._feeder = Feeder(self._engine)
+        self._assemble = assemble
         self._on_disconnect = on_disconnect
         self._drain_timeout = drain_timeout
         #: when reading the rest must be over (``"finish"``), once the downstream left.
@@ -109,8 +117,8 @@ class Tee(Generic[T]):
     @property
     def report(self) -> SourceReport | None:
         """The source's own outcome (how it ended, its trouble outside any completion), once
-        the tee has ended."""
-        return self._engine.report
+        the tee has ended (``None`` if it does not assemble)."""
+        return self._engine.report if self._assemble else None
 
     @property
     def ended(self) -> bool:
@@ -259,7 +267,10 @@ class Tee(Generic[T]):
         self._keep(engine.fail(self._drain_error(), _clock()))
 
     async def _take(self, raw: Any) -> None:
-        self._keep(await self._feeder.feed(raw, self._time()))
+        if self._assemble:
+            self._keep(await self._feeder.feed(raw, self._time()))
+        else:  # counted only, so that an error after it is placed
+            self._engine.items += 1
 
     def _keep(self, ended: list[Any]) -> None:
         self.results += [r for r in ended if r.__class__ is Result]

@@ -43,7 +43,11 @@ the log line carries it as ``stream_key``, and the in-process assembly and its l
 without Redis. A failure to publish (Redis unreachable) is logged as ``publish_error`` and
 stops publishing that stream; the client's stream goes on. One coredis client serves the
 app's lifetime: opened by the lifespan, closed at shutdown (a ``publisher`` given instead is
-the caller's to close). Whole answers are not published.
+the caller's to close). Whole answers are not published. With ``--publish-only``
+(``assemble=False``) the gateway publishes instead of assembling: the tee passes the body on
+with the same ``on_disconnect`` and time limits but assembles nothing, the workers do, and the
+log has one line per streamed request (its ``stream_key``, ``published: true``, whether the
+client left, and the failure, if any) without a completion.
 
 The web libraries (the ``[gateway]`` extra: starlette, httpx, uvicorn, hypercorn) are imported
 only when the app is built or the command runs, and coredis (the ``[redis]`` extra) only when
@@ -258,6 +262,8 @@ class ClientStream:
         self.secrets = secrets
         self.tail = b"\n\n"  # the last bytes sent: whether they end an event
         self.done = False
+        #: what the client was told of a failure of the upstream (redacted), if it failed.
+        self.failure: str | None = None
 
     def __aiter__(self) -> ClientStream:
         return self
@@ -274,6 +280,7 @@ class ClientStream:
             except Exception as exc:  # noqa: BLE001 - the upstream failed: tell the client
                 self.done = True
                 message = redact(f"the upstream failed mid-stream: {exc}", self.secrets)
+                self.failure = message
                 event = error_event(self.endpoint, message)
                 if not self.tail.endswith((b"\n\n", b"\r\r")):
                     event = b"\n\n" + event
@@ -340,6 +347,7 @@ def create_app(
     redis_maxlen: int = 1_000_000,
     key_prefix: str | None = None,
     publisher: Publisher | None = None,
+    assemble: bool = True,
 ) -> Starlette:
     """The gateway as an ASGI app (Starlette), proxying to ``upstream`` and logging to ``log``.
 
@@ -366,6 +374,8 @@ def create_app(
         key_prefix: the start of each stream key (default: a fresh random one, then ``:``).
         publisher: an :class:`aggregator.redis.Publisher` to publish with instead of ``redis``
             (its client is the caller's: opened before the app serves, closed after).
+        assemble: ``False`` to publish instead of assembling in process (needs ``redis`` or
+            ``publisher``): the log line of a streamed request has no completion.
     """
     import anyio
     import httpx
@@ -378,6 +388,8 @@ def create_app(
 
     if redis is not None and publisher is not None:
         raise ValueError("give redis (a URL) or publisher, not both")
+    if not assemble and redis is None and publisher is None:
+        raise ValueError("assemble=False publishes instead: it needs redis or publisher")
     completions = CompletionLog(log)
     numbers = itertools.count(1)
     tee_limits = attrs.evolve(limits or DEFAULT_LIMITS, idle_timeout=idle_timeout)
@@ -434,6 +446,7 @@ def create_app(
                 on_disconnect=on_disconnect,
                 drain_timeout=drain_timeout,
                 limits=tee_limits,
+                assemble=assemble,
             )
             client = ClientStream(tee, base["endpoint"], self.strip, self.secrets)
             try:
@@ -447,9 +460,20 @@ def create_app(
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.answer.aclose()
-                self.logged(tee)
+                self.logged(tee, client.failure)
 
-        def logged(self, tee: Tee[bytes]) -> None:
+        def logged(self, tee: Tee[bytes], failure: str | None = None) -> None:
+            if not assemble:  # the workers assemble: the line says what was published
+                record = {
+                    **self.base,
+                    "time": time.time(),
+                    "streamed": True,
+                    "published": True,
+                    "client_disconnected": tee.disconnected,
+                    "error": failure,
+                }
+                completions.write(record, self.secrets)
+                return
             for result in tee.results:
                 if telemetry is not None:
                     telemetry.record(result)
@@ -745,6 +769,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="MAXLEN ~ of each shard stream",
     )
+    redis.add_argument(
+        "--publish-only",
+        action="store_true",
+        help="publish instead of assembling: the workers assemble, the log has one line per "
+        "streamed request without its completion",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -777,6 +807,7 @@ def run(args: argparse.Namespace) -> int:
             ("--redis-prefix", args.redis_prefix, "agg"),
             ("--key-prefix", args.key_prefix, None),
             ("--maxlen", args.maxlen, 1_000_000),
+            ("--publish-only", args.publish_only, False),
         )
         if value != default
     ]
@@ -813,6 +844,7 @@ def run(args: argparse.Namespace) -> int:
             redis_keys=keys,
             redis_maxlen=args.maxlen,
             key_prefix=args.key_prefix,
+            assemble=not args.publish_only,
         )
         if args.server == "uvicorn":
             return _uvicorn(app, args)

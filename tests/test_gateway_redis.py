@@ -32,6 +32,7 @@ import httpx
 import orjson
 import pytest
 
+from aggregator import to_dict
 from aggregator.gateway import create_app
 from aggregator.redis import Keys, Publisher, Worker, client
 
@@ -40,9 +41,12 @@ from .test_gateway import (
     MESSAGES,
     RESPONSES,
     SERVER_OF,
+    SLOW_FINISH,
     Gateway,
     free_port,
+    from_the_bytes,
     gateway_process,
+    read_a_little_then_leave,
     unique,
     upstream,
 )
@@ -164,6 +168,64 @@ async def test_the_workers_results_are_the_gateways_log(
     assert reasons[cut[0]["stream_key"]] != b"done"
 
 
+async def test_publish_only_the_workers_assemble_what_the_gateway_passed_on(
+    anyio_backend: str, upstream: Any, redis_url: str, tmp_path: Path
+) -> None:
+    """``--publish-only``: the gateway assembles nothing (its log lines have no completion) and
+    the worker's results are what assembling the upstream's bytes gives, for a client that
+    read to the end and for one that left early (``finish``: the gateway read the rest and
+    published it)."""
+    keys = Keys(f"po{uuid.uuid4().hex[:8]}", shards=2)
+    flags = ["--redis", redis_url, "--shards", "2", "--redis-prefix", keys.prefix]
+    names = [RECORDINGS[0], RESPONSES[0], MESSAGES[0]]
+    requests = {unique(name): name for name in names}
+    left = unique(SLOW_FINISH)
+    server = SERVER_OF[anyio_backend]
+    with gateway_process(server, upstream.url, tmp_path, *flags, "--publish-only") as gateway:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            for request, name in requests.items():
+                assert await stream(http, name, request) == upstream_bytes(name)
+        await read_a_little_then_leave(gateway.url, SLOW_FINISH, left)
+        requests[left] = SLOW_FINISH
+        records = {r: (await gateway.lines_for(r))[0] for r in requests}
+    for request, record in records.items():
+        assert "completion" not in record
+        assert (record["published"], record["error"], record["publish_error"]) == (True, None, None)
+        assert record["client_disconnected"] is (request == left)
+    shards = ["--shards", "2", "--prefix", keys.prefix, "--backend", anyio_backend]
+    expected = {
+        records[request]["stream_key"]: sorted(
+            orjson.dumps(to_dict(r.completion)) for r in await from_the_bytes(name, request)
+        )
+        for request, name in requests.items()
+    }
+    worker = await anyio.open_process(
+        [*_command(redis_url, "worker", *shards), "--lease-ms", "1000", "--idle-timeout", "2"],
+        stdout=None,
+        stderr=None,
+    )
+    try:
+        async with client(redis_url) as redis:
+            total = sum(map(len, expected.values()))
+            with anyio.fail_after(RESULTS_WAIT):
+                while await redis.xlen(keys.results) < total:  # noqa: ASYNC110 - polling Redis is the wait
+                    await anyio.sleep(0.1)
+            entries = [e.field_values for e in await redis.xrange(keys.results)]
+        worker.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            assert await worker.wait() == 0
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+        await worker.aclose()
+    found: dict[str, list[bytes]] = collections.defaultdict(list)
+    for entry in entries:
+        found[entry[b"key"].decode()].append(entry[b"result"])
+    assert {key: sorted(results) for key, results in found.items()} == expected
+    assert all(e[b"reason"] == b"done" for e in entries if e[b"key"].decode().endswith(left))
+
+
 async def test_redis_down_the_clients_stream_goes_on(
     anyio_backend: str, upstream: Any, tmp_path: Path
 ) -> None:
@@ -206,8 +268,18 @@ async def test_create_app_with_a_publisher_of_ones_own(
     )
 
 
+def test_publish_only_needs_somewhere_to_publish(tmp_path: Path) -> None:
+    with (tmp_path / "log").open("ab") as log, pytest.raises(ValueError, match="redis or publ"):
+        create_app("http://127.0.0.1:9", log, assemble=False)
+
+
 def test_redis_flags_without_redis_say_so() -> None:
     command = [sys.executable, "-m", "aggregator", "gateway", "--upstream", "http://127.0.0.1:9"]
     done = subprocess.run([*command, "--shards", "8"], capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert done.stderr == "aggregator gateway: --shards: only with --redis\n"
+    done = subprocess.run([*command, "--publish-only"], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "aggregator gateway: --publish-only: only with --redis\n",
+    )

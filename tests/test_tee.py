@@ -621,6 +621,50 @@ async def test_drain_timeout_bounds_a_read_the_consumer_deadline_interrupted() -
     assert (tee.report.reason, tee.report.error) == (EndReason.LIMIT, result.error)
 
 
+# --- passing on without assembling (a proxy that publishes for workers) ----------------------
+
+
+@pytest.mark.parametrize("mode", ["finish", "stop"])
+async def test_a_tee_that_does_not_assemble_passes_on_and_leaves_as_told(mode: str) -> None:
+    pieces = cut(N3_USAGE.read_bytes(), "publish")
+    whole = Source(pieces)
+    async with Tee(whole, name="whole", on_disconnect=mode, assemble=False) as tee:  # type: ignore[arg-type]
+        received = [data async for data in tee]
+    assert all(got is sent for got, sent in zip(received, pieces, strict=True))
+    assert whole.exhausted
+    assert whole.closes == 1
+    assert (tee.results, tee.report, tee.disconnected) == ([], None, False)
+
+    left = Source(pieces, delay=0.01)
+    tee = Tee(left, name="left", on_disconnect=mode, assemble=False)  # type: ignore[arg-type]
+    with anyio.move_on_after(0.1) as scope:  # the downstream's deadline, mid-read
+        async with tee:
+            async for _ in tee:
+                pass
+    assert scope.cancelled_caught
+    assert tee.disconnected
+    assert left.exhausted is (mode == "finish")  # finish reads the rest (for the publisher)
+    assert left.closes == 1
+    assert (tee.results, tee.report) == ([], None)
+
+
+async def test_a_tee_that_does_not_assemble_raises_what_the_source_raised() -> None:
+    pieces = cut(N3_USAGE.read_bytes(), "publish")
+    source = Source(pieces, fail_at=5)
+    tee = Tee(source, name="failing", assemble=False)
+    received: list[bytes] = []
+
+    async def consume() -> None:
+        async with tee:
+            async for data in tee:
+                received.append(data)
+
+    with pytest.raises(ConnectionResetError, match="connection reset by peer"):  # as it was
+        await consume()
+    assert received == pieces[:5]
+    assert (tee.results, tee.report, source.closes) == ([], None, 1)
+
+
 # --- bad input, closing, sync sources, misuse -------------------------------------------------
 
 
