@@ -564,12 +564,39 @@ def anthropic_protocol(report: Report, quick: bool) -> None:
     )
 
 
+def only(section: str, quick: bool, json_path: Path | None) -> int:
+    """One of the sections 8 to 10 alone, at the sizes of the full run (or of ``--quick``)."""
+    repeats = 1 if quick else 5
+    report = Report(judge=not quick)
+    if section == "shapes":
+        shapes(report, 300 if quick else 10_000, repeats)
+    elif section == "responses":
+        responses_protocol(report, 2_000 if quick else 200_000, repeats)
+    else:
+        anthropic_protocol(report, quick)
+    judged = len([r for r in report.rows if r[2]])
+    if quick:
+        print(f"\nsmoke run: {judged} ratios measured, none judged (the sizes are too small)")
+    else:
+        print(f"\n{judged - report.failed} targets met, {report.failed} not met")
+    if json_path:
+        json_path.write_text(json.dumps(report.rows, indent=1))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+    parser.add_argument(
+        "--only",
+        choices=["shapes", "responses", "anthropic"],
+        help="run that section alone (8, 9 or 10): quick to iterate on",
+    )
     args = parser.parse_args()
     quick = args.quick
+    if args.only is not None:
+        return only(args.only, quick, args.json)
     small, large = (2_000, 8_000) if quick else (100_000, 800_000)
     sdk_n = 1_000 if quick else 50_000
     repeats = 1 if quick else 5

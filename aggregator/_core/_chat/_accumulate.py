@@ -403,17 +403,24 @@ class _Logprobs:
     def add_text(self, logprobs: TextLogprobs | dict[str, Any]) -> None:
         """Take a text choice's ``logprobs``: an event's, or a plain payload's dict (no extras:
         see ``is_plain_text``)."""
-        if isinstance(logprobs, dict):
-            get: Any = logprobs.get
-        else:
-            get = logprobs.__getattribute__
-            if logprobs.extras:
-                merge_snapshot(self.extras, logprobs.extras)
+        if logprobs.__class__ is dict:  # a plain one: its lists, in one loop
+            lists = self.lists
+            for name, values in logprobs.items():
+                if values is not None:
+                    kept = lists.get(name)
+                    if kept is None:
+                        lists[name] = list(values)
+                    else:
+                        kept.extend(values)
+            return
+        assert not isinstance(logprobs, dict)  # (an event's)
+        if logprobs.extras:
+            merge_snapshot(self.extras, logprobs.extras)
         extend = self._extend
-        extend("tokens", get("tokens"))
-        extend("token_logprobs", get("token_logprobs"))
-        extend("top_logprobs", get("top_logprobs"))
-        extend("text_offset", get("text_offset"))
+        extend("tokens", logprobs.tokens)
+        extend("token_logprobs", logprobs.token_logprobs)
+        extend("top_logprobs", logprobs.top_logprobs)
+        extend("text_offset", logprobs.text_offset)
 
     def chat(self) -> ChoiceLogprobs:
         lists = self.lists
@@ -691,6 +698,13 @@ class Accumulator:
         ``add_plain`` do with such a chunk, for the byte-shape lane."""
         self.chunks += 1
         self._choices[index].add_text(field, text)
+
+    def append_logprobs(self, index: int, text: str, logprobs: dict[str, Any]) -> None:
+        """Merge a text-completion chunk whose only news is ``text`` and ``logprobs`` (an object
+        ``is_plain_text`` takes) for the choice ``index``, which exists: what ``add_plain`` does
+        with such a chunk, for the byte-shape lane."""
+        self.chunks += 1
+        self._choices[index]._take(text, logprobs, None)  # type: ignore[union-attr]
 
     def tool_call(self, index: int, call: int) -> _ToolCall | None:
         """The tool call a fragment with index ``call`` of choice ``index`` would continue."""
