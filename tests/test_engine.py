@@ -900,7 +900,11 @@ def test_the_plain_text_check_admits_the_common_chunk_and_nothing_structuring_ch
     for changed in changes:
         choice = {**common["choices"][0], "logprobs": {**logprobs, **changed}}
         assert not plain({**common, "choices": [choice]}), changed
-    assert not plain({**common, "usage": {"total_tokens": 1}})
+    assert plain({**common, "usage": {"total_tokens": 1}})  # counts only: structured alone
+    refused: list[Any] = [{"total_tokens": 1.0}, {"extras": 1}, {"prompt_tokens_details": 1}, []]
+    for usage in refused:
+        assert not plain({**common, "usage": usage}), usage
+    assert not plain({**common, "usage": {"completion_tokens_details": {"x": "1"}}})
     assert not plain({**common, "created": True})
 
 

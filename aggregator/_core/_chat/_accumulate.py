@@ -654,6 +654,7 @@ class Accumulator:
         service_tier = payload.get("service_tier")
         if service_tier is not None:
             self.service_tier = service_tier
+        self._plain_usage(payload)
         choices = self._choices
         for choice in choices_in:
             index = choice["index"]
@@ -678,6 +679,7 @@ class Accumulator:
         fingerprint = payload.get("system_fingerprint")
         if fingerprint is not None:
             self.system_fingerprint = fingerprint
+        self._plain_usage(payload)
         choices = self._choices
         for choice in payload["choices"]:
             index = choice["index"]
@@ -685,6 +687,13 @@ class Accumulator:
             if state is None:
                 state = choices[index] = _TextChoice(self._check(index), self._limits)
             state.add_plain(choice)  # type: ignore[call-arg]
+
+    def _plain_usage(self, payload: dict[str, Any]) -> None:
+        """A plain payload's usage (counts only, see ``_plain_usage`` in ``_plain``), structured
+        by the one converter as the whole chunk's would be, merged as :meth:`add` merges it."""
+        usage = payload.get("usage")
+        if usage is not None:
+            self.usage = merge_usage(self.usage, structure(usage, Usage))
 
     def _plain_nulls(self, payload: dict[str, Any]) -> None:
         """The top-level keys of a stream's first plain chunk sent as null."""

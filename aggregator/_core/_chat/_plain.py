@@ -1,8 +1,8 @@
 """The common chat chunk, and the byte-shape lane that merges it without parsing it whole.
 
 Theory of operation: most chunks of a chat stream are of one plain shape (:func:`is_plain_chat`):
-a delta of strings, no tool calls, no logprobs, no usage. Such a payload is merged from the
-parsed dict (``Accumulator.add_plain``), with no event built.
+a delta of strings, no tool calls, no logprobs, a usage of counts if any. Such a payload is
+merged from the parsed dict (``Accumulator.add_plain``), with no event built.
 
 Most of them are also the same bytes but for a short piece of text: the same id, model, choice
 index, the same ``"logprobs":null,"finish_reason":null``, perhaps a random ``obfuscation`` string at
@@ -44,10 +44,38 @@ _STR = str
 _STR_OR_NONE = frozenset({str, type(None)})
 
 
+_USAGE_DETAILS = frozenset({"prompt_tokens_details", "completion_tokens_details"})
+_INT_OR_NONE = frozenset({int, type(None)})
+
+
+def _plain_usage(usage: Any) -> bool:
+    """Whether ``usage`` is absent, or an object that structuring cannot refuse: ints (or
+    nulls) only, and the two ``*_details`` objects of ints (or nulls), no key ``extras``. Such
+    a usage is structured alone, by the one converter (``Accumulator.add_plain``): whatever its
+    keys, a named field gets its int and another key goes to ``extras`` as it is."""
+    if usage is None:
+        return True
+    if usage.__class__ is not dict or "extras" in usage:
+        return False
+    for key, value in usage.items():
+        if key in _USAGE_DETAILS:
+            if value is None:
+                continue
+            if value.__class__ is not dict or "extras" in value:
+                return False
+            for count in value.values():
+                if count.__class__ not in _INT_OR_NONE:
+                    return False
+        elif value.__class__ not in _INT_OR_NONE:
+            return False
+    return True
+
+
 def is_plain_chat(obj: Any) -> bool:
     """Whether ``obj`` is a chat chunk of the common shape, with every field of the right type.
 
-    The common shape: only the named top-level keys, ``usage`` null or absent, and choices
+    The common shape: only the named top-level keys, ``usage`` of counts (``_plain_usage``),
+    null or absent, and choices
     whose delta holds only ``role``, ``content``, ``reasoning_content``, ``reasoning`` and
     ``refusal`` strings (or nulls), with null ``logprobs``. Such a payload needs no event to be
     merged (see ``Accumulator.add_plain``); anything else takes the converter's full path,
@@ -71,7 +99,7 @@ def is_plain_chat(obj: Any) -> bool:
     if len(obj) > 5:  # some of the optional keys are there
         get = obj.get
         if (
-            get("usage") is not None
+            not _plain_usage(get("usage"))
             or get("system_fingerprint").__class__ not in _STR_OR_NONE
             or get("service_tier").__class__ not in _STR_OR_NONE
             or get("obfuscation").__class__ not in _STR_OR_NONE
@@ -117,9 +145,10 @@ _TEXT_LOGPROBS = frozenset({"tokens", "token_logprobs", "top_logprobs", "text_of
 
 def is_plain_text(obj: Any) -> bool:
     """Whether ``obj`` is a text-completion chunk that structuring would take exactly as it is:
-    the named keys only, of the right types (a ``text_offset`` of ints, not ``3.0``), no
-    ``usage`` and no keys the models do not name. Such a payload is merged from its dict
-    (``Accumulator.add_plain``); anything else takes the converter's full path."""
+    the named keys only, of the right types (a ``text_offset`` of ints, not ``3.0``), a
+    ``usage`` of counts (``_plain_usage``) if any, and no keys the models do not name. Such a
+    payload is merged from its dict (``Accumulator.add_plain``); anything else takes the
+    converter's full path."""
     if obj.__class__ is not dict or not obj.keys() <= _TEXT_TOP:
         return False
     get = obj.get
@@ -129,7 +158,7 @@ def is_plain_text(obj: Any) -> bool:
         or get("id").__class__ is not _STR
         or get("created").__class__ is not int
         or get("model").__class__ is not _STR
-        or get("usage") is not None
+        or not _plain_usage(get("usage"))
         or get("system_fingerprint").__class__ not in _STR_OR_NONE
         or get("obfuscation").__class__ not in _STR_OR_NONE
     ):
@@ -348,9 +377,10 @@ class _LogprobsShape:
             return False
         if text.__class__ is not str or not _plain_text_logprobs(logprobs):
             return False
-        self.acc.append_logprobs(self.index, text, logprobs)
+        acc = self.acc
+        acc.append_logprobs(self.index, text, logprobs)
         if self.fingerprint is not None:
-            self.acc.system_fingerprint = self.fingerprint
+            acc.system_fingerprint = self.fingerprint
         return True
 
 
