@@ -80,6 +80,24 @@ def sse_bytes(chunks: list[dict[str, Any]]) -> bytes:
     return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
 
+#: The most chunks in one completion of the stream files: 64 MiB of payload (the default
+#: ``max_completion``) holds about 280,000 of them, so a larger file is several completions in
+#: sequence (each its own id and ``[DONE]``), as a client that logs its requests writes them.
+BODY = 100_000
+
+
+def sse_file(n: int) -> bytes:
+    """``n`` chunks of realistic streams: one completion of ``n`` chunks, or bodies of ``BODY``."""
+    bodies = []
+    for start in range(0, n, BODY):
+        chunks = stream_chunks(min(BODY, n - start))
+        if start:
+            for c in chunks:
+                c["id"] = f"chatcmpl-bench-{start}"
+        bodies.append(sse_bytes(chunks))
+    return b"".join(bodies)
+
+
 # -- in-process contenders -------------------------------------------------------------------
 
 
@@ -97,8 +115,8 @@ def ours(data: bytes) -> Any:
     from aggregator import Assembler
 
     assembler = Assembler("bench")
-    (result,) = assembler.feed(data) + assembler.close()
-    return result.completion
+    results = assembler.feed(data) + assembler.close()
+    return [r.completion for r in results[:-1]]  # (the last: the source's report)
 
 
 def sdk(data: bytes) -> Any:
@@ -610,7 +628,7 @@ def main() -> int:
         files = {}
         for n in {small, large, sdk_n}:
             path = Path(tmp) / f"stream-{n}.sse"
-            path.write_bytes(sse_bytes(stream_chunks(n)))
+            path.write_bytes(sse_file(n))
             files[n] = path
         floor_py = Path(tmp) / "floor.py"
         floor_py.write_text(FLOOR_SCRIPT)
