@@ -922,3 +922,45 @@ def test_an_sdk_object_that_gives_no_json_is_bad_input_with_its_place() -> None:
     lenient, _ = run([first, Broken(), chunk("c", {"content": "!"}, "stop")], strict=False)
     assert content(lenient[0]) == "kept!"
     assert [str(p) for p in lenient[0].problems] == [str(result.error)]
+
+
+def test_the_logprobs_shape_merges_only_what_it_can_prove() -> None:
+    from aggregator._core._chat._accumulate import Accumulator as ChatAccumulator
+    from aggregator._core._chat._plain import Lane, _logprobs_of, _value_end
+
+    lp = {"tokens": [" a"], "token_logprobs": [-0.5], "top_logprobs": [{" a": -0.5}]}
+
+    def chunk(text: str = " a", logprobs: Any = lp, **more: Any) -> JSON:
+        choice = {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": None}
+        head = {"id": "c", "object": "text_completion", "created": 1}
+        return {**head, "choices": [choice], "model": "m", **more}
+
+    acc, lane = ChatAccumulator(), Lane()
+    first = chunk(system_fingerprint="fp")
+    acc.add_plain(first)
+    lane.learn(orjson.dumps(first), first, True, acc)
+    assert len(lane.shapes) == 1
+    good = orjson.dumps(chunk('say \\"hi\\"', system_fingerprint="fp"))
+    refused = [
+        good.replace(b'"index":0', b'"index":1'),  # the bytes between changed
+        good.replace(b'{"tokens"', b'{"tokens":[}, "x"'),  # not JSON
+        good.replace(b'"logprobs":{', b'"logprobs":,{').replace(b"]}]}", b"]]}"),  # no object
+        orjson.dumps(chunk(logprobs={**lp, "text_offset": [1.0]}, system_fingerprint="fp")),
+        orjson.dumps(chunk(logprobs={**lp, "extra": None}, system_fingerprint="fp")),
+        good[:-1],  # not the suffix
+    ]
+    for payload in refused:
+        assert not lane.try_merge(payload), payload
+    assert lane.try_merge(good)
+    assert to_dict(acc.result())["choices"][0]["text"] == " a" + 'say \\"hi\\"'
+    assert acc.system_fingerprint == "fp"
+    # what learning refuses: the key twice, a value that is not the one parsed
+    payload = orjson.dumps(first)
+    suffix = payload[payload.index(b'" a"') + 4 :]
+    end = payload.index(b'" a"') + 3
+    assert _logprobs_of(payload, suffix + suffix, end, lp) is None
+    assert _logprobs_of(payload, suffix, end, {"tokens": []}) is None
+    assert _logprobs_of(payload, b',"logprobs":{"a":[}', end, lp) is None
+    assert _logprobs_of(payload, b',"logprobs":{"a":1', end, lp) is None
+    assert _value_end(b'{"a":"]}"', 0) == -1
+    assert _value_end(b'[{"a":"]}"}]x', 0) == 12
