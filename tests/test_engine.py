@@ -243,6 +243,104 @@ def test_the_lane_is_taken_for_tool_call_arguments_and_text_completions() -> Non
             assert got["arguments" if chunks is calls else "text"] == "".join(fragments)
 
 
+#: Logprob entries that the plain rule takes, and ones it refuses (a bool, a float offset, an
+#: object for a list, a key of no model, a string for a number): the lane must refuse those too.
+LOGPROB_VALUES: dict[str, list[Any]] = {
+    "tokens": [[" a"], ['"'], ["\\"], ['"text":'], [], None, [1], [True], "x"],
+    "token_logprobs": [[-0.1], [0], [None], [-1e-05, -2.5], [], None, [True], ["x"], {}],
+    "top_logprobs": [
+        *([[{" a": -0.1}], [None], [{'"}': 0, "b": -1.5}], [], None]),
+        *([[{"a": True}], [{"a": "x"}], ["x"], [[1]]]),
+    ],
+    "text_offset": [[3], [0, 12], [], None, [3.0], [True], ["3"]],
+}
+
+
+@st.composite
+def logprob_chunks(draw: st.DrawFn) -> JSON:
+    """Text-completion chunks with logprobs, plain and not (the lane's logprobs shape)."""
+    logprobs: Any = {}
+    for key, values in LOGPROB_VALUES.items():
+        if draw(st.integers(0, 5)):
+            logprobs[key] = draw(st.sampled_from(values))
+    if draw(st.integers(0, 9)) == 0:
+        logprobs["extra"] = draw(st.sampled_from([None, 1]))
+    if draw(st.integers(0, 9)) == 0:  # not an object at all
+        logprobs = draw(st.sampled_from([None, [], "x"]))
+    choice: JSON = {"text": draw(TEXT), "index": draw(st.sampled_from([0, 0, 0, 1]))}
+    if draw(st.integers(0, 9)) == 0:  # logprobs before text: not a shape the lane learns
+        choice = {"logprobs": logprobs, **choice}
+    else:
+        choice["logprobs"] = logprobs
+    choice["finish_reason"] = draw(st.sampled_from([None, None, None, None, "stop"]))
+    chunk: JSON = {
+        "id": draw(st.sampled_from(["c", "c", "c", "d"])),
+        "object": "text_completion",
+        "created": 1,
+        "choices": [choice],
+        "model": draw(st.sampled_from(["m", "m", "m", "other"])),
+    }
+    if draw(st.integers(0, 3)) == 0:
+        chunk["system_fingerprint"] = draw(st.sampled_from(["fp_a", "fp_b", None]))
+    if draw(st.integers(0, 4)) == 0:
+        chunk["obfuscation"] = draw(st.sampled_from(["abc", "", 'q"r', "s\\t"]))
+    return chunk
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chunks=st.lists(logprob_chunks(), max_size=30),
+    style=st.integers(0, 2),
+    repeat=st.lists(st.integers(0, 29), max_size=8),
+    pieces=st.data(),
+)
+def test_the_lane_gives_what_the_full_path_gives_on_text_with_logprobs(
+    chunks: list[JSON], style: int, repeat: list[int], pieces: Any
+) -> None:
+    events = [b"data: " + dumps(c, style) + b"\n\n" for c in chunks]
+    for at in repeat:  # the same bytes again: the lane's case
+        if at < len(events):
+            events.insert(at, events[at])
+    assert_lane_exact(pieces.draw(byte_pieces(b"".join(events) + b"data: [DONE]\n\n")))
+
+
+def test_the_lane_is_taken_for_text_completions_with_logprobs() -> None:
+    words = [" a", '"', "\\", '"text":', '"logprobs":', "}", "]}", "\u00e9", " b"] * 30
+    chunks: list[Any] = [
+        {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 1,
+            "choices": [
+                {
+                    "text": w,
+                    "index": 0,
+                    "logprobs": {
+                        "tokens": [w],
+                        "token_logprobs": [-0.5 * i],
+                        "top_logprobs": [{w: -0.5 * i, "x": -9}],
+                        "text_offset": [i],
+                    },
+                    "finish_reason": None,
+                }
+            ],
+            "model": "gpt-3.5-turbo-instruct",
+        }
+        for i, w in enumerate(words)
+    ]
+    chunks[100]["choices"][0]["logprobs"]["text_offset"] = [100.0]  # the full path's, not merged
+    chunks[200]["choices"][0]["logprobs"]["tokens"] = [None]  # (and not plain: a problem)
+    for style in (0, 1, 2):
+        data = b"".join(b"data: " + dumps(c, style) + b"\n\n" for c in chunks)
+        (result, _), merged = assert_lane_exact([data + b"data: [DONE]\n\n"], strict=False)
+        assert merged > len(words) * 0.9
+        choice = to_dict(result.completion)["choices"][0]
+        assert choice["text"] == "".join(words[:200] + words[201:])  # (200: refused, a problem)
+        assert choice["logprobs"]["text_offset"][100] == 100
+        assert len(choice["logprobs"]["tokens"]) == len(words) - 1
+        assert [str(p) for p in result.problems] != []
+
+
 def dumps(chunk: JSON, style: int) -> bytes:
     if style == 0:
         return orjson.dumps(chunk)
@@ -802,7 +900,11 @@ def test_the_plain_text_check_admits_the_common_chunk_and_nothing_structuring_ch
     for changed in changes:
         choice = {**common["choices"][0], "logprobs": {**logprobs, **changed}}
         assert not plain({**common, "choices": [choice]}), changed
-    assert not plain({**common, "usage": {"total_tokens": 1}})
+    assert plain({**common, "usage": {"total_tokens": 1}})  # counts only: structured alone
+    refused: list[Any] = [{"total_tokens": 1.0}, {"extras": 1}, {"prompt_tokens_details": 1}, []]
+    for usage in refused:
+        assert not plain({**common, "usage": usage}), usage
+    assert not plain({**common, "usage": {"completion_tokens_details": {"x": "1"}}})
     assert not plain({**common, "created": True})
 
 
@@ -820,3 +922,45 @@ def test_an_sdk_object_that_gives_no_json_is_bad_input_with_its_place() -> None:
     lenient, _ = run([first, Broken(), chunk("c", {"content": "!"}, "stop")], strict=False)
     assert content(lenient[0]) == "kept!"
     assert [str(p) for p in lenient[0].problems] == [str(result.error)]
+
+
+def test_the_logprobs_shape_merges_only_what_it_can_prove() -> None:
+    from aggregator._core._chat._accumulate import Accumulator as ChatAccumulator
+    from aggregator._core._chat._plain import Lane, _logprobs_of, _value_end
+
+    lp = {"tokens": [" a"], "token_logprobs": [-0.5], "top_logprobs": [{" a": -0.5}]}
+
+    def chunk(text: str = " a", logprobs: Any = lp, **more: Any) -> JSON:
+        choice = {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": None}
+        head = {"id": "c", "object": "text_completion", "created": 1}
+        return {**head, "choices": [choice], "model": "m", **more}
+
+    acc, lane = ChatAccumulator(), Lane()
+    first = chunk(system_fingerprint="fp")
+    acc.add_plain(first)
+    lane.learn(orjson.dumps(first), first, True, acc)
+    assert len(lane.shapes) == 1
+    good = orjson.dumps(chunk('say \\"hi\\"', system_fingerprint="fp"))
+    refused = [
+        good.replace(b'"index":0', b'"index":1'),  # the bytes between changed
+        good.replace(b'{"tokens"', b'{"tokens":[}, "x"'),  # not JSON
+        good.replace(b'"logprobs":{', b'"logprobs":,{').replace(b"]}]}", b"]]}"),  # no object
+        orjson.dumps(chunk(logprobs={**lp, "text_offset": [1.0]}, system_fingerprint="fp")),
+        orjson.dumps(chunk(logprobs={**lp, "extra": None}, system_fingerprint="fp")),
+        good[:-1],  # not the suffix
+    ]
+    for payload in refused:
+        assert not lane.try_merge(payload), payload
+    assert lane.try_merge(good)
+    assert to_dict(acc.result())["choices"][0]["text"] == " a" + 'say \\"hi\\"'
+    assert acc.system_fingerprint == "fp"
+    # what learning refuses: the key twice, a value that is not the one parsed
+    payload = orjson.dumps(first)
+    suffix = payload[payload.index(b'" a"') + 4 :]
+    end = payload.index(b'" a"') + 3
+    assert _logprobs_of(payload, suffix + suffix, end, lp) is None
+    assert _logprobs_of(payload, suffix, end, {"tokens": []}) is None
+    assert _logprobs_of(payload, b',"logprobs":{"a":[}', end, lp) is None
+    assert _logprobs_of(payload, b',"logprobs":{"a":1', end, lp) is None
+    assert _value_end(b'{"a":"]}"', 0) == -1
+    assert _value_end(b'[{"a":"]}"}]x', 0) == 12

@@ -48,8 +48,9 @@ from aggregator import (
     StructureError,
     to_dict,
 )
+from aggregator._core._converter import structure
 from aggregator.lowlevel import DEFAULT_LIMITS, Accumulator, is_plain_chat, structure_chunk
-from aggregator.models import ChatCompletionChunk, Completion, CompletionChunk
+from aggregator.models import ChatCompletionChunk, Completion, CompletionChunk, Usage
 
 from .conftest import DATA
 from .strategies import (
@@ -1018,6 +1019,26 @@ def test_accumulator_results_are_snapshots(chunks: list[Event], limits: Limits) 
 
 PLAIN_DELTA_KEYS = ("role", "content", "reasoning_content", "reasoning", "refusal")
 PLAIN_TEXT = st.none() | st.text(max_size=6)
+COUNT = st.none() | st.integers(-2, 2**40) | st.just(2**62)
+#: A usage of counts only (structured alone by the fast path): named counts, unknown keys, the
+#: two details objects (with their own unknown keys).
+plain_usage = st.fixed_dictionaries(
+    {},
+    optional={
+        "prompt_tokens": COUNT,
+        "completion_tokens": COUNT,
+        "total_tokens": COUNT,
+        "queue_tokens": COUNT,
+        "prompt_tokens_details": st.none()
+        | st.fixed_dictionaries(
+            {}, optional={"cached_tokens": COUNT, "audio_tokens": COUNT, "other": COUNT}
+        ),
+        "completion_tokens_details": st.none()
+        | st.fixed_dictionaries(
+            {}, optional={"reasoning_tokens": COUNT, "rejected_prediction_tokens": COUNT}
+        ),
+    },
+)
 plain_chunks = st.fixed_dictionaries(
     {
         "id": st.sampled_from(["", "c1", "c2"]),
@@ -1044,7 +1065,7 @@ plain_chunks = st.fixed_dictionaries(
         "system_fingerprint": MAYBE_SHORT,
         "service_tier": MAYBE_SHORT,
         "obfuscation": MAYBE_SHORT,
-        "usage": st.none(),
+        "usage": st.none() | plain_usage,
     },
 )
 
@@ -1056,7 +1077,10 @@ def test_is_plain_chat_only_accepts_what_structure_chunk_accepts(payload: Any) -
         event = structure_chunk(payload)
         assert type(event) is ChatCompletionChunk
         assert event.error is None
-        assert event.usage is None
+        usage = payload.get("usage")  # counts only: structured alone, the same usage
+        assert (event.usage is None) == (usage is None)
+        if usage is not None:
+            assert to_dict(structure(usage, Usage)) == to_dict(event.usage)
 
 
 @st.composite

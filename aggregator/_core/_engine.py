@@ -490,16 +490,19 @@ class Engine:
     # -- payloads ----------------------------------------------------------------------------
 
     def _records(self, records: list[Any], out: list[Any]) -> None:
-        """Handle the payload records of the framing (see ``_framing``), in order."""
+        """Handle the payload records of the framing (see ``_framing``), in order.
+
+        The lane is asked before ``stopped`` is: a source that stopped has no current stream,
+        so its lane holds no shape (``_set_current`` clears it)."""
+        lane = self._lane
         for record in records:
-            if self.stopped:
-                return
             if record.__class__ is not tuple:
+                if self.stopped:
+                    return
                 self._malformed(record.placed(self.name, record.where), out)
                 continue
             data, event, sse_id, _, line, own_id = record
             self._line = line  # (the place of a lane's dedupe problem, see _lane_duplicate)
-            lane = self._lane
             if (
                 lane is not None
                 and lane.shapes
@@ -514,6 +517,8 @@ class Engine:
                 if current.size > self._max_completion:  # type: ignore[union-attr]
                     self._too_large(current, (line, self._events), out)  # type: ignore[arg-type]
                 continue
+            if self.stopped:
+                return
             if data == b"[DONE]" or (len(data) < 32 and data.strip() == b"[DONE]"):
                 self._end_all(EndReason.DONE, None, f"line {line}", out)
                 self.done = True
@@ -532,6 +537,8 @@ class Engine:
                 )
                 continue
             self._take(obj, event, sse_id if own_id else None, where, data, out)
+            if lane is None:
+                lane = self._lane  # (made when the first payload told the protocol)
 
     def _error_event(self, data: bytes, where: str, out: list[Any]) -> None:
         try:

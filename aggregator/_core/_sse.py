@@ -340,6 +340,44 @@ class SSEDecoder:
         return events
 
     def _scan(self, lines: list[bytes | None]) -> list[Any]:
+        """The events of ``lines``. A run of pairs of a ``data: `` line and a blank line, with
+        no event in progress and no field set that the next event would carry (the common
+        stream), is cut by C loops: a join and a count check every pair, and each event is
+        made as the loop below makes it (its payload, the id inherited, its line); the rest
+        takes the loop."""
+        pairs = len(lines) >> 1
+        if (
+            pairs
+            and not self._data
+            and not self._skipping
+            and not self._event
+            and not self._own_id
+            and self._retry is None
+            and None not in lines  # (a line too long: the loop says so)
+        ):
+            end = pairs << 1
+            firsts = lines[0:end:2]
+            blanks = lines[1:end:2]
+            joined = b"\n".join(firsts)  # type: ignore[arg-type]  # (no None: checked)
+            if (
+                not any(blanks)
+                and joined.startswith(b"data: ")
+                and joined.count(b"\ndata: ") == pairs - 1
+            ):
+                splitter = self._lines
+                at = splitter.line_no + 1
+                id_ = self._id
+                events: list[Any] = [
+                    (line[6:], "message", id_, None, number, False)  # type: ignore[index]
+                    for line, number in zip(firsts, range(at, at + end, 2), strict=True)
+                ]
+                splitter.line_no += end
+                if end < len(lines):
+                    events += self._scan_lines(lines[end:])
+                return events
+        return self._scan_lines(lines)
+
+    def _scan_lines(self, lines: list[bytes | None]) -> list[Any]:
         events: list[Any] = []
         splitter = self._lines
         line_no = splitter.line_no

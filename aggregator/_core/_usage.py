@@ -101,20 +101,37 @@ def tokens(usage: Any) -> Tokens | None:
     )
 
 
+#: The field names of each attrs class met in a usage object (``None``: not an attrs class).
+_NAMES: dict[type, tuple[str, ...] | None] = {}
+_NUMBERS = (int, float)
+
+
+def _names(cls: type) -> tuple[str, ...] | None:
+    names = _NAMES.get(cls, ())
+    if names == ():
+        names = _NAMES[cls] = tuple(f.name for f in attrs.fields(cls)) if attrs.has(cls) else None
+    return names
+
+
 def negative_counts(usage: Any, prefix: str = "") -> list[str]:
     """The dotted names of the numbers below zero in a usage object (fields, details, numeric
-    extras), at most 8 of them: counts a server cannot have meant."""
+    extras), at most 8 of them: counts a server cannot have meant. (Run on every result with
+    usage: numbers are told first, and each attrs class's field names are looked up once.)"""
     found: list[str] = []
     stack: list[tuple[str, Any]] = [(prefix, usage)]
     while stack and len(found) < 8:
         name, value = stack.pop()
-        if attrs.has(type(value)):
-            items: Any = [(f.name, getattr(value, f.name)) for f in attrs.fields(type(value))]
+        cls = value.__class__
+        if cls in _NUMBERS:
+            if value < 0:
+                found.append(f"{name}={value}")
+            continue
+        names = _names(cls)
+        if names is not None:
+            items: Any = [(field, getattr(value, field)) for field in names]
         elif isinstance(value, Mapping):
             items = value.items()
         else:
-            if value.__class__ in (int, float) and value < 0:
-                found.append(f"{name}={value}")
             continue
         for key, child in items:
             if child is None:

@@ -80,6 +80,24 @@ def sse_bytes(chunks: list[dict[str, Any]]) -> bytes:
     return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
 
+#: The most chunks in one completion of the stream files: 64 MiB of payload (the default
+#: ``max_completion``) holds about 280,000 of them, so a larger file is several completions in
+#: sequence (each its own id and ``[DONE]``), as a client that logs its requests writes them.
+BODY = 100_000
+
+
+def sse_file(n: int) -> bytes:
+    """``n`` chunks of realistic streams: one completion of ``n`` chunks, or bodies of ``BODY``."""
+    bodies = []
+    for start in range(0, n, BODY):
+        chunks = stream_chunks(min(BODY, n - start))
+        if start:
+            for c in chunks:
+                c["id"] = f"chatcmpl-bench-{start}"
+        bodies.append(sse_bytes(chunks))
+    return b"".join(bodies)
+
+
 # -- in-process contenders -------------------------------------------------------------------
 
 
@@ -97,8 +115,8 @@ def ours(data: bytes) -> Any:
     from aggregator import Assembler
 
     assembler = Assembler("bench")
-    (result,) = assembler.feed(data) + assembler.close()
-    return result.completion
+    results = assembler.feed(data) + assembler.close()
+    return [r.completion for r in results[:-1]]  # (the last: the source's report)
 
 
 def sdk(data: bytes) -> Any:
@@ -564,12 +582,39 @@ def anthropic_protocol(report: Report, quick: bool) -> None:
     )
 
 
+def only(section: str, quick: bool, json_path: Path | None) -> int:
+    """One of the sections 8 to 10 alone, at the sizes of the full run (or of ``--quick``)."""
+    repeats = 1 if quick else 5
+    report = Report(judge=not quick)
+    if section == "shapes":
+        shapes(report, 300 if quick else 10_000, repeats)
+    elif section == "responses":
+        responses_protocol(report, 2_000 if quick else 200_000, repeats)
+    else:
+        anthropic_protocol(report, quick)
+    judged = len([r for r in report.rows if r[2]])
+    if quick:
+        print(f"\nsmoke run: {judged} ratios measured, none judged (the sizes are too small)")
+    else:
+        print(f"\n{judged - report.failed} targets met, {report.failed} not met")
+    if json_path:
+        json_path.write_text(json.dumps(report.rows, indent=1))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+    parser.add_argument(
+        "--only",
+        choices=["shapes", "responses", "anthropic"],
+        help="run that section alone (8, 9 or 10): quick to iterate on",
+    )
     args = parser.parse_args()
     quick = args.quick
+    if args.only is not None:
+        return only(args.only, quick, args.json)
     small, large = (2_000, 8_000) if quick else (100_000, 800_000)
     sdk_n = 1_000 if quick else 50_000
     repeats = 1 if quick else 5
@@ -583,7 +628,7 @@ def main() -> int:
         files = {}
         for n in {small, large, sdk_n}:
             path = Path(tmp) / f"stream-{n}.sse"
-            path.write_bytes(sse_bytes(stream_chunks(n)))
+            path.write_bytes(sse_file(n))
             files[n] = path
         floor_py = Path(tmp) / "floor.py"
         floor_py.write_text(FLOOR_SCRIPT)

@@ -403,17 +403,24 @@ class _Logprobs:
     def add_text(self, logprobs: TextLogprobs | dict[str, Any]) -> None:
         """Take a text choice's ``logprobs``: an event's, or a plain payload's dict (no extras:
         see ``is_plain_text``)."""
-        if isinstance(logprobs, dict):
-            get: Any = logprobs.get
-        else:
-            get = logprobs.__getattribute__
-            if logprobs.extras:
-                merge_snapshot(self.extras, logprobs.extras)
+        if logprobs.__class__ is dict:  # a plain one: its lists, in one loop
+            lists = self.lists
+            for name, values in logprobs.items():
+                if values is not None:
+                    kept = lists.get(name)
+                    if kept is None:
+                        lists[name] = list(values)
+                    else:
+                        kept.extend(values)
+            return
+        assert not isinstance(logprobs, dict)  # (an event's)
+        if logprobs.extras:
+            merge_snapshot(self.extras, logprobs.extras)
         extend = self._extend
-        extend("tokens", get("tokens"))
-        extend("token_logprobs", get("token_logprobs"))
-        extend("top_logprobs", get("top_logprobs"))
-        extend("text_offset", get("text_offset"))
+        extend("tokens", logprobs.tokens)
+        extend("token_logprobs", logprobs.token_logprobs)
+        extend("top_logprobs", logprobs.top_logprobs)
+        extend("text_offset", logprobs.text_offset)
 
     def chat(self) -> ChoiceLogprobs:
         lists = self.lists
@@ -647,6 +654,7 @@ class Accumulator:
         service_tier = payload.get("service_tier")
         if service_tier is not None:
             self.service_tier = service_tier
+        self._plain_usage(payload)
         choices = self._choices
         for choice in choices_in:
             index = choice["index"]
@@ -671,6 +679,7 @@ class Accumulator:
         fingerprint = payload.get("system_fingerprint")
         if fingerprint is not None:
             self.system_fingerprint = fingerprint
+        self._plain_usage(payload)
         choices = self._choices
         for choice in payload["choices"]:
             index = choice["index"]
@@ -678,6 +687,13 @@ class Accumulator:
             if state is None:
                 state = choices[index] = _TextChoice(self._check(index), self._limits)
             state.add_plain(choice)  # type: ignore[call-arg]
+
+    def _plain_usage(self, payload: dict[str, Any]) -> None:
+        """A plain payload's usage (counts only, see ``_plain_usage`` in ``_plain``), structured
+        by the one converter as the whole chunk's would be, merged as :meth:`add` merges it."""
+        usage = payload.get("usage")
+        if usage is not None:
+            self.usage = merge_usage(self.usage, structure(usage, Usage))
 
     def _plain_nulls(self, payload: dict[str, Any]) -> None:
         """The top-level keys of a stream's first plain chunk sent as null."""
@@ -691,6 +707,13 @@ class Accumulator:
         ``add_plain`` do with such a chunk, for the byte-shape lane."""
         self.chunks += 1
         self._choices[index].add_text(field, text)
+
+    def append_logprobs(self, index: int, text: str, logprobs: dict[str, Any]) -> None:
+        """Merge a text-completion chunk whose only news is ``text`` and ``logprobs`` (an object
+        ``is_plain_text`` takes) for the choice ``index``, which exists: what ``add_plain`` does
+        with such a chunk, for the byte-shape lane."""
+        self.chunks += 1
+        self._choices[index]._take(text, logprobs, None)  # type: ignore[union-attr]
 
     def tool_call(self, index: int, call: int) -> _ToolCall | None:
         """The tool call a fragment with index ``call`` of choice ``index`` would continue."""

@@ -1,8 +1,8 @@
 """The common chat chunk, and the byte-shape lane that merges it without parsing it whole.
 
 Theory of operation: most chunks of a chat stream are of one plain shape (:func:`is_plain_chat`):
-a delta of strings, no tool calls, no logprobs, no usage. Such a payload is merged from the
-parsed dict (``Accumulator.add_plain``), with no event built.
+a delta of strings, no tool calls, no logprobs, a usage of counts if any. Such a payload is
+merged from the parsed dict (``Accumulator.add_plain``), with no event built.
 
 Most of them are also the same bytes but for a short piece of text: the same id, model, choice
 index, the same ``"logprobs":null,"finish_reason":null``, perhaps a random ``obfuscation`` string at
@@ -24,6 +24,7 @@ whenever the stream its shapes merge into stops being the current one, ends or f
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, final
 
 import orjson
@@ -43,10 +44,38 @@ _STR = str
 _STR_OR_NONE = frozenset({str, type(None)})
 
 
+_USAGE_DETAILS = frozenset({"prompt_tokens_details", "completion_tokens_details"})
+_INT_OR_NONE = frozenset({int, type(None)})
+
+
+def _plain_usage(usage: Any) -> bool:
+    """Whether ``usage`` is absent, or an object that structuring cannot refuse: ints (or
+    nulls) only, and the two ``*_details`` objects of ints (or nulls), no key ``extras``. Such
+    a usage is structured alone, by the one converter (``Accumulator.add_plain``): whatever its
+    keys, a named field gets its int and another key goes to ``extras`` as it is."""
+    if usage is None:
+        return True
+    if usage.__class__ is not dict or "extras" in usage:
+        return False
+    for key, value in usage.items():
+        if key in _USAGE_DETAILS:
+            if value is None:
+                continue
+            if value.__class__ is not dict or "extras" in value:
+                return False
+            for count in value.values():
+                if count.__class__ not in _INT_OR_NONE:
+                    return False
+        elif value.__class__ not in _INT_OR_NONE:
+            return False
+    return True
+
+
 def is_plain_chat(obj: Any) -> bool:
     """Whether ``obj`` is a chat chunk of the common shape, with every field of the right type.
 
-    The common shape: only the named top-level keys, ``usage`` null or absent, and choices
+    The common shape: only the named top-level keys, ``usage`` of counts (``_plain_usage``),
+    null or absent, and choices
     whose delta holds only ``role``, ``content``, ``reasoning_content``, ``reasoning`` and
     ``refusal`` strings (or nulls), with null ``logprobs``. Such a payload needs no event to be
     merged (see ``Accumulator.add_plain``); anything else takes the converter's full path,
@@ -70,7 +99,7 @@ def is_plain_chat(obj: Any) -> bool:
     if len(obj) > 5:  # some of the optional keys are there
         get = obj.get
         if (
-            get("usage") is not None
+            not _plain_usage(get("usage"))
             or get("system_fingerprint").__class__ not in _STR_OR_NONE
             or get("service_tier").__class__ not in _STR_OR_NONE
             or get("obfuscation").__class__ not in _STR_OR_NONE
@@ -109,18 +138,17 @@ _TEXT_TOP = frozenset({"id", "object", "created", "model", "choices", "system_fi
     "usage",
 }
 _TEXT_CHOICE = frozenset({"index", "text", "logprobs", "finish_reason"})
-_TEXT_LOGPROBS = frozenset({"tokens", "token_logprobs", "top_logprobs", "text_offset"})
 _NUMBER = frozenset({int, float})
 _NUMBER_OR_NONE = frozenset({int, float, type(None)})
-_STR_ONLY = frozenset({str})
-_INT_ONLY = frozenset({int})
+_TEXT_LOGPROBS = frozenset({"tokens", "token_logprobs", "top_logprobs", "text_offset"})
 
 
 def is_plain_text(obj: Any) -> bool:
     """Whether ``obj`` is a text-completion chunk that structuring would take exactly as it is:
-    the named keys only, of the right types (a ``text_offset`` of ints, not ``3.0``), no
-    ``usage`` and no keys the models do not name. Such a payload is merged from its dict
-    (``Accumulator.add_plain``); anything else takes the converter's full path."""
+    the named keys only, of the right types (a ``text_offset`` of ints, not ``3.0``), a
+    ``usage`` of counts (``_plain_usage``) if any, and no keys the models do not name. Such a
+    payload is merged from its dict (``Accumulator.add_plain``); anything else takes the
+    converter's full path."""
     if obj.__class__ is not dict or not obj.keys() <= _TEXT_TOP:
         return False
     get = obj.get
@@ -130,7 +158,7 @@ def is_plain_text(obj: Any) -> bool:
         or get("id").__class__ is not _STR
         or get("created").__class__ is not int
         or get("model").__class__ is not _STR
-        or get("usage") is not None
+        or not _plain_usage(get("usage"))
         or get("system_fingerprint").__class__ not in _STR_OR_NONE
         or get("obfuscation").__class__ not in _STR_OR_NONE
     ):
@@ -153,39 +181,43 @@ def is_plain_text(obj: Any) -> bool:
     return True
 
 
-def _list_of(values: Any, kinds: frozenset[Any]) -> bool:
-    """Whether ``values`` is absent, or a list of values of those classes only."""
-    if values is None:
-        return True
-    if values.__class__ is not list:
-        return False
-    for value in values:  # noqa: SIM110 - a loop, not all() of a generator: every chunk
-        if value.__class__ not in kinds:
-            return False
-    return True
-
-
 def _plain_text_logprobs(logprobs: Any) -> bool:
-    if logprobs.__class__ is not dict or not logprobs.keys() <= _TEXT_LOGPROBS:
+    """Whether a text choice's ``logprobs`` is an object that structuring would take as it is:
+    only the named keys, each a list (or null) of entries of the right classes: ``tokens``
+    strings, ``token_logprobs`` numbers or nulls, ``text_offset`` ints, ``top_logprobs``
+    objects of numbers or nulls. One loop, keys told by comparison: the lane asks this of every
+    chunk with logprobs, and ``keys() <=`` a set costs more than the rest."""
+    if logprobs.__class__ is not dict:
         return False
-    get = logprobs.get
-    if not (
-        _list_of(get("tokens"), _STR_ONLY)
-        and _list_of(get("token_logprobs"), _NUMBER_OR_NONE)
-        and _list_of(get("text_offset"), _INT_ONLY)
-    ):
-        return False
-    values = get("top_logprobs")
-    if values is not None:
+    for key, values in logprobs.items():
+        if values is None:
+            if key not in _TEXT_LOGPROBS:
+                return False
+            continue
         if values.__class__ is not list:
             return False
-        for top in values:
-            if top is not None:
-                if top.__class__ is not dict:
+        if key == "tokens":
+            for value in values:
+                if value.__class__ is not _STR:
                     return False
-                for v in top.values():
-                    if v.__class__ not in _NUMBER:
+        elif key == "token_logprobs":
+            for value in values:
+                if value.__class__ not in _NUMBER_OR_NONE:
+                    return False
+        elif key == "top_logprobs":
+            for top in values:
+                if top is not None:
+                    if top.__class__ is not dict:
                         return False
+                    for value in top.values():
+                        if value.__class__ not in _NUMBER:
+                            return False
+        elif key == "text_offset":
+            for value in values:
+                if value.__class__ is not int:
+                    return False
+        else:
+            return False
     return True
 
 
@@ -238,27 +270,20 @@ class _Shape:
         self.fingerprint = fingerprint
         self.tier = tier
 
-    def text(self, payload: bytes) -> str | None:
-        """The string of ``payload`` if it has this shape, else ``None``."""
-        if self.obfuscated:
-            end = payload.rfind(_OBFUSCATION)
-            if end < 0 or not _bare_string_end(payload[end + len(_OBFUSCATION) :]):
-                return None
-        else:
-            end = len(payload)
-        if not payload.endswith(self.suffix, 0, end):
-            return None
+    def take(self, payload: bytes) -> bool:
+        """Merge ``payload`` if it has this shape (as the full path would); whether it did."""
+        end = _obfuscation_at(payload) if self.obfuscated else len(payload)
+        if end < 0 or not payload.endswith(self.suffix, 0, end):
+            return False
         middle = payload[self.start : end - self.cut]
         if not middle:
-            return None
+            return False
         try:
             value = orjson.loads(middle)
         except orjson.JSONDecodeError:
-            return None
-        return value if value.__class__ is str else None
-
-    def merge(self, value: str) -> None:
-        """Merge a chunk of this shape whose string is ``value`` (as the full path would)."""
+            return False
+        if value.__class__ is not str:
+            return False
         acc = self.acc
         if self.call is None:
             acc.append_text(self.index, self.field, value)
@@ -268,11 +293,112 @@ class _Shape:
             acc.system_fingerprint = self.fingerprint
         if self.tier is not None:
             acc.service_tier = self.tier
+        return True
 
 
-def _bare_string_end(tail: bytes) -> bool:
-    """Whether ``tail`` is the rest of a string with no escapes, then the closing brace."""
-    return tail.endswith(b'"}') and b'"' not in tail[:-2] and b"\\" not in tail[:-2]
+def _obfuscation_at(payload: bytes) -> int:
+    """Where ``payload``'s last ``,"obfuscation":"`` is, if a string with no escapes follows it
+    to the closing brace that ends ``payload``; else -1."""
+    end = payload.rfind(_OBFUSCATION)
+    if end < 0:
+        return -1
+    close = len(payload) - 2
+    at = end + len(_OBFUSCATION)
+    if (
+        payload.find(b'"', at) != close  # (-1 when there is none: never ``close``)
+        or payload[close + 1 :] != b"}"
+        or payload.find(b"\\", at) >= 0
+    ):
+        return -1
+    return end
+
+
+@final
+class _LogprobsShape:
+    """The bytes around the text and the logprobs of one text-completion choice's chunks: a
+    prefix, the text's string, the bytes between (``middle``: ``,"index":0,"logprobs":``), the
+    logprobs object, a suffix. The text is cut as :class:`_Shape` cuts its string; the logprobs
+    are the bytes between ``middle`` and the suffix, which must be exactly one JSON value, an
+    object that :func:`is_plain_text` takes as it is (``_plain_text_logprobs``). Such a payload
+    is the one learnt with those two values changed: merged as ``add_plain`` merges it."""
+
+    __slots__ = (
+        "acc",
+        "cut",
+        "fingerprint",
+        "index",
+        "middle",
+        "obfuscated",
+        "prefix",
+        "start",
+        "suffix",
+    )
+
+    def __init__(
+        self,
+        acc: Accumulator,
+        index: int,
+        prefix: bytes,
+        middle: bytes,
+        suffix: bytes,
+        obfuscated: bool,
+        fingerprint: str | None,
+    ) -> None:
+        self.acc = acc
+        self.index = index
+        self.prefix = prefix
+        self.middle = middle
+        self.suffix = suffix
+        self.start = len(prefix)
+        self.cut = len(suffix)
+        self.obfuscated = obfuscated
+        self.fingerprint = fingerprint
+
+    def take(self, payload: bytes) -> bool:
+        """Merge ``payload`` if it has this shape (as ``add_plain`` would); whether it did."""
+        end = _obfuscation_at(payload) if self.obfuscated else len(payload)
+        if end < 0 or not payload.endswith(self.suffix, 0, end):
+            return False
+        start = self.start
+        close = payload.find(b'"', start + 1)
+        if payload[close - 1] == 0x5C:  # a backslash before it: find the quote that closes
+            close = _string_end(payload, start)
+        middle = self.middle
+        if close < 0 or not payload.startswith(middle, close + 1):
+            return False
+        at = close + 1 + len(middle)
+        stop = end - self.cut
+        if stop <= at:
+            return False
+        try:
+            text = orjson.loads(payload[start : close + 1])
+            logprobs = orjson.loads(payload[at:stop])
+        except orjson.JSONDecodeError:
+            return False
+        if text.__class__ is not str or not _plain_text_logprobs(logprobs):
+            return False
+        acc = self.acc
+        acc.append_logprobs(self.index, text, logprobs)
+        if self.fingerprint is not None:
+            acc.system_fingerprint = self.fingerprint
+        return True
+
+
+#: A JSON string, or a bracket (what :func:`_value_end` counts).
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+
+
+def _value_end(payload: bytes, start: int) -> int:
+    """The index just past the JSON object or array that opens at ``start``, or -1."""
+    depth = 0
+    for match in _TOKEN.finditer(payload, start):
+        kind = payload[match.start()]
+        if kind == 0x22:  # a string: its brackets are text
+            continue
+        depth += 1 if kind in (0x5B, 0x7B) else -1
+        if depth == 0:
+            return match.end()
+    return -1
 
 
 _CALL_DELTA = frozenset({"tool_calls", "role", "content"})
@@ -286,8 +412,9 @@ def _piece(
     """``(choice index, tool call index or None, field)`` if ``obj`` (just merged into ``acc``)
     is one choice's one string and nothing else that merging it again could change: a delta
     field of a plain chat chunk, the arguments of a tool call that exists, or the text of a text
-    completion; else ``None``. ``plain``: ``obj`` is a validated plain payload (merged from
-    its dict), not one structured into an event."""
+    completion (``"logprobs"``: its text and its logprobs, of a plain one); else ``None``.
+    ``plain``: ``obj`` is a validated plain payload (merged from its dict), not one structured
+    into an event."""
     choices = obj.get("choices")
     if choices.__class__ is not list or len(choices) != 1:
         return None
@@ -295,16 +422,20 @@ def _piece(
     if (
         choice.__class__ is not dict
         or choice.get("finish_reason") is not None
-        or choice.get("logprobs") is not None
         or obj.get("usage") is not None
         or choice.get("index").__class__ is not int
     ):
         return None
     index = choice["index"]
+    logprobs = choice.get("logprobs")
     if obj.get("object") in ("text_completion", "completion"):
         text = choice.get("text").__class__ is str
         if text and obj.keys() <= _TEXT_TOP and choice.keys() <= _TEXT_CHOICE:
-            return (index, None, "text")
+            if logprobs is None:
+                return (index, None, "text")
+            return (index, None, "logprobs") if plain else None  # (plain: merged from its dict)
+        return None
+    if logprobs is not None:
         return None
     if not plain:
         return _arguments(obj, choice, index, acc)
@@ -383,6 +514,35 @@ def _string_end(payload: bytes, start: int) -> int:
         end += 1
 
 
+_LOGPROBS = b'"logprobs":'
+
+
+def _logprobs_of(
+    payload: bytes, suffix: bytes, text_end: int, logprobs: Any
+) -> tuple[bytes, bytes] | None:
+    """The bytes between a text's string (closed at ``text_end``) and its choice's logprobs
+    object, and the bytes after that object, for a :class:`_LogprobsShape`; ``None`` unless the
+    key ``"logprobs":`` is in ``payload`` once, after the text, and the object there is the
+    ``logprobs`` parsed (``suffix``: the bytes after the text, escapes checked by the caller)."""
+    at = suffix.find(_LOGPROBS)
+    if (
+        at < 0
+        or payload.find(_LOGPROBS) != text_end + 1 + at
+        or suffix.find(_LOGPROBS, at + 1) >= 0
+    ):
+        return None
+    start = at + len(_LOGPROBS)
+    stop = _value_end(suffix, start)
+    if stop < 0:
+        return None
+    try:
+        if orjson.loads(suffix[start:stop]) != logprobs:
+            return None
+    except orjson.JSONDecodeError:
+        return None
+    return suffix[:start], suffix[stop:]
+
+
 @final
 class Lane:
     """The byte shapes learnt from one source's plain chunks (see the module's docstring)."""
@@ -390,19 +550,16 @@ class Lane:
     __slots__ = ("merged", "shapes")
 
     def __init__(self) -> None:
-        self.shapes: list[_Shape] = []
+        self.shapes: list[_Shape | _LogprobsShape] = []
         #: how many payloads the lane merged (for tests and statistics).
         self.merged = 0
 
     def try_merge(self, payload: bytes) -> bool:
         """Merge ``payload`` if it has a shape learnt; whether it did."""
         for shape in self.shapes:
-            if payload.startswith(shape.prefix):
-                value = shape.text(payload)
-                if value is not None:
-                    shape.merge(value)
-                    self.merged += 1
-                    return True
+            if payload.startswith(shape.prefix) and shape.take(payload):
+                self.merged += 1
+                return True
         return False
 
     def learn(self, payload: bytes, obj: Any, plain: bool, acc: Accumulator) -> None:
@@ -412,29 +569,39 @@ class Lane:
         piece = _piece(obj, plain, acc) if obj.__class__ is dict else None
         if piece is None:
             return
-        found = string_of(payload, _FIELDS[piece[2]])
+        logprobs = piece[2] == "logprobs"
+        found = string_of(payload, _FIELDS["text" if logprobs else piece[2]])
         if found is None:
             return
         start, end = found
         suffix = payload[end + 1 :]
         obfuscated = False
         if obj.get("obfuscation") is not None:
-            cut = suffix.rfind(_OBFUSCATION)
-            if cut < 0 or not _bare_string_end(suffix[cut + len(_OBFUSCATION) :]):
+            cut = _obfuscation_at(suffix)
+            if cut < 0:
                 return
             suffix, obfuscated = suffix[:cut], True
         prefix = payload[:start]
         if b"\\" in prefix or b"\\" in suffix:
             return  # an escape outside the string: a key may be spelled twice ("con\\u0074ent")
-        shape = _Shape(
-            acc,
-            piece,
-            prefix,
-            suffix,
-            obfuscated,
-            obj.get("system_fingerprint"),
-            obj.get("service_tier"),
-        )
+        shape: _Shape | _LogprobsShape
+        if logprobs:
+            around = _logprobs_of(payload, suffix, end, obj["choices"][0]["logprobs"])
+            if around is None:
+                return
+            middle, suffix = around
+            fingerprint = obj.get("system_fingerprint")
+            shape = _LogprobsShape(acc, piece[0], prefix, middle, suffix, obfuscated, fingerprint)
+        else:
+            shape = _Shape(
+                acc,
+                piece,
+                prefix,
+                suffix,
+                obfuscated,
+                obj.get("system_fingerprint"),
+                obj.get("service_tier"),
+            )
         self.shapes.insert(0, shape)
         del self.shapes[_MAX_SHAPES:]
 
