@@ -227,7 +227,15 @@ def run(
 
 
 if __name__ == "__main__":
+    from .responses import costs
+
     quick = "--quick" in sys.argv
     figures = run(1_000, sdk_n=200, process_n=2_000, repeats=1) if quick else run()
     for key, value in figures.items():
         print(f"{key}: {value:.2f}")
+    size = 2_000 if quick else 200_000
+    shares = costs(stream("text", size), floor, 1 if quick else 5)
+    print(
+        f"µs per event, {size:,} text deltas: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in shares.items())
+    )
