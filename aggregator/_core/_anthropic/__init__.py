@@ -32,6 +32,7 @@ from __future__ import annotations
 import sys
 from typing import Any, ClassVar, final
 
+import attrs
 import orjson
 
 from .. import _converter
@@ -77,6 +78,7 @@ _TEXT_FIELD = {
 }
 _KIND = {"text": "content", "thinking": "reasoning", "signature": "reasoning"}
 _KIND_JSON = "tool_call"
+_BLOCK: Any = ContentBlock  # (a union: what the converter's hook tells apart)
 
 
 @final
@@ -84,14 +86,24 @@ class _Block:
     """One content block: the object its ``content_block_start`` gave, and the text fragments
     its deltas gathered, joined once (when the block stops, or a result is asked for)."""
 
-    __slots__ = ("base", "citations", "open", "parts", "size")
+    __slots__ = ("base", "citations", "open", "parts", "size", "typed")
 
-    def __init__(self, base: dict[str, Any], open_: bool) -> None:
+    def __init__(self, base: dict[str, Any], open_: bool, typed: Any) -> None:
         self.base = base
         self.open = open_
         self.parts: dict[str, list[str]] = {}
         self.size = 0
         self.citations: list[Any] | None = None
+        #: the typed block the check of ``base`` built (see ``MessageAccumulator._check``):
+        #: the block's result while no fragment or citation is added to it.
+        self.typed = typed
+
+    def result(self, source: str) -> Any:
+        """The typed block as the API returns it (see :meth:`joined`)."""
+        if self.typed is not None and not self.parts and self.citations is None:
+            return self.typed
+        block = _converter._without_nones(self.joined()[0])
+        return _converter.structure(block, _BLOCK, source=source)
 
     def joined(self) -> tuple[dict[str, Any], bool]:
         """The block as the API returns it, its fragments joined (a tool input parsed, ``""``
@@ -120,9 +132,11 @@ class _Block:
     def stop(self) -> bool:
         """Close the block, joining its fragments once; whether its tool input is not JSON."""
         self.open = False
-        self.base, bad = self.joined()
-        self.parts, self.citations = {}, None
-        return bad
+        if self.parts or self.citations is not None:
+            self.base, bad = self.joined()
+            self.parts, self.citations, self.typed = {}, None, None
+            return bad
+        return False  # nothing to join: its base, and the typed block, are as they were
 
 
 @final
@@ -140,6 +154,10 @@ class MessageAccumulator:
         self.message: dict[str, Any] = {}
         self.usage: dict[str, Any] | None = None
         self.blocks: dict[int, _Block] = {}
+        #: the typed message (without content and usage) and usage the checks of ``message``
+        #: and ``usage`` built, kept for :meth:`result` (``None``: none, or no longer true).
+        self._typed_message: Message | None = None
+        self._typed_usage: Usage | None = None
 
     @property
     def problems(self) -> list[StreamError]:
@@ -194,12 +212,12 @@ class MessageAccumulator:
             if base.__class__ is not dict:
                 raise ConflictError(f"block {index}: a content_block that is not an object")
             self._room(index)
-            self._check(base, ContentBlock, f"block {index}")
+            typed = self._check(base, ContentBlock, f"block {index}")
             old = self.blocks.get(index)
             if old is not None:
                 old.stop()  # a lane shape holding it merges no more
                 self.notes.append(f"block {index} started again: the later start kept")
-            self.blocks[index] = _Block(dict(base), True)
+            self.blocks[index] = _Block(dict(base), True, typed)
         elif kind == "content_block_stop":
             index = self._index(payload)
             block = self.open_block(index)
@@ -219,7 +237,7 @@ class MessageAccumulator:
             for key, value in payload.items():
                 if key not in ("type", "delta", "usage"):
                     fields[key] = value
-            self._check(fields, Message, "message_delta")
+            self._typed_message = self._check(fields, Message, "message_delta")
             self.message = fields
             self._usage(payload.get("usage"))  # last: a bad usage is refused, the rest taken
         elif kind == "message_start":
@@ -227,22 +245,25 @@ class MessageAccumulator:
             if message.__class__ is not dict:
                 raise ConflictError("a message_start without a message object")
             fields = {k: v for k, v in message.items() if k not in ("content", "usage")}
-            self._check(fields, Message, "message_start")
+            typed = self._check(fields, Message, "message_start")
             prefilled = message.get("content")
             if prefilled.__class__ is list:  # a prefilled message_start: its blocks, by place
                 most = self.limits.max_blocks
                 if most is not None and len(prefilled) > most:
                     raise LimitError(f"more than {most} content blocks", limit="max_blocks")
-                for index, block in enumerate(prefilled):
-                    self._check(block, ContentBlock, f"prefilled block {index}")
-                self.blocks = {i: _Block(dict(b), False) for i, b in enumerate(prefilled)}
-            self.message = fields
+                blocks = [
+                    _Block(dict(b), False, self._check(b, ContentBlock, f"prefilled block {i}"))
+                    for i, b in enumerate(prefilled)
+                ]
+                self.blocks = dict(enumerate(blocks))
+            self.message, self._typed_message = fields, typed
             self._usage(message.get("usage"))  # last: a bad usage is refused, the rest taken
         elif kind == "message_stop":
             self.finished = True
         else:
             self.notes.append(f"an event of unknown type {_preview(kind)} kept as data")
             self.message.setdefault("unknown_events", []).append(payload)
+            self._typed_message = None  # (structured again, with them, by result)
 
     def _usage(self, usage: Any) -> None:
         if usage is None:
@@ -257,16 +278,17 @@ class MessageAccumulator:
             ):
                 raise ConflictError(f"usage {key} is not a count: {_preview(value)}")
         merged = {**self.usage, **usage} if self.usage else dict(usage)
-        self._check(merged, Usage, "usage")
+        self._typed_usage = self._check(merged, Usage, "usage")
         self.usage = merged
 
-    def _check(self, value: Any, cls: Any, what: str) -> None:
+    def _check(self, value: Any, cls: Any, what: str) -> Any:
         """Refuse ``value`` (a :class:`ConflictError`) unless it structures as ``cls``: what
-        is merged always makes a :class:`Message`, so :meth:`result` never fails."""
+        is merged always makes a :class:`Message`, so :meth:`result` never fails. The typed
+        object (nulls dropped: the API's shape), which :meth:`result` keeps where it can."""
         if value.__class__ is not dict:
             raise ConflictError(f"{what}: not an object but {_preview(value)}")
         try:
-            _converter.structure(_converter._without_nones(value), cls, source=self.source)
+            return _converter.structure(_converter._without_nones(value), cls, source=self.source)
         except StructureError as exc:
             raise ConflictError(f"{what}: {exc.detail} (at {exc.field})") from None
 
@@ -302,7 +324,7 @@ class MessageAccumulator:
             block.citations.append(citation)
         else:  # compaction_delta, or a type not known: its fields set on the block
             base = {**block.base, **{k: v for k, v in delta.items() if k != "type"}}
-            self._check(base, ContentBlock, f"block {index}")
+            block.typed = self._check(base, ContentBlock, f"block {index}")
             block.base = base
             if kind not in DELTAS:
                 self.notes.append(
@@ -310,8 +332,26 @@ class MessageAccumulator:
                 )
 
     def result(self) -> Message:
-        """The message as of now (partial while the stream is open); changes nothing. It is
-        built as JSON and structured once (nulls dropped: the API's shape)."""
+        """The message as of now (partial while the stream is open); changes nothing.
+
+        The objects the checks built are kept: the typed message (less its content and
+        usage), the usage, and each block to which no fragment or citation was added; the
+        other blocks are joined and structured once, and the message is the typed one with
+        them (``attrs.evolve``). What that gives is what :meth:`structured` gives, the whole
+        message built as JSON and structured once, nulls dropped (the tests hold the two
+        equal); a message with no typed fields kept, or whose fields hold a content or a usage
+        of their own, is made so."""
+        typed = self._typed_message
+        if typed is None or "content" in self.message or "usage" in self.message:
+            return self.structured()
+        blocks = self.blocks
+        content = [blocks[index].result(self.source) for index in sorted(blocks)]
+        usage = self._typed_usage if self.usage is not None else None
+        return attrs.evolve(typed, content=content, usage=usage)
+
+    def structured(self) -> Message:
+        """The message as of now, built as JSON and structured once (nulls dropped: the API's
+        shape): what :meth:`result` gives, by the long way."""
         data = dict(self.message)
         data["content"] = [self.blocks[index].joined()[0] for index in sorted(self.blocks)]
         if self.usage is not None:

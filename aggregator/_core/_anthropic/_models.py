@@ -6,8 +6,9 @@ and writes them back (``to_dict`` is the API's JSON, nulls dropped). A content b
 and an event are each a union told apart by its ``type``: the hooks registered here pick the
 class by that name, and a type this module does not know becomes :class:`UnknownBlock`,
 :class:`UnknownDelta` or :class:`UnknownEvent`, its fields kept in ``extras``: data, never an
-error. The accumulator builds the message as JSON and structures it once, when a result is
-asked for.
+error. The accumulator checks each part as it is merged by structuring it (its start, each
+block, its usage) and keeps what the checks built: a result is the typed message with its
+blocks, only those that deltas changed structured again (``MessageAccumulator.result``).
 """
 
 from __future__ import annotations
