@@ -607,20 +607,24 @@ class Engine:
             self._end_all(EndReason.ERROR, end, where_text(where), out)
 
     def _duplicate(
-        self, stream: _Stream, dedupe_id: Any, obj: Any, data: bytes | None, where: Where
+        self, stream: _Stream, dedupe_id: Any, obj: Any, data: bytes | None, where: Where | None
     ) -> bool:
         """Whether a chunk is an exact replay (dropped, counted in ``duplicates``): its dedupe
         id was seen in this stream, with the same payload. The same id with another payload is
         not a replay: it is kept, and the stream gets a problem (the server reuses ids, so
         dedupe by id cannot tell its replays from new content). Ids longer than
-        ``Limits.max_id`` are remembered as digests, so the memory is bounded in bytes."""
+        ``Limits.max_id`` are remembered as digests, so the memory is bounded in bytes.
+        ``where``: ``None`` for the event being read (a lane's payload; placed only if needed).
+        """
         if self._dedupe_ids is None:
             return False
         seen = stream.seen
         if seen is None:
             seen = stream.seen = OrderedDict()
-        key = self._id_key(dedupe_id)
-        mark = _payload_hash(obj, data)
+        key = self._id_key(dedupe_id) if dedupe_id.__class__ is str else dedupe_id
+        # a payload's mark, to tell an exact replay from new content under the same id: the
+        # hash of its bytes when it came as bytes, else of its JSON
+        mark = hash(data) if data is not None else _object_hash(obj)
         kept = seen.get(key)
         if kept is not None:
             if kept == mark:
@@ -628,6 +632,8 @@ class Engine:
                 return True
             stream.reused += 1
             if stream.reused == 1:
+                if where is None:
+                    where = (self._line, self._events + 1)
                 stream.problems.append(
                     ConflictError(
                         f"the dedupe id {_short(str(dedupe_id))} came again with another payload: "
@@ -649,13 +655,12 @@ class Engine:
         payload with a dedupe id of its own (see ``Protocol.lane``); ``payload``: its bytes
         (without them, the id alone tells a replay)."""
         current = self._current
-        return current is not None and self._duplicate(
-            current, dedupe_id, None, payload, (self._line, self._events + 1)
-        )
+        return current is not None and self._duplicate(current, dedupe_id, None, payload, None)
 
     def _id_key(self, id_: Any) -> Any:
         """How an id is remembered: as it is, or a 16-byte digest when a string longer than
-        ``max_id`` (a protocol's own dedupe id may be any hashable: a sequence number)."""
+        ``max_id`` (a protocol's own dedupe id may be any hashable: a sequence number, which
+        :meth:`_duplicate` keeps as it is without asking)."""
         if id_.__class__ is not str or len(id_) <= self._max_id:
             return id_
         return hashlib.blake2b(id_.encode("utf-8", "surrogatepass"), digest_size=16).digest()
@@ -1029,11 +1034,9 @@ def _notes(stream: _Stream) -> tuple[str, ...]:
 _short = quoted
 
 
-def _payload_hash(obj: Any, data: bytes | None) -> int:
-    """A hash of a payload, to tell an exact replay from new content under the same id: of its
-    bytes when it came as bytes, else of its JSON (an event: of its ``to_dict()``)."""
-    if data is not None:
-        return hash(data)
+def _object_hash(obj: Any) -> int:
+    """A hash of a payload that came as an object (see :meth:`Engine._duplicate`): of its JSON
+    (an event: of its ``to_dict()``)."""
     try:
         if obj.__class__ is not dict and hasattr(obj, "to_dict"):
             obj = obj.to_dict()
