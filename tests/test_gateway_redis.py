@@ -106,6 +106,35 @@ async def stream(http: httpx.AsyncClient, name: str, request: str) -> bytes:
         return b"".join([piece async for piece in answer.aiter_bytes()])
 
 
+async def worker_results(
+    redis_url: str, keys: Keys, shards: list[str], count: int
+) -> list[dict[bytes, bytes]]:
+    """Run ``aggregator worker`` until the results stream holds ``count`` entries (and half a
+    second more: a second write of anything would show by then), stop it with SIGTERM (it
+    exits 0), and return the entries."""
+    worker = await anyio.open_process(
+        [*_command(redis_url, "worker", *shards), "--lease-ms", "1000", "--idle-timeout", "2"],
+        stdout=None,
+        stderr=None,
+    )
+    try:
+        async with client(redis_url) as redis:
+            with anyio.fail_after(RESULTS_WAIT):
+                while await redis.xlen(keys.results) < count:  # noqa: ASYNC110 - polling Redis is the wait
+                    await anyio.sleep(0.1)
+            await anyio.sleep(0.5)
+            entries = [e.field_values for e in await redis.xrange(keys.results)]
+        worker.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            assert await worker.wait() == 0
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+        await worker.aclose()
+    return entries
+
+
 async def test_the_workers_results_are_the_gateways_log(
     anyio_backend: str, redis_gateway: tuple[Gateway, Keys], redis_url: str
 ) -> None:
@@ -134,26 +163,7 @@ async def test_the_workers_results_are_the_gateways_log(
     assert not cut[0]["complete"]  # the cut stream is logged partial
 
     shards = ["--shards", "3", "--prefix", keys.prefix, "--backend", anyio_backend]
-    worker = await anyio.open_process(
-        [*_command(redis_url, "worker", *shards), "--lease-ms", "1000", "--idle-timeout", "2"],
-        stdout=None,
-        stderr=None,
-    )
-    try:
-        async with client(redis_url) as redis:
-            with anyio.fail_after(RESULTS_WAIT):
-                while await redis.xlen(keys.results) < len(records):  # noqa: ASYNC110 - polling Redis is the wait
-                    await anyio.sleep(0.1)
-            await anyio.sleep(0.5)  # a second write of anything would show by now
-            entries = [e.field_values for e in await redis.xrange(keys.results)]
-        worker.send_signal(signal.SIGTERM)
-        with anyio.fail_after(20):
-            assert await worker.wait() == 0
-    finally:
-        if worker.returncode is None:
-            worker.kill()
-            await worker.wait()
-        await worker.aclose()
+    entries = await worker_results(redis_url, keys, shards, len(records))
     written = collections.Counter(e[b"key"].decode() for e in entries)
     assert written == by_key  # every completion once, under the key the gateway logged
     done = await anyio.run_process(_command(redis_url, "results", *shards))
@@ -199,26 +209,7 @@ async def test_publish_only_the_workers_assemble_what_the_gateway_passed_on(
         )
         for request, name in requests.items()
     }
-    worker = await anyio.open_process(
-        [*_command(redis_url, "worker", *shards), "--lease-ms", "1000", "--idle-timeout", "2"],
-        stdout=None,
-        stderr=None,
-    )
-    try:
-        async with client(redis_url) as redis:
-            total = sum(map(len, expected.values()))
-            with anyio.fail_after(RESULTS_WAIT):
-                while await redis.xlen(keys.results) < total:  # noqa: ASYNC110 - polling Redis is the wait
-                    await anyio.sleep(0.1)
-            entries = [e.field_values for e in await redis.xrange(keys.results)]
-        worker.send_signal(signal.SIGTERM)
-        with anyio.fail_after(20):
-            assert await worker.wait() == 0
-    finally:
-        if worker.returncode is None:
-            worker.kill()
-            await worker.wait()
-        await worker.aclose()
+    entries = await worker_results(redis_url, keys, shards, sum(map(len, expected.values())))
     found: dict[str, list[bytes]] = collections.defaultdict(list)
     for entry in entries:
         found[entry[b"key"].decode()].append(entry[b"result"])

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -216,9 +217,9 @@ print(orjson.dumps({{"bare": statistics.median(b), "pipeline": statistics.median
 """
 
 FANIN_CHILD = """
-import sys, time, resource, anyio, orjson
+import sys, time, anyio, orjson
 sys.path.insert(0, {root!r})
-from tests.benchmarks.__main__ import stream_chunks
+from tests.benchmarks.__main__ import high_water_kb, stream_chunks
 import aggregator
 streams, per, backend, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 template = stream_chunks(per)
@@ -239,17 +240,6 @@ if mode == "single":
     sources = {{"one": single(streams * per)}}
 else:
     sources = {{f"s{{i}}": source(i) for i in range(streams)}}
-def high_water_kb():
-    # VmHWM is this process's own peak; ru_maxrss is not: Linux carries it over from the
-    # parent through fork and exec, so a child of a big parent would read the parent's peak
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 base = high_water_kb()
 size = 0
 async def main():
@@ -268,6 +258,20 @@ peak = high_water_kb()
 row = {{"seconds": elapsed, "peak_mb": (peak - base) / 1024, "output_mb": size / 2**20}}
 print(orjson.dumps(row).decode())
 """
+
+
+def high_water_kb() -> int:
+    """This process's peak RSS in KiB (for the children that measure memory). ``VmHWM`` is this
+    process's own peak; ``ru_maxrss`` is not: Linux carries it over from the parent through fork
+    and exec, so a child of a big parent would read the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def child(code: str, *args: object) -> dict[str, float]:

@@ -27,10 +27,10 @@ import sys
 from tests.benchmarks.__main__ import CHILD_ENV, ROOT
 
 CHILD = """
-import sys, time, resource, anyio, orjson
+import sys, time, anyio, orjson
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from tests.benchmarks.__main__ import strings_floor
+from tests.benchmarks.__main__ import high_water_kb, strings_floor
 import aggregator
 
 streams, backend, side = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -63,16 +63,6 @@ def fresh(data, ids, i):  # '"chatcmpl-x"' -> '"chatcmpl-x~i"': the replay's own
 def replay(i):
     raw, _, ids = recordings[i % len(recordings)]
     return fresh(raw, ids, i)
-
-def high_water_kb():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 base = high_water_kb()
 size = 0
