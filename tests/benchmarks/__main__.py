@@ -485,22 +485,9 @@ def shapes(report: Report, n: int, repeats: int) -> None:
 
 # -- 9. and 10. the other protocols -----------------------------------------------------------
 
-RESPONSES_FLOOR_SCRIPT = """
-import sys, orjson
-with open(sys.argv[1], "rb") as f:
-    data = f.read()
-parts = []
-for line in data.split(b"\\n"):
-    if line.startswith(b"data: "):
-        obj = orjson.loads(line[6:])
-        if obj["type"] == "response.output_text.delta":
-            parts.append(obj["delta"])
-sys.stdout.write(orjson.dumps("".join(parts)).decode() + "\\n")
-"""
-
 
 def responses_protocol(report: Report, n: int, repeats: int) -> None:
-    """The OpenAI Responses stream (issue 12): in process against its floor and openai-python's
+    """The OpenAI Responses stream: in process against its floor and openai-python's
     ``ResponseStreamState``, per event; whole process against a floor script, as SSE."""
     from . import responses
 
@@ -524,23 +511,10 @@ def responses_protocol(report: Report, n: int, repeats: int) -> None:
         30.0,
         at_least=True,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "responses.sse"
-        lines = responses.text_stream(n).splitlines()
-        path.write_bytes(
-            b"".join(
-                b"event: " + orjson.loads(line)["type"].encode() + b"\ndata: " + line + b"\n\n"
-                for line in lines
-            )
-        )
-        floor_py = Path(tmp) / "floor.py"
-        floor_py.write_text(RESPONSES_FLOOR_SCRIPT)
-        cli = [sys.executable, "-m", "aggregator", "assemble", str(path)]
-        flr = [sys.executable, str(floor_py), str(path)]
-        t = medians({"ours": lambda: run_process(cli), "floor": lambda: run_process(flr)}, repeats)
-    report.line("9. whole process: aggregator assemble (s)", f"{t['ours']:.2f}")
-    report.line("9. whole process: floor script (s)", f"{t['floor']:.2f}")
-    report.target("9d. whole process, ours / floor", t["ours"] / t["floor"], 2.0)
+    t = responses.whole_process(n, repeats)  # CPU time, alternating, median
+    report.line("9. whole process: aggregator assemble (s)", f"{t['ours_s']:.2f}")
+    report.line("9. whole process: floor script (s)", f"{t['floor_s']:.2f}")
+    report.target("9d. whole process, ours / floor", t["ours_over_floor"], 2.0)
 
 
 def anthropic_protocol(report: Report, quick: bool) -> None:
