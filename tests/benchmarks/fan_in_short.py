@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 
-from tests.benchmarks.__main__ import CHILD_ENV, ROOT
+from tests.benchmarks.__main__ import child
 
 CHILD = """
 import sys, time, anyio, orjson
@@ -104,18 +103,6 @@ print(orjson.dumps(row).decode())
 """
 
 
-def child(streams: int, backend: str, side: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD.format(root=str(ROOT)), str(streams), backend, side],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=CHILD_ENV,
-    )
-    row: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return row
-
-
 def run(streams: int = 10_000, repeats: int = 3, judge: bool = True) -> dict[str, object]:
     """Ours and the floor on both backends, printed; the rows returned."""
     rows: dict[str, object] = {}
@@ -123,8 +110,8 @@ def run(streams: int = 10_000, repeats: int = 3, judge: bool = True) -> dict[str
     for backend in ("asyncio", "trio"):
         ours, floor = [], []
         for _ in range(repeats):  # alternating, each in a fresh process
-            ours.append(child(streams, backend, "ours"))
-            floor.append(child(streams, backend, "floor"))
+            ours.append(child(CHILD, streams, backend, "ours"))
+            floor.append(child(CHILD, streams, backend, "floor"))
         mine = min(ours, key=lambda r: r["seconds"])
         t_ours = statistics.median(r["seconds"] for r in ours)
         t_floor = statistics.median(r["seconds"] for r in floor)
