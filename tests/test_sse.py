@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from unittest import mock
 
 import orjson
 import pytest
@@ -552,4 +553,84 @@ def test_own_id_tells_a_carried_id_from_an_inherited_one() -> None:
         (b"b", "1", False),
         (b"c", "1", False),  # the id line belonged to an event block with no data
         (b"d", "2", True),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The C-loop branch of the scanner (runs of data / blank pairs and event / data / blank
+# triples) against the line loop alone, on streams built to trip it
+# --------------------------------------------------------------------------------------------
+
+NAME = st.sampled_from(["", "message", "content_block_delta", "response.output_text.delta", "é"])
+#: Lines that break a run of the common shapes, each what a real or hostile server sends.
+BREAKERS = st.sampled_from(
+    [
+        b": ping",
+        b"id: 7",
+        b"id: x\0y",
+        b"retry: 10",
+        b"event:tight",
+        b"data:tight",
+        b"data",
+        b"event",
+        b"dat\xef\xbb\xbfa: spoiled",
+        b"data: [DONE]",
+        b"x" * 50,  # longer than the small max_line below
+    ]
+)
+
+
+@st.composite
+def shaped_streams(draw: st.DrawFn) -> bytes:
+    """Mostly events of the two common shapes (pairs and triples), with lines that break
+    a run in between, blank-line floods and events of several data lines."""
+    lines: list[bytes] = []
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(st.sampled_from(["pair", "triple", "triple", "breaker", "blanks", "two"]))
+        text = draw(TEXT).encode()
+        if kind == "pair":
+            lines += [b"data: " + text, b""]
+        elif kind == "triple":
+            lines += [b"event: " + draw(NAME).encode(), b"data: " + text, b""]
+        elif kind == "breaker":
+            lines.append(draw(BREAKERS))
+        elif kind == "blanks":
+            lines += [b""] * draw(st.integers(1, 4))
+        else:
+            lines += [b"event: " + draw(NAME).encode(), b"data: " + text, b"data: 2", b""]
+    return terminate(draw, lines)
+
+
+def scanned(pieces: list[bytes], max_line: int) -> list[object]:
+    decoder = SSEDecoder(max_line=max_line)
+    out: list[object] = []
+    for piece in pieces:
+        out += decoder.scan(piece)
+    out += decoder.scan(b"", final=True)
+    return [str(e) if isinstance(e, DecodeError) else e for e in out]
+
+
+@BOUNDED
+@given(raw=shaped_streams(), small=BOOLS, data=st.data())
+def test_the_scanners_c_loops_cut_as_the_line_loop_does(
+    raw: bytes, small: bool, data: st.DataObject
+) -> None:
+    max_line = 40 if small else 1 << 20
+    pieces = split_at(raw, data.draw(cut_positions(raw), label="cuts"))
+    with mock.patch.object(SSEDecoder, "_scan", SSEDecoder._scan_lines):
+        expected = scanned([raw], max_line)
+        assert scanned(pieces, max_line) == expected  # (the loop alone: any split, the same)
+    assert scanned([raw], max_line) == expected
+    assert scanned(pieces, max_line) == expected
+
+
+def test_the_scanners_c_loops_take_a_run_of_triples_after_an_event_in_progress() -> None:
+    decoder = SSEDecoder()
+    assert decoder.scan(b"event: a\ndata: 1\n") == []
+    records = decoder.scan(b"\nevent: b\ndata: 2\n\nevent: \ndata: 3\n\ndata: 4\n\n")
+    assert records == [
+        (b"1", "a", None, None, 2, False),
+        (b"2", "b", None, None, 5, False),
+        (b"3", "message", None, None, 8, False),
+        (b"4", "message", None, None, 10, False),
     ]

@@ -655,7 +655,17 @@ class Engine:
         payload with a dedupe id of its own (see ``Protocol.lane``); ``payload``: its bytes
         (without them, the id alone tells a replay)."""
         current = self._current
-        return current is not None and self._duplicate(current, dedupe_id, None, payload, None)
+        if current is None:
+            return False
+        seen = current.seen
+        if seen is not None and dedupe_id.__class__ is int and payload is not None:
+            # the steady branch of ``_duplicate`` (an id not seen yet), without its calls
+            if dedupe_id not in seen:
+                seen[dedupe_id] = hash(payload)
+                if len(seen) > self._dedupe_ids:  # type: ignore[operator]  # (seen: dedupe on)
+                    seen.popitem(last=False)
+                return False
+        return self._duplicate(current, dedupe_id, None, payload, None)
 
     def _id_key(self, id_: Any) -> Any:
         """How an id is remembered: as it is, or a 16-byte digest when a string longer than

@@ -340,42 +340,63 @@ class SSEDecoder:
         return events
 
     def _scan(self, lines: list[bytes | None]) -> list[Any]:
-        """The events of ``lines``. A run of pairs of a ``data: `` line and a blank line, with
-        no event in progress and no field set that the next event would carry (the common
-        stream), is cut by C loops: a join and a count check every pair, and each event is
-        made as the loop below makes it (its payload, the id inherited, its line); the rest
-        takes the loop."""
-        pairs = len(lines) >> 1
-        if (
-            pairs
-            and not self._data
-            and not self._skipping
-            and not self._event
-            and not self._own_id
-            and self._retry is None
-            and None not in lines  # (a line too long: the loop says so)
-        ):
-            end = pairs << 1
-            firsts = lines[0:end:2]
-            blanks = lines[1:end:2]
-            joined = b"\n".join(firsts)  # type: ignore[arg-type]  # (no None: checked)
-            if (
-                not any(blanks)
-                and joined.startswith(b"data: ")
-                and joined.count(b"\ndata: ") == pairs - 1
-            ):
-                splitter = self._lines
-                at = splitter.line_no + 1
-                id_ = self._id
-                events: list[Any] = [
-                    (line[6:], "message", id_, None, number, False)  # type: ignore[index]
-                    for line, number in zip(firsts, range(at, at + end, 2), strict=True)
-                ]
-                splitter.line_no += end
-                if end < len(lines):
-                    events += self._scan_lines(lines[end:])
-                return events
-        return self._scan_lines(lines)
+        """The events of ``lines``. A run of events of one common shape, with no field set
+        that the next event would carry, is cut by C loops: pairs of a ``data: `` line and a
+        blank line (a chat stream's body), or triples of an ``event: `` line, a ``data: ``
+        line and a blank line (the Responses and Messages streams). A join and a count check
+        every event of the run, and each is made as the loop below makes it (its payload, its
+        type, the id inherited, its line). An event in progress is first finished by the loop,
+        up to its blank line; what does not fit a shape takes the loop."""
+        if None in lines:  # (a line too long: the loop says so)
+            return self._scan_lines(lines)
+        events: list[Any] = []
+        if self._data or self._skipping or self._event or self._own_id:
+            try:
+                blank = lines.index(b"")
+            except ValueError:
+                return self._scan_lines(lines)
+            events = self._scan_lines(lines[: blank + 1])
+            lines = lines[blank + 1 :]
+        if self._retry is not None or not lines:
+            return events + self._scan_lines(lines) if lines else events
+        first = lines[0]
+        if first[:6] == b"data: ":  # type: ignore[index]  # (no None: checked)
+            step = 2
+        elif first[:7] == b"event: ":  # type: ignore[index]
+            step = 3
+        else:
+            return events + self._scan_lines(lines)
+        count = len(lines) // step
+        end = count * step
+        if not count or any(lines[step - 1 : end : step]):  # every last line blank
+            return events + self._scan_lines(lines)
+        datas = lines[step - 2 : end : step]
+        joined = b"\n".join(datas)  # type: ignore[arg-type]
+        if not joined.startswith(b"data: ") or joined.count(b"\ndata: ") != count - 1:
+            return events + self._scan_lines(lines)
+        splitter = self._lines
+        at = splitter.line_no + step - 1  # the line number of the first data line
+        id_ = self._id
+        numbers = range(at, at + end, step)
+        if step == 2:
+            events += [
+                (line[6:], "message", id_, None, number, False)  # type: ignore[index]
+                for line, number in zip(datas, numbers, strict=True)
+            ]
+        else:
+            kinds = lines[0:end:3]
+            joined = b"\n".join(kinds)  # type: ignore[arg-type]
+            if joined.count(b"\nevent: ") != count - 1:  # (the first: checked above)
+                return events + self._scan_lines(lines)
+            names = {kind: kind[7:].decode("utf-8", "replace") or "message" for kind in set(kinds)}  # type: ignore[index]
+            events += [
+                (line[6:], names[kind], id_, None, number, False)  # type: ignore[index]
+                for kind, line, number in zip(kinds, datas, numbers, strict=True)
+            ]
+        splitter.line_no += end
+        if end < len(lines):
+            events += self._scan_lines(lines[end:])
+        return events
 
     def _scan_lines(self, lines: list[bytes | None]) -> list[Any]:
         events: list[Any] = []
