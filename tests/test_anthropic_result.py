@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aggregator._core._anthropic import MessageAccumulator
+from aggregator._core._anthropic._accumulate import MessageAccumulator
 from aggregator._core._converter import to_dict
 from aggregator._core._errors import ConflictError, LimitError
 from aggregator._core._limits import Limits

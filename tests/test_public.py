@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 import aggregator
 
 
@@ -153,3 +155,35 @@ def test_every_model_repr_is_the_one_attrs_would_write() -> None:
         )
         assert repr(sample) == written_by_attrs
     assert "hidden" not in repr(samples[1])
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_first_anthropic_stream_after_the_converter_is_in_use_imports_its_models() -> None:
+    """The Anthropic models cost import time: ``import aggregator`` and a chat stream do not
+    load them; the first Anthropic stream does, after the converter was made (a chat chunk
+    that is not plain, structured), and its hooks join that converter: the message is the
+    one this process (every model imported from the start) assembles."""
+    chat = DATA / "openai" / "a247c49c5fcd.sse"
+    message = DATA / "anthropic" / "anthropic_web_search_citations_delta.jsonl"
+    code = f"""if True:
+        import sys, orjson, aggregator
+        from pathlib import Path
+        from aggregator._core import _converter
+        models = "aggregator._core._anthropic._models"
+        aggregator.assemble_sync([Path({str(chat)!r}).read_bytes()])
+        loaded = models in sys.modules
+        made = len(_converter._MADE)
+        message = aggregator.assemble_sync(
+            [Path({str(message)!r}).read_bytes()], aggregator.models.anthropic.Message
+        )
+        now = models in sys.modules
+        print(orjson.dumps([loaded, made, now, aggregator.to_dict(message)]).decode())
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True)
+    loaded, made, loaded_after, got = orjson.loads(out.stdout)
+    assert (loaded, loaded_after) == (False, True)
+    assert made >= 1  # the converter was in use before the models came
+    expected = aggregator.assemble_sync([message.read_bytes()], aggregator.models.anthropic.Message)
+    assert got == aggregator.to_dict(expected)

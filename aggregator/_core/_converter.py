@@ -18,7 +18,8 @@ sent instead (named fields noted as null, and every null inside ``extras`` and p
 A protocol module adds the hooks of its own special types (a union the generated hooks cannot
 tell apart, say) with :func:`register_structure_hook`, at import time, or, for a union told
 apart by a field, :func:`register_dispatch_hook` (the class is picked, then structured by the
-converter in use).
+converter in use). A module imported after the converter's first use (a protocol's models,
+imported when its first stream opens) adds them all the same: they join the converters made.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ _HOOKS: list[tuple[Any, Callable[[Any, Any], Any]]] = []
 _DISPATCH: list[tuple[Any, Callable[[Any, type, Any], Any]]] = []
 #: types that unstructure as plain JSON values (``None`` dropped inside them).
 _PLAIN: list[Any] = []
+#: the converters made so far (at most two: fast and detailed), which a late hook joins.
+_MADE: list[cattrs.Converter] = []
 
 
 def register_structure_hook(
@@ -55,20 +58,26 @@ def register_structure_hook(
     """Structure ``type_`` with ``hook(value, type)`` (a protocol's special type).
 
     ``plain_json``: the value is plain JSON, written back as it is (``None`` dropped).
+    Registered after the converter is first used, the hook joins the converters made (so a
+    protocol's models can be imported when first needed): ``type_`` must be a type no
+    converter has met yet (a new class, or a union of new classes), whose hook cattrs would
+    otherwise have generated and kept already.
     """
-    if _converter.cache_info().currsize:
-        raise RuntimeError("register hooks before the converter is first used")
     _HOOKS.append((type_, hook))
     if plain_json:
         _PLAIN.append(type_)
+    for conv in _MADE:
+        _add_hooks(conv, [(type_, hook)], [], [type_] if plain_json else [])
 
 
 def register_dispatch_hook(type_: Any, pick: Callable[[Any], type]) -> None:
     """Structure ``type_`` (a union, say) as the class ``pick(value)`` names, with the
-    converter in use (so a detailed run explains a fault inside the class picked)."""
-    if _converter.cache_info().currsize:
-        raise RuntimeError("register hooks before the converter is first used")
-    _DISPATCH.append((type_, lambda value, _, conv: conv.structure(value, pick(value))))
+    converter in use (so a detailed run explains a fault inside the class picked). After the
+    converter's first use, as :func:`register_structure_hook` says."""
+    dispatch = (type_, lambda value, _, conv: conv.structure(value, pick(value)))
+    _DISPATCH.append(dispatch)
+    for conv in _MADE:
+        _add_hooks(conv, [], [dispatch], [])
 
 
 def fail(value: Any, kind: str) -> NoReturn:
@@ -168,18 +177,7 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
     conv.register_structure_hook(float, _float)
     conv.register_structure_hook(bool, _bool)
     conv.register_structure_hook(Any, lambda v, _: v)
-    for type_, hook in _HOOKS:  # a generic alias is no class to dispatch on: a predicate
-        if isinstance(type_, type) or get_origin(type_) in (Union, UnionType):
-            conv.register_structure_hook(type_, hook)
-        else:
-            conv.register_structure_hook_func(_equal_to(type_), hook)
-    for type_, dispatch in _DISPATCH:
-        conv.register_structure_hook(type_, partial(_dispatch, dispatch, conv))
-    for type_ in _PLAIN:
-        if isinstance(type_, type) or get_origin(type_) in (Union, UnionType):
-            conv.register_unstructure_hook(type_, _without_nones)
-        else:
-            conv.register_unstructure_hook_func(_equal_to(type_), _without_nones)
+    _add_hooks(conv, _HOOKS, _DISPATCH, _PLAIN)
 
     def list_factory(cls: Any) -> Any:
         base = list_structure_factory(cls, conv)
@@ -204,7 +202,29 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
 
     conv.register_structure_hook_factory(_is_model, structure_factory)
     conv.register_unstructure_hook_factory(_is_model, unstructure_factory)
+    _MADE.append(conv)
     return conv
+
+
+def _add_hooks(
+    conv: cattrs.Converter,
+    hooks: list[tuple[Any, Callable[[Any, Any], Any]]],
+    dispatch: list[tuple[Any, Callable[[Any, type, Any], Any]]],
+    plain: list[Any],
+) -> None:
+    """Give ``conv`` the protocols' hooks (see :func:`register_structure_hook`)."""
+    for type_, hook in hooks:  # a generic alias is no class to dispatch on: a predicate
+        if isinstance(type_, type) or get_origin(type_) in (Union, UnionType):
+            conv.register_structure_hook(type_, hook)
+        else:
+            conv.register_structure_hook_func(_equal_to(type_), hook)
+    for type_, pick in dispatch:
+        conv.register_structure_hook(type_, partial(_dispatch, pick, conv))
+    for type_ in plain:
+        if isinstance(type_, type) or get_origin(type_) in (Union, UnionType):
+            conv.register_unstructure_hook(type_, _without_nones)
+        else:
+            conv.register_unstructure_hook_func(_equal_to(type_), _without_nones)
 
 
 @cache

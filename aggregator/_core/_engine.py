@@ -38,7 +38,17 @@ from ._errors import (
 from ._framing import Format, Framing
 from ._items import End, Envelope, Snapshot, SnapshotRequest, StreamKey
 from ._limits import DEFAULT_LIMITS, Limits
-from ._protocol import CHUNK, ERROR, LAST, LAST_ERROR, SKIP, START, Protocol, StreamAccumulator
+from ._protocol import (
+    CHUNK,
+    ERROR,
+    LAST,
+    LAST_ERROR,
+    SKIP,
+    START,
+    TYPED_EVENTS,
+    Protocol,
+    StreamAccumulator,
+)
 from ._protocols import PROTOCOLS
 from ._results import EndReason, Result, SourceReport, Timings
 from ._usage import negative_counts
@@ -49,7 +59,6 @@ __all__ = ["Engine", "SourceRaised", "StreamBudget", "internal_error", "source_e
 #: (the oldest is forgotten first; each id at most ``Limits.max_id`` long, or a digest).
 _MAX_REFUSED = 4096
 #: The event classes of every protocol: a source may yield them as they are.
-_EVENTS = frozenset(cls for p in PROTOCOLS for cls in p.events)
 
 
 @final
@@ -311,7 +320,7 @@ class Engine:
             cls = raw.__class__
             if cls is bytes:
                 self._records(self._framing.feed(raw), out)
-            elif cls is dict or cls in _EVENTS:
+            elif cls is dict or cls in TYPED_EVENTS:
                 self._take(raw, "message", None, number, None, out)
             elif cls is tuple and len(raw) == 2:
                 self._take(raw[1], "message", str(raw[0]), number, None, out)
@@ -658,13 +667,16 @@ class Engine:
         if current is None:
             return False
         seen = current.seen
-        if seen is not None and dedupe_id.__class__ is int and payload is not None:
-            # the steady branch of ``_duplicate`` (an id not seen yet), without its calls
-            if dedupe_id not in seen:
-                seen[dedupe_id] = hash(payload)
-                if len(seen) > self._dedupe_ids:  # type: ignore[operator]  # (seen: dedupe on)
-                    seen.popitem(last=False)
-                return False
+        if (
+            seen is not None
+            and dedupe_id.__class__ is int
+            and payload is not None
+            and dedupe_id not in seen
+        ):  # the steady branch of ``_duplicate`` (an id not seen yet), without its calls
+            seen[dedupe_id] = hash(payload)
+            if len(seen) > self._dedupe_ids:  # type: ignore[operator]  # (seen: dedupe on)
+                seen.popitem(last=False)
+            return False
         return self._duplicate(current, dedupe_id, None, payload, None)
 
     def _id_key(self, id_: Any) -> Any:
@@ -700,8 +712,9 @@ class Engine:
 
     def _recognise(self, obj: Any, event: str) -> Protocol:
         cls = obj.__class__
+        typed = TYPED_EVENTS.get(cls)
         for kind in PROTOCOLS:
-            if cls in kind.events or (cls is dict and kind.recognises(obj, event)):
+            if typed == kind.name or (cls is dict and kind.recognises(obj, event)):
                 break
         protocol = self._protocol = kind(self.name, self._limits)
         if self._lane_wanted:

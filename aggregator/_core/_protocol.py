@@ -4,7 +4,8 @@ Theory of operation: the engine knows sources, streams, framing, dedupe, limits,
 lenient handling, and how a stream ends; it knows no chunk format. A protocol knows the rest: how
 to recognise its payloads, how to check one and what it means, how a stream's chunks fold into
 the final object, and optionally its fast branches. Adding one means adding a module with a
-:class:`Protocol` subclass and naming it in ``_protocols.PROTOCOLS`` (docs/design.md).
+:class:`Protocol` subclass and naming it in ``_protocols.PROTOCOLS`` (docs/design.md), its event
+classes named with :func:`typed_events`.
 
 What a payload means is :data:`Parsed`: an *action*, a stream id, the value to merge (an event,
 or a plain payload the protocol validated, for ``add_plain``), the payload's own dedupe id if the
@@ -29,14 +30,25 @@ any), read once a feed until it says, for :class:`~aggregator.Timings`' first ou
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 from typing import Protocol as TypingProtocol
 
 from ._errors import LimitError, StreamError, Where, where_text
 from ._limits import MAX_DEPTH_CEILING, Limits, depth_exceeds
 
-__all__ = ["CHUNK", "ERROR", "LAST", "LAST_ERROR", "SKIP", "START", "Protocol", "StreamAccumulator"]
+__all__ = [
+    "CHUNK",
+    "ERROR",
+    "LAST",
+    "LAST_ERROR",
+    "SKIP",
+    "START",
+    "TYPED_EVENTS",
+    "Protocol",
+    "StreamAccumulator",
+    "typed_events",
+]
 
 CHUNK = 0
 START = 1
@@ -47,6 +59,17 @@ SKIP = 5
 
 #: ``(action, stream id, value, dedupe id, end)``: what one payload means (see above).
 Parsed = tuple[int, str, Any, "str | None", Any]
+
+#: The event classes a source may yield as they are, each with its protocol's name. Each
+#: protocol's models module fills it as it is imported (:func:`typed_events`): an event object
+#: exists only once its class does, so a protocol's models can be imported when first needed.
+TYPED_EVENTS: dict[type, str] = {}
+
+
+def typed_events(protocol: str, classes: Iterable[type]) -> None:
+    """Name ``classes`` the event classes of ``protocol`` (see :data:`TYPED_EVENTS`)."""
+    for cls in classes:
+        TYPED_EVENTS[cls] = protocol
 
 
 class StreamAccumulator(TypingProtocol):
@@ -83,10 +106,9 @@ class StreamAccumulator(TypingProtocol):
 class Protocol(abc.ABC):
     """One wire protocol (see the module's docstring). One instance decodes one source."""
 
-    #: the protocol's name, as :class:`~aggregator.Result` and the CLI say it.
+    #: the protocol's name, as :class:`~aggregator.Result` and the CLI say it; the event
+    #: classes a source may yield as they are name it in :data:`TYPED_EVENTS`.
     name: ClassVar[str]
-    #: the event classes a source may yield as they are.
-    events: ClassVar[tuple[type, ...]]
 
     def __init__(self, source: str, limits: Limits) -> None:
         self.source = source

@@ -20,6 +20,7 @@ import attrs
 
 from .. import _converter
 from .._model import Model, extras
+from .._protocol import typed_events
 
 __all__ = [
     "BLOCKS",
@@ -594,3 +595,4 @@ def _picker(classes: dict[str, type], unknown: type) -> Callable[[Any], type]:
 _converter.register_dispatch_hook(ContentBlock, _picker(BLOCKS, UnknownBlock))
 _converter.register_dispatch_hook(Delta, _picker(DELTAS, UnknownDelta))
 _converter.register_dispatch_hook(Event, _picker(EVENTS, UnknownEvent))
+typed_events("anthropic", Event.__args__)  # type: ignore[attr-defined]

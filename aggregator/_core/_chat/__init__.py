@@ -16,7 +16,7 @@ from typing import Any, ClassVar, final
 
 from .. import _converter
 from .._errors import Where, upstream_error, where_text
-from .._protocol import CHUNK, ERROR, LAST_ERROR, Parsed, Protocol
+from .._protocol import CHUNK, ERROR, LAST_ERROR, Parsed, Protocol, typed_events
 from ._accumulate import Accumulator
 from ._events import ChatCompletionChunk, CompletionChunk, ContentDelta
 from ._plain import Lane, is_plain_chat, is_plain_text
@@ -94,7 +94,6 @@ class ChatProtocol(Protocol):
     """OpenAI-compatible Chat Completions and legacy text completions."""
 
     name: ClassVar[str] = "chat"
-    events: ClassVar[tuple[type, ...]] = (ChatCompletionChunk, CompletionChunk)
 
     @classmethod
     def recognises(cls, obj: Any, event: str) -> bool:
@@ -129,3 +128,6 @@ class ChatProtocol(Protocol):
 
     def lane(self) -> Lane:
         return Lane()
+
+
+typed_events(ChatProtocol.name, (ChatCompletionChunk, CompletionChunk))

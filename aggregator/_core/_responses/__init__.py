@@ -267,7 +267,6 @@ class ResponsesProtocol(Protocol):
     """The OpenAI Responses API stream."""
 
     name: ClassVar[str] = "responses"
-    events: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, source: str, limits: Limits) -> None:
         super().__init__(source, limits)
