@@ -14,7 +14,6 @@ is one ``_Stream``, freed when it ends; the source's report comes last.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, final
@@ -685,6 +684,8 @@ class Engine:
         :meth:`_duplicate` keeps as it is without asking)."""
         if id_.__class__ is not str or len(id_) <= self._max_id:
             return id_
+        import hashlib  # (only for such ids: OpenSSL's start is 2 to 3 ms of every import)
+
         return hashlib.blake2b(id_.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
     def _too_large(self, stream: _Stream, where: Where, out: list[Any]) -> None:
