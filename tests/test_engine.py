@@ -755,7 +755,6 @@ class ToyProtocol(Protocol):
     """Messages that start, carry text, and stop; pings; errors; no [DONE]."""
 
     name: ClassVar[str] = "toy"
-    events: ClassVar[tuple[type, ...]] = ()
 
     @classmethod
     def recognises(cls, obj: Any, event: str) -> bool:

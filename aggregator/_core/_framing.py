@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any, Literal, final
 
-from ._errors import DecodeError
 from ._sse import JSONLinesReader, SSEDecoder
 
 __all__ = ["Format", "Framing"]
@@ -72,12 +71,7 @@ class Framing:
 
     def _cut(self, data: bytes, *, final: bool) -> list[Any]:
         if self.format == "jsonl":
-            return [
-                entry
-                if entry.__class__ is DecodeError
-                else (entry[1], "message", None, None, entry[0], False)  # type: ignore[index]
-                for entry in self._jsonl.decode(data, final=final)
-            ]
+            return self._jsonl.scan(data, final=final)
         if self.format == "auto":  # closed with nothing but blank bytes
             return []
         return self._sse.scan(data, final=final)

@@ -529,24 +529,41 @@ class JSONLinesReader:
 
     def decode(self, data: bytes, *, final: bool = False) -> list[tuple[int, bytes] | DecodeError]:
         """Like :meth:`feed` (or :meth:`close` when ``final``), with errors in place, not raised."""
+        return [
+            entry if entry.__class__ is DecodeError else (entry[4], entry[0])
+            for entry in self.scan(data, final=final)
+        ]
+
+    def scan(self, data: bytes, *, final: bool = False) -> list[Any]:
+        """The hot path of :meth:`decode`: each line as the framing's record (the tuple
+        :meth:`SSEDecoder.scan` makes: ``(line, "message", None, None, line number, False)``),
+        or a :class:`DecodeError` in its place."""
         if final:
             rest = self._lines.rest()
             return self._number([rest]) if rest else []
         splitter = self._lines
-        out: list[tuple[int, bytes] | DecodeError] = []
+        out: list[Any] = []
         for lines in splitter.segments(splitter.split(data)):
             out += self._number(lines)
         return out
 
-    def _number(self, lines: list[bytes | None]) -> list[tuple[int, bytes] | DecodeError]:
-        out: list[tuple[int, bytes] | DecodeError] = []
+    def _number(self, lines: list[bytes | None]) -> list[Any]:
         splitter = self._lines
+        if None not in lines:  # (a line too long: the loop says so, in its place)
+            at = splitter.line_no + 1
+            splitter.line_no += len(lines)
+            return [
+                (line, "message", None, None, number, False)
+                for line, number in zip(lines, range(at, at + len(lines)), strict=True)
+                if line.strip()  # type: ignore[union-attr]  # (no None: checked)
+            ]
+        out: list[Any] = []
         for line in lines:
             splitter.line_no += 1
             if line is None:
                 out.append(_too_long(splitter))
             elif line.strip():
-                out.append((splitter.line_no, line))
+                out.append((line, "message", None, None, splitter.line_no, False))
         return out
 
 
