@@ -53,7 +53,8 @@ THIRD_PARTY_GENERATORS = [
         for module in (r"httpx2?\.", r"httpcore2?\.", r"openai\._streaming\.")
     ),
     pytest.mark.filterwarnings(
-        r"ignore:Exception ignored in. <async_generator object Response\.aiter_raw"
+        r"ignore:Exception ignored in. <async_generator object "
+        r"(Response\.aiter_raw|AsyncResponseStream\.__aiter__|BoundAsyncStream\.__aiter__)"
         r":pytest.PytestUnraisableExceptionWarning"
     ),
 ]
