@@ -335,6 +335,7 @@ def create_app(
     *,
     on_disconnect: Literal["finish", "stop"] = "finish",
     connect_timeout: float = 10.0,
+    upstream_keep_alive: float = 4.0,
     first_byte_timeout: float | None = 120.0,
     idle_timeout: float | None = 300.0,
     drain_timeout: float = 30.0,
@@ -358,6 +359,10 @@ def create_app(
             end so the completion and its usage are logged whole; ``"stop"`` lets it go and logs
             the partial completion.
         connect_timeout: seconds to connect to the upstream.
+        upstream_keep_alive: how long an idle upstream connection stays in the pool: shorter
+            than the upstream's own keep-alive (uvicorn and Node close an idle connection after
+            5 s), so no request is sent on a connection the upstream is closing (it would be
+            reset, a 502). undici's default is the same 4 s.
         first_byte_timeout: seconds from sending the request to the upstream's response headers.
         idle_timeout: seconds the upstream may go silent in a response.
         drain_timeout: seconds ``"finish"`` may read after the client left.
@@ -402,7 +407,11 @@ def create_app(
         timeout = httpx.Timeout(
             connect=connect_timeout, read=idle_timeout, write=idle_timeout, pool=connect_timeout
         )
-        pool = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+        pool = httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=256,
+            keepalive_expiry=upstream_keep_alive,
+        )
         async with httpx.AsyncClient(
             base_url=upstream_base(upstream), timeout=timeout, limits=pool, trust_env=False
         ) as client:
@@ -728,6 +737,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "pool expiry, so a client never reuses a connection the gateway is closing)",
     )
     parser.add_argument(
+        "--upstream-keep-alive",
+        type=seconds,
+        default=4.0,
+        metavar="SECONDS",
+        help="how long an idle upstream connection is reused (shorter than the upstream's own "
+        "keep-alive, so no request goes out on a connection the upstream is closing)",
+    )
+    parser.add_argument(
         "--max-body", type=positive, default=MAX_BODY, metavar="BYTES", help="largest request body"
     )
     parser.add_argument(
@@ -834,6 +851,7 @@ def run(args: argparse.Namespace) -> int:
             log,
             on_disconnect=args.on_disconnect,
             connect_timeout=args.connect_timeout,
+            upstream_keep_alive=args.upstream_keep_alive,
             first_byte_timeout=args.first_byte_timeout,
             idle_timeout=args.idle_timeout,
             drain_timeout=args.drain_timeout,
