@@ -584,6 +584,12 @@ BREAKERS = st.sampled_from(
 def shaped_streams(draw: st.DrawFn) -> bytes:
     """Mostly events of the two common shapes (pairs and triples), with lines that break
     a run in between, blank-line floods and events of several data lines."""
+    return terminate(draw, draw(shaped_lines()))
+
+
+@st.composite
+def shaped_lines(draw: st.DrawFn) -> list[bytes]:
+    """The lines of :func:`shaped_streams`, with no line endings."""
     lines: list[bytes] = []
     for _ in range(draw(st.integers(0, 12))):
         kind = draw(st.sampled_from(["pair", "triple", "triple", "breaker", "blanks", "two"]))
@@ -598,7 +604,7 @@ def shaped_streams(draw: st.DrawFn) -> bytes:
             lines += [b""] * draw(st.integers(1, 4))
         else:
             lines += [b"event: " + draw(NAME).encode(), b"data: " + text, b"data: 2", b""]
-    return terminate(draw, lines)
+    return lines
 
 
 def scanned(pieces: list[bytes], max_line: int) -> list[object]:
@@ -634,3 +640,59 @@ def test_the_scanners_c_loops_take_a_run_of_triples_after_an_event_in_progress()
         (b"3", "message", None, None, 8, False),
         (b"4", "message", None, None, 10, False),
     ]
+
+
+@BOUNDED
+@given(
+    lines=shaped_lines(),
+    max_line=st.sampled_from([12, 24, 40, 1 << 20]),
+    crlf=BOOLS,
+    data=st.data(),
+)
+def test_a_read_of_one_whole_event_is_cut_as_the_full_path_cuts_it(
+    lines: list[bytes], max_line: int, crlf: bool, data: st.DataObject
+) -> None:
+    # Reads of one event each, as a network body gives them, take ``_one_event``; the
+    # records (payload, event name, id, retry, line number) and errors are the full path's.
+    # Reads are cut after every event and after some other lines (a field or a long line in
+    # a read of its own, then an event).
+    raw = b"\n".join(lines) + b"\n"
+    if crlf and lines:  # one line ended by CR LF: that read takes the full path
+        at = data.draw(st.integers(0, len(lines) - 1), label="crlf")
+        raw = b"\n".join(lines[:at]) + b"\n" * bool(at) + lines[at] + b"\r\n"
+        raw += b"".join(line + b"\n" for line in lines[at + 1 :])
+    ends = [i + 2 for i in range(len(raw) - 1) if raw[i : i + 2] == b"\n\n"]
+    line_ends = [i + 1 for i, byte in enumerate(raw) if byte == 0x0A]
+    if line_ends:
+        ends += data.draw(st.lists(st.sampled_from(line_ends), max_size=6), label="line ends")
+    cuts = ends + data.draw(st.lists(st.integers(0, len(raw)), max_size=3), label="more cuts")
+    pieces = split_at(raw, cuts)
+    with mock.patch.object(SSEDecoder, "_scan", SSEDecoder._scan_lines):
+        expected = scanned([raw], max_line)
+    with mock.patch.object(SSEDecoder, "_one_event", return_value=None):
+        assert scanned(pieces, max_line) == expected
+    assert scanned(pieces, max_line) == expected
+
+
+def test_reads_of_one_event_each_are_cut_without_the_line_cutter() -> None:
+    decoder = SSEDecoder()
+    assert decoder.scan(b"data: 0\n\n") == [(b"0", "message", None, None, 1, False)]
+    with mock.patch.object(SSEDecoder, "_scan", side_effect=AssertionError("the full path")):
+        assert decoder.scan(b"data: 1\n\n") == [(b"1", "message", None, None, 3, False)]
+        assert decoder.scan(b"event: e\ndata: 2\n\n") == [(b"2", "e", None, None, 6, False)]
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_one_event_at_the_line_limit_is_cut_as_the_full_path_cuts_it(extra: int) -> None:
+    max_line = 16
+    reads = [
+        b"data: 0\n\n",
+        b"data: " + b"x" * (max_line - 6 + extra) + b"\n\n",
+        b"event: " + b"e" * (max_line - 7 + extra) + b"\ndata: 1\n\n",
+        b"event: e\ndata: " + b"y" * (max_line - 6 + extra) + b"\n\n",
+        b"data: 2\n\n",
+    ]
+    with mock.patch.object(SSEDecoder, "_one_event", return_value=None):
+        expected = scanned(reads, max_line)
+    assert scanned(reads, max_line) == expected
+    assert len(expected) == 5

@@ -320,6 +320,10 @@ class SSEDecoder:
     def scan(self, data: bytes, *, final: bool = False) -> list[Any]:
         """The hot path of :meth:`decode`: each event as a plain tuple of the
         :class:`ServerSentEvent` fields in order, or a :class:`DecodeError` in its place."""
+        if not final and data[-2:] == b"\n\n":
+            one = self._one_event(data)
+            if one is not None:
+                return one
         events: list[Any] = []
         if data:
             splitter = self._lines
@@ -338,6 +342,47 @@ class SSEDecoder:
             events.append(self._event_tuple(self._data))
             self._reset()
         return events
+
+    def _one_event(self, data: bytes) -> list[Any] | None:
+        """The record of ``data`` if it is one whole event of a common shape, read between two
+        events (what a network body gives, a read at a time): a ``data: `` line or an
+        ``event: `` line and a ``data: `` line, then a blank line, with no CR, no line too
+        long, no field of an event in progress and none that the next event would carry: as
+        :meth:`_scan`'s C loops make it, without cutting lines. Else ``None``: the full path."""
+        splitter = self._lines
+        if (
+            splitter._parts
+            or not splitter._started
+            or splitter._skip_lf
+            or splitter._discarding
+            or self._data
+            or self._skipping
+            or self._event
+            or self._own_id
+            or self._retry is not None
+            or b"\r" in data
+        ):
+            return None
+        end = len(data) - 2
+        first = data.find(b"\n")
+        if first == end:  # one line
+            if data[:6] != b"data: " or end > splitter.max_line:
+                return None
+            at = splitter.line_no + 1
+            splitter.line_no = at + 1
+            return [(data[6:end], "message", self._id, None, at, False)]
+        if (
+            data[:7] != b"event: "
+            or data.find(b"\n", first + 1) != end
+            or not data.startswith(b"data: ", first + 1)
+            or first > splitter.max_line
+            or end - first - 1 > splitter.max_line
+        ):
+            return None
+        at = splitter.line_no + 2
+        splitter.line_no = at + 1
+        name = data[7:first].decode("utf-8", "replace") or "message"
+        return [(data[first + 7 : end], name, self._id, None, at, False)]
 
     def _scan(self, lines: list[bytes | None]) -> list[Any]:
         """The events of ``lines``. A run of events of one common shape, with no field set
