@@ -589,9 +589,15 @@ def create_app(
                 with anyio.fail_after(first_byte_timeout):
                     try:
                         answer = await client.send(sent, stream=True)
-                    except (httpx.RemoteProtocolError, httpx.ConnectError):
-                        # a pooled connection the upstream had closed, or a refused connect: the
-                        # request was not taken, so it is sent once more
+                    except (
+                        httpx.RemoteProtocolError,
+                        httpx.ReadError,
+                        httpx.WriteError,
+                        httpx.ConnectError,
+                    ):
+                        # no response: a pooled connection the upstream had closed (or reset,
+                        # closing it with the request unread, at its keep-alive's end), or a
+                        # refused connect: the request was not taken, so it is sent once more
                         sent = client.build_request("POST", endpoint, content=body, headers=headers)
                         answer = await client.send(sent, stream=True)
             except TimeoutError:

@@ -595,6 +595,82 @@ async def test_an_idle_upstream_connection_is_not_reused_past_upstream_keep_aliv
     assert ports[0] == ports[1] != ports[2]
 
 
+@contextmanager
+def resetting_upstream(answer: bytes) -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP/1.1 upstream (a socket server in a thread) that resets the connection of
+    its first request, unanswered, as a server closing an idle connection with a request unread
+    does (RST), and answers every later request with ``answer``, a JSON body; yields its URL
+    and what it did with each request."""
+    import struct
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    done: list[str] = []
+
+    def read_request(conn: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            piece = conn.recv(65536)
+            if not piece:
+                return False
+            data += piece
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            body += conn.recv(65536)
+        return True
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                while read_request(conn):
+                    if not done:
+                        done.append("reset")
+                        conn.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                        break  # (closed with linger 0: a reset)
+                    done.append("answered")
+                    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    conn.sendall(head + b"content-length: %d\r\n\r\n" % len(answer) + answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}", done
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+async def test_a_request_the_upstream_reset_unanswered_is_sent_once_more(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    # Seen in CI: 1 of 200 concurrent streams was a 502 "ReadError", a pooled connection that
+    # the upstream reset as it closed it idle, with the request unread. No response came, so
+    # the request was not taken: the gateway sends it again, on a new connection.
+    final = chat_final(SLOW_FINISH)
+    body = {"model": "m", "messages": []}
+    with (
+        resetting_upstream(json.dumps(final).encode()) as (upstream_url, done),
+        (tmp_path / "log.jsonl").open("ab") as log,
+        serving(create_app(upstream_url, log), "uvicorn") as url,
+    ):
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            answer = await client.post("/v1/chat/completions", json=body)
+    assert (answer.status_code, answer.json()) == (200, final)
+    assert done == ["reset", "answered"]
+
+
 # -- upstream failures ---------------------------------------------------------------------------
 
 
