@@ -204,6 +204,40 @@ class Engine:
         budget: the open streams a fan-in allows, shared by its sources.
     """
 
+    __slots__ = (
+        "_budget",
+        "_by_id",
+        "_current",
+        "_dedupe_ids",
+        "_error",
+        "_events",
+        "_first_byte",
+        "_framing",
+        "_interleaved",
+        "_lane",
+        "_lane_wanted",
+        "_limits",
+        "_line",
+        "_max_completion",
+        "_max_id",
+        "_now",
+        "_open",
+        "_ordinal",
+        "_problems",
+        "_protocol",
+        "_refused",
+        "_results",
+        "_since",
+        "_stages",
+        "done",
+        "items",
+        "name",
+        "report",
+        "started",
+        "stopped",
+        "strict",
+    )
+
     def __init__(
         self,
         name: str = "<stream>",
