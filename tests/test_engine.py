@@ -45,6 +45,8 @@ TRICKY = [
     "",
 ]
 TEXT = st.one_of(st.sampled_from(TRICKY), st.text(max_size=12))
+#: Values of a delta label (``channel``), one with a quote.
+LABELS = ["analysis", "analysis", "final", 'a"b']
 
 
 def run(
@@ -111,6 +113,24 @@ def chunk_dicts(draw: st.DrawFn) -> JSON:
             st.fixed_dictionaries({"reasoning": TEXT}),
             st.fixed_dictionaries({"refusal": TEXT}),
             st.fixed_dictionaries({"role": st.just("assistant"), "content": st.just("")}),
+            # labels in the delta (Groq's gpt-oss: "channel"), which the full path sets, and
+            # other keys it joins or keeps as sent (not a label; not a string)
+            st.fixed_dictionaries({"reasoning": TEXT, "channel": st.sampled_from(LABELS)}),
+            st.fixed_dictionaries({"reasoning": TEXT, "channel": st.sampled_from(LABELS)}),
+            st.fixed_dictionaries({"content": TEXT, "channel": st.sampled_from(LABELS)}),
+            st.fixed_dictionaries(
+                {"channel": st.sampled_from(LABELS), "reasoning": TEXT, "content": st.none()}
+            ),
+            st.fixed_dictionaries(
+                {"reasoning": TEXT, "channel": st.sampled_from(LABELS), "name": st.just("n")}
+            ),
+            st.fixed_dictionaries(
+                {
+                    "reasoning": TEXT,
+                    "note": st.sampled_from(["x", "y"]),
+                    "channel": st.sampled_from([None, 3, "analysis"]),
+                }
+            ),
             st.fixed_dictionaries(
                 {
                     "content": st.lists(
@@ -963,3 +983,61 @@ def test_the_logprobs_shape_merges_only_what_it_can_prove() -> None:
     assert _logprobs_of(payload, b',"logprobs":{"a":1', end, lp) is None
     assert _value_end(b'{"a":"]}"', 0) == -1
     assert _value_end(b'[{"a":"]}"}]x', 0) == 12
+
+
+@st.composite
+def labelled_chunks(draw: st.DrawFn) -> JSON:
+    """Chunks of one stream whose deltas carry labels (``channel``), keys that are not labels
+    or a second field, in few enough shapes that the lane learns them and meets them again."""
+    text = st.one_of(st.sampled_from(["a", "b", '"', "\\"]), TEXT)
+    delta: JSON = {draw(st.sampled_from(["reasoning", "reasoning", "content"])): draw(text)}
+    if draw(st.integers(0, 3)):
+        delta["channel"] = draw(st.sampled_from([*LABELS, None, 3]))
+    if not draw(st.integers(0, 2)):
+        other = draw(st.sampled_from(["note", "note", "name", "refusal"]))
+        delta[other] = draw(st.sampled_from(["n", "no", None]))
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+    return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [choice]}  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(labelled_chunks(), max_size=30), style=st.integers(0, 2), data=st.data())
+def test_the_lane_gives_what_the_full_path_gives_on_labelled_deltas(
+    chunks: list[JSON], style: int, data: Any
+) -> None:
+    events = b"".join(b"data: " + dumps(c, style) + b"\n\n" for c in chunks)
+    assert_lane_exact(data.draw(byte_pieces(events + b"data: [DONE]\n\n")))
+
+
+def test_a_delta_with_a_label_takes_the_lane_and_sets_the_label_back() -> None:
+    # Groq's gpt-oss: every reasoning piece carries "channel":"analysis" (a label: the delta
+    # rule sets it, never joins it); a chunk of another channel between two of the shape sets
+    # it to that one, and the next chunk of the shape sets it back.
+    def chunk(delta: JSON) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+        payload = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        return b"data: " + orjson.dumps({**payload, "choices": [choice]}) + b"\n\n"
+
+    pieces = [
+        chunk({"role": "assistant", "content": ""}),
+        *(chunk({"reasoning": w, "channel": "analysis"}) for w in ["We", " need", " to"]),
+        chunk({"content": "Hi", "channel": "final"}),
+        chunk({"reasoning": " think", "channel": "analysis"}),
+        b"data: [DONE]\n\n",
+    ]
+    (result, _), merged = assert_lane_exact(pieces)
+    assert merged == 3  # " need", " to" and " think"
+    message = to_dict(result.completion)["choices"][0]["message"]
+    assert (message["reasoning"], message["content"]) == ("We need to think", "Hi")
+    assert message["channel"] == "analysis"
+    # a key that is not a label is joined by the delta rule: no lane for it
+    notes = [chunk({"reasoning": w, "note": "n"}) for w in ["a", "b", "c"]]
+    (result, _), merged = assert_lane_exact([*notes, b"data: [DONE]\n\n"])
+    message = to_dict(result.completion)["choices"][0]["message"]
+    assert (merged, message["reasoning"], message["note"]) == (0, "abc", "nnn")
+    # nor for a delta of two strings, labelled or not
+    both = [chunk({"reasoning": "a", "refusal": "no", "channel": "analysis"})] * 3
+    (result, _), merged = assert_lane_exact([*both, b"data: [DONE]\n\n"])
+    message = to_dict(result.completion)["choices"][0]["message"]
+    assert (merged, message["reasoning"], message["refusal"]) == (0, "aaa", "nonono")

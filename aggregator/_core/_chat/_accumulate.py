@@ -708,6 +708,14 @@ class Accumulator:
         self.chunks += 1
         self._choices[index].add_text(field, text)
 
+    def set_delta_labels(self, index: int, labels: tuple[tuple[str, str], ...]) -> None:
+        """Set the delta labels ``labels`` (label keys the models do not name, with strings)
+        of the chat choice ``index``, which exists: what ``add``'s delta rule does with them
+        (a label is replaced, never joined), for the byte-shape lane."""
+        extras = self._choices[index].delta_extras  # type: ignore[union-attr]
+        for key, value in labels:
+            extras[key] = value
+
     def append_logprobs(self, index: int, text: str, logprobs: dict[str, Any]) -> None:
         """Merge a text-completion chunk whose only news is ``text`` and ``logprobs`` (an object
         ``is_plain_text`` takes) for the choice ``index``, which exists: what ``add_plain`` does

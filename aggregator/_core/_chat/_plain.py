@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, final
 
 import orjson
 
+from .._merge import LABEL_KEYS
+
 if TYPE_CHECKING:
     from ._accumulate import Accumulator
 
@@ -243,6 +245,7 @@ class _Shape:
         "field",
         "fingerprint",
         "index",
+        "labels",
         "obfuscated",
         "prefix",
         "start",
@@ -259,9 +262,13 @@ class _Shape:
         obfuscated: bool,
         fingerprint: str | None,
         tier: str | None,
+        labels: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.acc = acc
         self.index, self.call, self.field = piece
+        #: the delta's labels (``"channel":"analysis"``, see ``_labelled``), set again by each
+        #: payload of this shape, as the full path's delta rule sets a label
+        self.labels = labels
         self.prefix = prefix
         self.suffix = suffix
         self.start = len(prefix)
@@ -287,6 +294,8 @@ class _Shape:
         acc = self.acc
         if self.call is None:
             acc.append_text(self.index, self.field, value)
+            if self.labels:
+                acc.set_delta_labels(self.index, self.labels)
         else:
             acc.append_arguments(self.index, self.call, value)
         if self.fingerprint is not None:
@@ -438,7 +447,7 @@ def _piece(
     if logprobs is not None:
         return None
     if not plain:
-        return _arguments(obj, choice, index, acc)
+        return _arguments(obj, choice, index, acc) or _labelled(obj, choice, index)
     field = None
     for key, value in choice["delta"].items():
         if value is not None:
@@ -483,6 +492,45 @@ def _arguments(
     if acc.tool_call(index, call["index"]) is None:
         return None
     return (index, call["index"], "arguments")
+
+
+def _labelled(
+    obj: dict[str, Any], choice: dict[str, Any], index: int
+) -> tuple[int, int | None, str] | None:
+    """The piece of a chat chunk that is plain but for labels in its delta: one string field
+    (``content``, ``reasoning``...) and string values of label keys the models do not name
+    (``LABEL_KEYS``: Groq's gpt-oss sends ``"channel":"analysis"`` with every reasoning
+    piece). The full path merges such a delta's string as a plain one's and sets each label
+    (the delta rule replaces a label, never joins it), so a payload of its shape is merged as
+    the string appended and the same labels set again (``_Shape.labels``)."""
+    if (
+        not obj.keys() <= _PLAIN_TOP
+        or obj.get("object") != "chat.completion.chunk"
+        or not choice.keys() <= _PLAIN_CHOICE
+    ):
+        return None
+    delta = choice.get("delta")
+    if delta.__class__ is not dict:
+        return None
+    field = None
+    labelled = False
+    for key, value in delta.items():
+        if key in _PLAIN_DELTA:
+            if value is None:
+                continue
+            if field is not None or key not in _FIELDS or value.__class__ is not _STR:
+                return None
+            field = key
+        elif key in LABEL_KEYS and value.__class__ is _STR:
+            labelled = True
+        else:
+            return None
+    return (index, None, field) if field is not None and labelled else None
+
+
+def _labels(delta: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The labels of a delta ``_labelled`` took, in order."""
+    return tuple((k, v) for k, v in delta.items() if k not in _PLAIN_DELTA)
 
 
 def string_of(payload: bytes, key: bytes) -> tuple[int, int] | None:
@@ -593,6 +641,7 @@ class Lane:
             fingerprint = obj.get("system_fingerprint")
             shape = _LogprobsShape(acc, piece[0], prefix, middle, suffix, obfuscated, fingerprint)
         else:
+            labels = () if plain or piece[1] is not None else _labels(obj["choices"][0]["delta"])
             shape = _Shape(
                 acc,
                 piece,
@@ -601,6 +650,7 @@ class Lane:
                 obfuscated,
                 obj.get("system_fingerprint"),
                 obj.get("service_tier"),
+                labels,
             )
         self.shapes.insert(0, shape)
         del self.shapes[_MAX_SHAPES:]
