@@ -233,6 +233,10 @@ _FIELDS = {
 }
 
 
+#: A delta's labels (see :func:`_one_string`): ``(key, value)`` pairs, in order.
+Labels = tuple[tuple[str, str], ...]
+
+
 @final
 class _Shape:
     """The bytes around the one string of one choice's chunks, and where that string goes: a
@@ -256,19 +260,17 @@ class _Shape:
     def __init__(
         self,
         acc: Accumulator,
-        piece: tuple[int, int | None, str],
+        piece: tuple[int, int | None, str, Labels],
         prefix: bytes,
         suffix: bytes,
         obfuscated: bool,
         fingerprint: str | None,
         tier: str | None,
-        labels: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.acc = acc
-        self.index, self.call, self.field = piece
-        #: the delta's labels (``"channel":"analysis"``, see ``_labelled``), set again by each
-        #: payload of this shape, as the full path's delta rule sets a label
-        self.labels = labels
+        #: (``labels``: the delta's, ``"channel":"analysis"``, see ``_one_string``, set again
+        #: by each payload of this shape, as the full path's delta rule sets a label)
+        self.index, self.call, self.field, self.labels = piece
         self.prefix = prefix
         self.suffix = suffix
         self.start = len(prefix)
@@ -417,10 +419,11 @@ _FUNCTION = frozenset({"arguments", "name"})
 
 def _piece(
     obj: dict[str, Any], plain: bool, acc: Accumulator
-) -> tuple[int, int | None, str] | None:
-    """``(choice index, tool call index or None, field)`` if ``obj`` (just merged into ``acc``)
-    is one choice's one string and nothing else that merging it again could change: a delta
-    field of a plain chat chunk, the arguments of a tool call that exists, or the text of a text
+) -> tuple[int, int | None, str, Labels] | None:
+    """``(choice index, tool call index or None, field, labels)`` if ``obj`` (just merged into
+    ``acc``) is one choice's one string and nothing else that merging it again could change: a
+    delta field of a plain chat chunk, or of one plain but for labels in its delta
+    (``_one_string``), the arguments of a tool call that exists, or the text of a text
     completion (``"logprobs"``: its text and its logprobs, of a plain one); else ``None``.
     ``plain``: ``obj`` is a validated plain payload (merged from its dict), not one structured
     into an event."""
@@ -441,34 +444,58 @@ def _piece(
         text = choice.get("text").__class__ is str
         if text and obj.keys() <= _TEXT_TOP and choice.keys() <= _TEXT_CHOICE:
             if logprobs is None:
-                return (index, None, "text")
-            return (index, None, "logprobs") if plain else None  # (plain: merged from its dict)
+                return (index, None, "text", ())
+            return (index, None, "logprobs", ()) if plain else None  # (plain: from its dict)
         return None
     if logprobs is not None:
         return None
+    delta: Any = choice.get("delta")  # (a dict: checked below, or by is_plain_chat)
     if not plain:
-        return _arguments(obj, choice, index, acc) or _labelled(obj, choice, index)
+        if (
+            not obj.keys() <= _PLAIN_TOP
+            or obj.get("object") != "chat.completion.chunk"
+            or not choice.keys() <= _PLAIN_CHOICE
+            or delta.__class__ is not dict
+        ):
+            return None
+        if "tool_calls" in delta:
+            return _arguments(delta, index, acc)
+    found = _one_string(delta)
+    if found is None or (not plain and not found[1]):  # (structured: for its labels only)
+        return None
+    return (index, None, *found)
+
+
+def _one_string(delta: dict[str, Any]) -> tuple[str, Labels] | None:
+    """The one string field of ``delta`` (``content``, ``reasoning``...; the other fields the
+    models name null or absent) and its labels: string values of label keys the models do not
+    name (``LABEL_KEYS``; Groq's gpt-oss sends ``"channel":"analysis"`` with every reasoning
+    piece); ``None`` if it has a second string, another key or none. A plain delta has no
+    labels. The full path merges a labelled delta's string as a plain one's and sets each label
+    (the delta rule replaces a label, never joins it), so a payload of its shape is merged as
+    the string appended and the same labels set again (``_Shape.labels``)."""
     field = None
-    for key, value in choice["delta"].items():
-        if value is not None:
-            if field is not None or key not in _FIELDS:
+    labels: list[tuple[str, str]] = []
+    for key, value in delta.items():
+        if key in _PLAIN_DELTA:
+            if value is None:
+                continue
+            if field is not None or key not in _FIELDS or value.__class__ is not _STR:
                 return None
             field = key
-    return None if field is None else (index, None, field)
+        elif key in LABEL_KEYS and value.__class__ is _STR:
+            labels.append((key, value))
+        else:
+            return None
+    return None if field is None else (field, tuple(labels))
 
 
 def _arguments(
-    obj: dict[str, Any], choice: dict[str, Any], index: int, acc: Accumulator
-) -> tuple[int, int | None, str] | None:
-    """The piece of a chunk whose only news is a fragment of one tool call's arguments."""
-    if not obj.keys() <= _PLAIN_TOP or obj.get("object") != "chat.completion.chunk":
-        return None
-    delta = choice.get("delta")
-    if (
-        delta.__class__ is not dict
-        or not delta.keys() <= _CALL_DELTA
-        or not choice.keys() <= (_PLAIN_CHOICE)
-    ):
+    delta: dict[str, Any], index: int, acc: Accumulator
+) -> tuple[int, int | None, str, Labels] | None:
+    """The piece of a chunk whose only news is a fragment of one tool call's arguments (its
+    top level and choice checked by ``_piece``)."""
+    if not delta.keys() <= _CALL_DELTA:
         return None
     if delta.get("role") is not None or delta.get("content") is not None:
         return None
@@ -491,46 +518,7 @@ def _arguments(
         return None
     if acc.tool_call(index, call["index"]) is None:
         return None
-    return (index, call["index"], "arguments")
-
-
-def _labelled(
-    obj: dict[str, Any], choice: dict[str, Any], index: int
-) -> tuple[int, int | None, str] | None:
-    """The piece of a chat chunk that is plain but for labels in its delta: one string field
-    (``content``, ``reasoning``...) and string values of label keys the models do not name
-    (``LABEL_KEYS``: Groq's gpt-oss sends ``"channel":"analysis"`` with every reasoning
-    piece). The full path merges such a delta's string as a plain one's and sets each label
-    (the delta rule replaces a label, never joins it), so a payload of its shape is merged as
-    the string appended and the same labels set again (``_Shape.labels``)."""
-    if (
-        not obj.keys() <= _PLAIN_TOP
-        or obj.get("object") != "chat.completion.chunk"
-        or not choice.keys() <= _PLAIN_CHOICE
-    ):
-        return None
-    delta = choice.get("delta")
-    if delta.__class__ is not dict:
-        return None
-    field = None
-    labelled = False
-    for key, value in delta.items():
-        if key in _PLAIN_DELTA:
-            if value is None:
-                continue
-            if field is not None or key not in _FIELDS or value.__class__ is not _STR:
-                return None
-            field = key
-        elif key in LABEL_KEYS and value.__class__ is _STR:
-            labelled = True
-        else:
-            return None
-    return (index, None, field) if field is not None and labelled else None
-
-
-def _labels(delta: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The labels of a delta ``_labelled`` took, in order."""
-    return tuple((k, v) for k, v in delta.items() if k not in _PLAIN_DELTA)
+    return (index, call["index"], "arguments", ())
 
 
 def string_of(payload: bytes, key: bytes) -> tuple[int, int] | None:
@@ -641,7 +629,6 @@ class Lane:
             fingerprint = obj.get("system_fingerprint")
             shape = _LogprobsShape(acc, piece[0], prefix, middle, suffix, obfuscated, fingerprint)
         else:
-            labels = () if plain or piece[1] is not None else _labels(obj["choices"][0]["delta"])
             shape = _Shape(
                 acc,
                 piece,
@@ -650,7 +637,6 @@ class Lane:
                 obfuscated,
                 obj.get("system_fingerprint"),
                 obj.get("service_tier"),
-                labels,
             )
         self.shapes.insert(0, shape)
         del self.shapes[_MAX_SHAPES:]
