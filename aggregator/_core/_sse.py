@@ -232,6 +232,12 @@ def _event_too_large(splitter: _LineSplitter) -> DecodeError:
 _FIELDS = frozenset({b"data", b"event", b"id", b"retry"})
 
 
+def _event_name(line: bytes) -> str:
+    """The event name an ``event: `` line sets, as the line loop sets it (an empty one is
+    ``message``): what the scanner's fast branches name their records by."""
+    return line[7:].decode("utf-8", "replace") or "message"
+
+
 def _spoiled(field: bytes) -> bool:
     """Whether ``field`` is a field name spoiled by a BOM, a space, a tab or a NUL (a line a
     server meant, which the rules would drop without a word)."""
@@ -381,8 +387,7 @@ class SSEDecoder:
             return None
         at = splitter.line_no + 2
         splitter.line_no = at + 1
-        name = data[7:first].decode("utf-8", "replace") or "message"
-        return [(data[first + 7 : end], name, self._id, None, at, False)]
+        return [(data[first + 7 : end], _event_name(data[:first]), self._id, None, at, False)]
 
     def _scan(self, lines: list[bytes | None]) -> list[Any]:
         """The events of ``lines``. A run of events of one common shape, with no field set
@@ -433,7 +438,7 @@ class SSEDecoder:
             joined = b"\n".join(kinds)  # type: ignore[arg-type]
             if joined.count(b"\nevent: ") != count - 1:  # (the first: checked above)
                 return events + self._scan_lines(lines)
-            names = {kind: kind[7:].decode("utf-8", "replace") or "message" for kind in set(kinds)}  # type: ignore[index]
+            names = {kind: _event_name(kind) for kind in set(kinds)}  # type: ignore[arg-type]
             events += [
                 (line[6:], names[kind], id_, None, number, False)  # type: ignore[index]
                 for kind, line, number in zip(kinds, datas, numbers, strict=True)
