@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -607,6 +607,7 @@ def resetting_upstream(answer: bytes) -> Iterator[tuple[str, list[str]]]:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     done: list[str] = []
+    accepted: list[socket.socket] = []
 
     def read_request(conn: socket.socket) -> bool:
         data = b""
@@ -622,7 +623,10 @@ def resetting_upstream(answer: bytes) -> Iterator[tuple[str, list[str]]]:
             if line.lower().startswith(b"content-length:")
         )
         while len(body) < length:
-            body += conn.recv(65536)
+            piece = conn.recv(65536)
+            if not piece:
+                return False
+            body += piece
         return True
 
     def serve() -> None:
@@ -631,6 +635,7 @@ def resetting_upstream(answer: bytes) -> Iterator[tuple[str, list[str]]]:
                 conn, _ = listener.accept()
             except OSError:
                 return
+            accepted.append(conn)
             with conn:
                 while read_request(conn):
                     if not done:
@@ -647,9 +652,13 @@ def resetting_upstream(answer: bytes) -> Iterator[tuple[str, list[str]]]:
     thread.start()
     try:
         yield f"http://127.0.0.1:{port}", done
-    finally:
-        listener.close()
+    finally:  # (a shutdown wakes a blocked accept or recv; a close alone does not)
+        for sock in [listener, *accepted]:
+            with suppress(OSError):  # (closed already)
+                sock.shutdown(socket.SHUT_RDWR)
         thread.join(5)
+        listener.close()
+        assert not thread.is_alive()
 
 
 async def test_a_request_the_upstream_reset_unanswered_is_sent_once_more(
