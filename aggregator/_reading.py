@@ -12,7 +12,7 @@ source itself raises comes out as it is.
 event loop: a bytes item longer than :data:`PIECE` is fed to the engine in pieces of that size,
 and the loop is given a turn (``anyio.lowlevel.checkpoint``) after every :data:`BUDGET` bytes or
 :data:`BUDGET_ITEMS` items fed, so no input (64 MiB of blank lines in one read, a source that
-never awaits) stalls the other tasks for longer than the work on one budget. :func:`sync_batches`
+never awaits) stalls the other tasks for longer than the work on one budget. :class:`SyncBatches`
 does the same for a sync source, read in batches.
 
 A path that is not a regular file (a FIFO, ``<(curl -N ...)``'s ``/dev/fd/N``, a character
@@ -46,8 +46,8 @@ __all__ = [
     "Source",
     "SourceReader",
     "Sources",
+    "SyncBatches",
     "close_async",
-    "sync_batches",
 ]
 
 #: The most bytes of one item fed to the engine at once.
@@ -220,21 +220,36 @@ class Feeder:
         await anyio.lowlevel.checkpoint()
 
 
-def sync_batches(iterator: Iterator[Any]) -> Iterator[Iterator[Any]]:
+@final
+class SyncBatches:
     """The items of a sync source in batches of at most :data:`BUDGET_ITEMS` items and about
     :data:`BUDGET` bytes, a bytes item longer than :data:`PIECE` cut in pieces (each counts as
-    an item); the reader gives the loop a turn between two batches. Ends with the source."""
-    state: list[Any] = [None, 0, False]  # the item being cut, the offset in it, exhausted
+    an item); the reader gives the loop a turn between two batches. Iterating it ends with the
+    source; :attr:`exhausted` says, once a batch has been read to its end, whether it was the
+    last (the source ran out in it), so the reader can end in that batch's turn."""
 
-    def batch() -> Iterator[Any]:
+    __slots__ = ("_at", "_iterator", "_raw", "exhausted")
+
+    def __init__(self, iterator: Iterator[Any]) -> None:
+        self._iterator = iterator
+        self._raw: Any = None  # the item being cut, and the offset in it
+        self._at = 0
+        self.exhausted = False
+
+    def __iter__(self) -> Iterator[Iterator[Any]]:
+        while not self.exhausted:
+            yield self._batch()
+
+    def _batch(self) -> Iterator[Any]:
+        iterator = self._iterator
         budget, count = BUDGET, BUDGET_ITEMS
         while budget > 0 and count > 0:
-            raw, at = state[0], state[1]
+            raw, at = self._raw, self._at
             if raw is None:
                 try:
                     raw = next(iterator)
                 except StopIteration:
-                    state[2] = True
+                    self.exhausted = True
                     return
                 cls = raw.__class__
                 if not (cls is bytes or cls is bytearray or cls is memoryview):
@@ -249,13 +264,10 @@ def sync_batches(iterator: Iterator[Any]) -> Iterator[Iterator[Any]]:
                 raw, at = memoryview(raw).cast("B"), 0
             piece = bytes(raw[at : at + PIECE])
             at += PIECE
-            state[0], state[1] = (raw, at) if at < len(raw) else (None, 0)
+            self._raw, self._at = (raw, at) if at < len(raw) else (None, 0)
             budget -= len(piece)
             count -= 1
             yield piece
-
-    while not state[2]:
-        yield batch()
 
 
 @final

@@ -32,7 +32,7 @@ from ._core._errors import LimitError, UsageError
 from ._core._framing import Format
 from ._core._limits import DEFAULT_LIMITS, Limits
 from ._core._results import Result, SourceReport
-from ._reading import Feeder, Source, SourceReader, Sources, close_async, sync_batches
+from ._reading import Feeder, Source, SourceReader, Sources, SyncBatches, close_async
 from ._stages import Batch, Pipeline, Plan, Stage, plan
 
 __all__ = ["fan_in", "results"]
@@ -80,7 +80,7 @@ async def drive(
 ) -> AsyncGenerator[Batch, None]:
     """Read ``source`` in this task and feed ``engine``; yield what ends, in batches. Closes the
     source, whatever happens. The work between two turns of the event loop is bounded (a long
-    bytes item is fed in pieces; see ``_reading.Feeder`` and ``sync_batches``). With
+    bytes item is fed in pieces; see ``_reading.Feeder`` and ``SyncBatches``). With
     ``timings``, anyio's clock is read once per read (per batch of a sync source) and handed to
     the engine."""
     import anyio.lowlevel  # imported here: `import aggregator` stays light
@@ -109,7 +109,8 @@ async def drive(
                 if ended:
                     yield ended
         else:
-            for items in sync_batches(reader.sync_iterator()):
+            batches = SyncBatches(reader.sync_iterator())
+            for items in batches:
                 batch: Batch = []
                 try:  # a batch of items, read and fed in one loop
                     engine.feed_items(items, batch, now())
@@ -118,10 +119,13 @@ async def drive(
                         raise raised.exception from None
                     error = source_error(raised.exception, engine.name, raised.number)
                     batch += engine.fail(error, now())
+                if batches.exhausted or engine.stopped:  # the last batch: the end goes with it
+                    batch += engine.close(now=now())
+                    if batch:
+                        yield batch
+                    return
                 if batch:
                     yield batch
-                if engine.stopped:
-                    break
                 await anyio.lowlevel.checkpoint()  # let the other tasks run
         ended = engine.close(now=now())
         if ended:

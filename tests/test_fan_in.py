@@ -1186,6 +1186,38 @@ async def test_a_sync_source_is_read_ahead_by_a_bounded_number_of_batches() -> N
     assert result.chunks == 5000
 
 
+async def test_short_sync_sources_end_in_the_turn_of_their_last_batch() -> None:
+    # 2,000 sources of one short completion each, all allowed at once (max_sources), and a
+    # consumer that keeps pace (it takes each batch as it comes): a sync source that runs out
+    # in a batch sends its results and its report with that batch, and ends (its engine and
+    # its task freed) in that turn. Its end used to take a turn and a batch of its own: each
+    # source sent two batches for the consumer's one, and most of the 2,000 waited at once,
+    # each with its engine.
+    started = 0
+    in_flight: list[int] = []
+
+    def sync_source(number: int) -> Iterator[bytes]:
+        nonlocal started
+        started += 1
+        yield ONE.replace(b"chatcmpl-", b"chatcmpl-%d-" % number)
+
+    sources = {f"s{i}": sync_source(i) for i in range(2000)}
+    reports = 0
+    results = []
+    with anyio.fail_after(20):
+        async with aggregator.fan_in(sources, max_sources=2000) as items:
+            async for item in items:
+                if isinstance(item, SourceReport):
+                    assert item.ok
+                    reports += 1
+                    in_flight.append(started - reports)
+                else:
+                    results.append(item)
+    assert reports == len(results) == 2000
+    assert all(r.complete for r in results)
+    assert max(in_flight) <= 4, max(in_flight)
+
+
 # --- 7. composition ---------------------------------------------------------------------------
 
 
