@@ -503,6 +503,98 @@ def test_a_sync_source_fed_in_one_loop_equals_item_by_item(
         assert summary(looped + engine.close()) == summary(one_by_one)
 
 
+class Broke(Exception):
+    """What the generated sources below raise."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chunks=st.lists(chunk_dicts(), max_size=12),
+    data=st.data(),
+    as_dicts=st.sets(st.integers(0, 11)),
+    junk_at=st.none() | st.integers(0, 11),
+    raise_at=st.none() | st.integers(0, 60),
+    strict=st.booleans(),
+)
+def test_a_sync_source_of_bytes_fed_in_one_loop_equals_item_by_item(
+    chunks: list[JSON],
+    data: st.DataObject,
+    as_dicts: set[int],
+    junk_at: int | None,
+    raise_at: int | None,
+    strict: bool,
+) -> None:
+    """``feed_items`` frames the bytes items read in a row at once: what comes out, the items
+    counted and the number a raising source is placed at are those of ``feed_item`` one item
+    at a time, whatever the cuts, with dict items between the runs, a malformed payload in a
+    run (strict: the source stops there) and a source that raises mid-run."""
+    items: list[Any] = []
+    for i, c in enumerate(chunks):
+        if i == junk_at:
+            items.append(b"data: {not json\n\n")
+        if i in as_dicts:
+            items.append(c)
+        else:
+            items += data.draw(byte_pieces(b"data: " + orjson.dumps(c) + b"\n\n"))
+    items.append(b"data: [DONE]\n\n")
+
+    def source() -> Any:
+        for number, item in enumerate(items):
+            if number == raise_at:
+                raise Broke(f"after {number}")
+            yield item
+
+    one = Engine("s", strict=strict)
+    one_by_one: list[Any] = []
+    raised_after: int | None = None
+    try:
+        for item in source():
+            one_by_one += one.feed_item(item)
+            if one.stopped:
+                break
+    except Broke:
+        raised_after = one.items
+    looped = Engine("s", strict=strict)
+    out: list[Any] = []
+    raised: _engine.SourceRaised | None = None
+    try:
+        looped.feed_items(source(), out)
+    except _engine.SourceRaised as exc:
+        raised = exc
+    if raised_after is None:
+        assert raised is None
+    else:
+        assert raised is not None
+        assert (raised.number, type(raised.exception)) == (raised_after, Broke)
+    assert summary(out + looped.close()) == summary(one_by_one + one.close())
+    if not one.stopped:
+        assert looped.items == one.items
+
+
+def test_a_sync_source_that_raises_after_a_stop_in_a_run_of_bytes_is_not_raised() -> None:
+    # strict: the malformed payload stops the source; one item at a time, the read that raises
+    # is never made, so the run read ahead must not raise it either
+    good = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+    good += b'"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}\n\n'
+
+    def source() -> Any:
+        yield good
+        yield b"data: {not json\n\n"
+        yield good
+        raise Broke("read after the stop")
+
+    engine = Engine("s")
+    out: list[Any] = []
+    engine.feed_items(source(), out)
+    assert engine.stopped
+    (result, report) = out + engine.close()
+    assert isinstance(result, Result)
+    assert result.reason is EndReason.ERROR
+    assert result.chunks == 1
+    assert isinstance(report, SourceReport)
+    assert "invalid JSON" in str(report.error)
+
+
 # -- routing: one response body is one completion ---------------------------------------------
 
 

@@ -398,9 +398,17 @@ class Engine:
         hot_cls: Any = None
         chunk_id: Any = None
         number = self.items  # kept here while the hot branch runs, in self.items for the rest
+        run: list[bytes] = []  # bytes items read in a row, framed at once (see below)
         try:
             for raw in raws:
                 number += 1
+                if raw.__class__ is bytes:
+                    run.append(raw)
+                    continue
+                if run:
+                    self._run(run, number - 1, out)
+                    if self.stopped:
+                        return
                 current = self._current
                 if (
                     raw.__class__ is hot_cls
@@ -420,14 +428,28 @@ class Engine:
                     return
                 if hot_cls is None and self._protocol is not None and not self._stages:
                     hot_cls, chunk_id = self._protocol.hot_event()
+            if run:
+                self._run(run, number, out)
         except UsageError:
             raise
         except Exception as exc:  # the iterable raised: _item catches our own bugs
+            if run:  # what was read before it raised is fed
+                self._run(run, number, out)
+                if self.stopped:
+                    return  # it stopped before: one item at a time, that read was not made
             raise SourceRaised(exc, number) from exc
         finally:
             self.items = number
             if now is not None and self._current is not None:
                 self._stamp(self._current)
+
+    def _run(self, run: list[bytes], last: int, out: list[Any]) -> None:
+        """Feed the bytes items ``run``, the last of them item number ``last``, as one item
+        (the framing takes bytes cut anywhere, so they are framed as they would be one by
+        one, in one pass instead of one per item: a sync source of lines, or of events)."""
+        self.items = last - 1
+        self._item(run[0] if len(run) == 1 else b"".join(run), out)
+        run.clear()
 
     def close(self, *, cancelled: bool = False, now: float | None = None) -> list[Any]:
         """End the source: every open stream ends, then the source's report.
