@@ -571,6 +571,25 @@ def test_a_sync_source_of_bytes_fed_in_one_loop_equals_item_by_item(
         assert looped.items == one.items
 
 
+def test_a_run_of_bytes_items_is_framed_before_it_holds_more_than_a_piece() -> None:
+    # 2 MB of 100-byte lines through feed_items (what assemble_sync does with a file): the
+    # lines read but not framed yet never hold more than _PIECE bytes (and one line)
+    engine = Engine("s")
+    line = b": " + b"x" * 97 + b"\n"
+    behind: list[int] = []
+
+    def source() -> Any:
+        for number in range(20_000):
+            behind.append(number - engine.line)
+            yield line
+
+    out: list[Any] = []
+    engine.feed_items(source(), out)
+    assert engine.line == 20_000
+    assert max(behind) * len(line) <= _engine._PIECE + len(line)
+    assert max(behind) * len(line) > _engine._PIECE // 2  # (they were run together)
+
+
 def test_a_sync_source_that_raises_after_a_stop_in_a_run_of_bytes_is_not_raised() -> None:
     # strict: the malformed payload stops the source; one item at a time, the read that raises
     # is never made, so the run read ahead must not raise it either

@@ -398,15 +398,24 @@ class Engine:
         hot_cls: Any = None
         chunk_id: Any = None
         number = self.items  # kept here while the hot branch runs, in self.items for the rest
-        run: list[bytes] = []  # bytes items read in a row, framed at once (see below)
+        run: list[bytes] = []  # bytes items read in a row, framed at once (see _run)
+        size = 0  # their bytes: a run is framed once it holds _PIECE
         try:
             for raw in raws:
                 number += 1
                 if raw.__class__ is bytes:
                     run.append(raw)
+                    size += len(raw)
+                    if size < _PIECE:
+                        continue
+                    self._run(run, number, out)
+                    size = 0
+                    if self.stopped:
+                        return
                     continue
                 if run:
                     self._run(run, number - 1, out)
+                    size = 0
                     if self.stopped:
                         return
                 current = self._current
@@ -446,7 +455,9 @@ class Engine:
     def _run(self, run: list[bytes], last: int, out: list[Any]) -> None:
         """Feed the bytes items ``run``, the last of them item number ``last``, as one item
         (the framing takes bytes cut anywhere, so they are framed as they would be one by
-        one, in one pass instead of one per item: a sync source of lines, or of events)."""
+        one, in one pass instead of one per item: a sync source of lines, or of events). A run
+        ends at an item that is not bytes, at the end of ``raws``, or at ``_PIECE`` bytes: what
+        is held at once, and read ahead of a stop, stays bounded whatever the source."""
         self.items = last - 1
         self._item(run[0] if len(run) == 1 else b"".join(run), out)
         run.clear()
