@@ -21,6 +21,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import aggregator
 from aggregator import (
@@ -681,6 +683,58 @@ async def test_negative_token_counts_are_a_problem_and_not_summed() -> None:
     async with aggregator.fan_in({"bad": [bad]}, pipeline) as items:
         totals = [item async for item in items if not isinstance(item, Result | SourceReport)]
     assert totals[0].by_model["m"].prompt_tokens == 0  # alone, still no count below zero
+
+
+_COUNT = st.one_of(st.integers(-5, 5), st.floats(-2.0, 2.0, allow_nan=False), st.booleans())
+_EXTRA = st.recursive(
+    st.one_of(_COUNT, st.text(max_size=3), st.none()),
+    lambda inner: st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _below_zero_named(value: Any, name: str = "") -> list[str]:
+    """Every number below zero in a usage's JSON, by its dotted path (extras are top-level)."""
+    if value.__class__ in (int, float):
+        return [f"{name}={value}"] if value < 0 else []
+    if isinstance(value, dict):
+        return [
+            found
+            for key, child in value.items()
+            if child is not None
+            for found in _below_zero_named(child, f"{name}.{key}" if name else key)
+        ]
+    return []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    counts=st.fixed_dictionaries(
+        {},
+        optional={
+            "prompt_tokens": st.integers(-3, 9),
+            "completion_tokens": st.integers(-3, 9),
+            "total_tokens": st.integers(-3, 9),
+            "prompt_tokens_details": st.none()
+            | st.fixed_dictionaries({}, optional={"cached_tokens": st.integers(-3, 9)}),
+            "completion_tokens_details": st.none()
+            | st.fixed_dictionaries(
+                {}, optional={"reasoning_tokens": st.integers(-3, 9), "x_deep": _EXTRA}
+            ),
+            "x_extra": _EXTRA,
+            "x_other": _EXTRA,
+        },
+    )
+)
+def test_every_count_below_zero_is_named_wherever_it_is(counts: dict[str, Any]) -> None:
+    from aggregator._core._usage import negative_counts
+    from aggregator.lowlevel import structure_chunk
+
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    usage = structure_chunk({**chunk, "choices": [], "usage": counts}).usage
+    expected = sorted(_below_zero_named(counts))
+    assume(len(expected) <= 8)  # (it names at most 8)
+    assert negative_counts(usage) == expected
 
 
 def test_messages_never_repeat_an_id_of_any_length() -> None:

@@ -116,7 +116,10 @@ def _names(cls: type) -> tuple[str, ...] | None:
 def negative_counts(usage: Any, prefix: str = "") -> list[str]:
     """The dotted names of the numbers below zero in a usage object (fields, details, numeric
     extras), at most 8 of them: counts a server cannot have meant. (Run on every result with
-    usage: numbers are told first, and each attrs class's field names are looked up once.)"""
+    usage: numbers are told first, each attrs class's field names are looked up once, and the
+    names are made only when a number below zero was found.)"""
+    if not _below_zero(usage):
+        return []
     found: list[str] = []
     stack: list[tuple[str, Any]] = [(prefix, usage)]
     while stack and len(found) < 8:
@@ -141,3 +144,24 @@ def negative_counts(usage: Any, prefix: str = "") -> list[str]:
             else:
                 stack.append((f"{name}.{key}" if name else str(key), child))
     return sorted(found)
+
+
+def _below_zero(usage: Any) -> bool:
+    """Whether :func:`negative_counts` would name a number: the same walk, without the names."""
+    stack = [usage]
+    while stack:
+        value = stack.pop()
+        cls = value.__class__
+        if cls in _NUMBERS:
+            if value < 0:
+                return True
+            continue
+        names = _names(cls)
+        if names is not None:
+            for field in names:
+                child = getattr(value, field)
+                if child is not None:
+                    stack.append(child)
+        elif isinstance(value, Mapping):
+            stack.extend(value.values())
+    return False
