@@ -10,7 +10,9 @@ default pipeline assembles them all, on asyncio and on trio. The floor reads the
 ``strings_floor`` of the suite's section 8). Each side runs in a child process of its own, so
 its peak RSS (``VmHWM``) is its own; the sources make their bytes as they are read, as a network
 would (one read per event, as a live server's body arrives), so memory measures what the
-pipeline holds, not the input. CPU time, median of repeats.
+pipeline holds, not the input. The floor reads the same sources (their reads joined), and a
+third side only makes the reads: its time is taken from both, so the ratio compares the work
+on the bytes, not the making of them. CPU time, median of repeats.
 
 Targets: ours / floor at most 1.5; peak memory within target 5b's budget (2 x the assembled
 outputs + 50 MB).
@@ -90,11 +92,13 @@ async def main():
 start = time.process_time()
 if side == "ours":
     anyio.run(main, backend=backend)
-else:
+elif side == "floor":  # the same reads, made the same way, joined: then the floor's work
     for i in range(streams):
-        raw = replay(i)
-        total += len(raw)
-        strings_floor(raw)
+        strings_floor(b"".join(source(i)))
+else:  # "reads": making the reads alone, what both sides pay
+    for i in range(streams):
+        for _ in source(i):
+            pass
 elapsed = time.process_time() - start
 row = {{"seconds": elapsed, "peak_mb": (high_water_kb() - base) / 1024,
         "output_mb": size / 2**20, "results": results, "input_mb": total / 2**20,
@@ -108,16 +112,20 @@ def run(streams: int = 10_000, repeats: int = 3, judge: bool = True) -> dict[str
     rows: dict[str, object] = {}
     print(f"fan-in of {streams:,} short real recordings, replayed with fresh ids")
     for backend in ("asyncio", "trio"):
-        ours, floor = [], []
+        ours, floor, reads = [], [], []
         for _ in range(repeats):  # alternating, each in a fresh process
             ours.append(child(CHILD, streams, backend, "ours"))
             floor.append(child(CHILD, streams, backend, "floor"))
+            reads.append(child(CHILD, streams, backend, "reads"))
         mine = min(ours, key=lambda r: r["seconds"])
-        t_ours = statistics.median(r["seconds"] for r in ours)
-        t_floor = statistics.median(r["seconds"] for r in floor)
+        t_reads = statistics.median(r["seconds"] for r in reads)
+        # each side less the making of its reads (the same generators on both sides)
+        t_ours = statistics.median(r["seconds"] for r in ours) - t_reads
+        t_floor = statistics.median(r["seconds"] for r in floor) - t_reads
         peak = max(r["peak_mb"] for r in ours)
         budget = 2 * mine["output_mb"] + 50
         rows[backend] = {
+            "reads_s": t_reads,
             "ours_s": t_ours,
             "floor_s": t_floor,
             "ratio": t_ours / t_floor,
@@ -129,12 +137,14 @@ def run(streams: int = 10_000, repeats: int = 3, judge: bool = True) -> dict[str
         }
         verdict = ""
         if judge:
-            met = t_ours / t_floor <= 1.5 and peak <= budget
-            verdict = " (targets: <= 1.5, peak <= budget: " + ("met)" if met else "not met)")
+            fast = "met" if t_ours / t_floor <= 1.5 else "not met"
+            small = "met" if peak <= budget else "not met"
+            verdict = f" (targets: ours / floor <= 1.5 {fast}, peak <= budget {small})"
         print(
             f"{backend}: {int(mine['recordings'])} recordings, {int(mine['results']):,} results, "
-            f"{mine['input_mb']:.1f} MB in: ours {t_ours:.2f} s, floor {t_floor:.2f} s CPU, "
-            f"ours / floor {t_ours / t_floor:.2f}; peak RSS growth {peak:.1f} MB, budget "
+            f"{mine['input_mb']:.1f} MB in: making the reads {t_reads:.2f} s CPU, and after it "
+            f"ours {t_ours:.2f} s, floor {t_floor:.2f} s, ours / floor {t_ours / t_floor:.2f}; "
+            f"peak RSS growth {peak:.1f} MB, budget "
             f"{budget:.1f} MB{verdict}"
         )
     return rows
