@@ -116,52 +116,40 @@ def _names(cls: type) -> tuple[str, ...] | None:
 def negative_counts(usage: Any, prefix: str = "") -> list[str]:
     """The dotted names of the numbers below zero in a usage object (fields, details, numeric
     extras), at most 8 of them: counts a server cannot have meant. (Run on every result with
-    usage: numbers are told first, each attrs class's field names are looked up once, and the
-    names are made only when a number below zero was found.)"""
-    if not _below_zero(usage):
-        return []
+    usage: numbers are told first, each attrs class's field names are looked up once, and a
+    value's place is kept as its parent's entry and key, so a name is made only for a number
+    below zero.)"""
     found: list[str] = []
-    stack: list[tuple[str, Any]] = [(prefix, usage)]
+    stack: list[tuple[Any, Any, Any]] = [(None, prefix, usage)]  # (parent entry, key, value)
     while stack and len(found) < 8:
-        name, value = stack.pop()
+        entry = stack.pop()
+        value = entry[2]
         cls = value.__class__
         if cls in _NUMBERS:
             if value < 0:
-                found.append(f"{name}={value}")
-            continue
-        names = _names(cls)
-        if names is not None:
-            items: Any = [(field, getattr(value, field)) for field in names]
-        elif isinstance(value, Mapping):
-            items = value.items()
-        else:
-            continue
-        for key, child in items:
-            if child is None:
-                continue
-            if key == "extras":
-                stack.append((name, child))
-            else:
-                stack.append((f"{name}.{key}" if name else str(key), child))
-    return sorted(found)
-
-
-def _below_zero(usage: Any) -> bool:
-    """Whether :func:`negative_counts` would name a number: the same walk, without the names."""
-    stack = [usage]
-    while stack:
-        value = stack.pop()
-        cls = value.__class__
-        if cls in _NUMBERS:
-            if value < 0:
-                return True
+                found.append(f"{_dotted(entry)}={value}")
             continue
         names = _names(cls)
         if names is not None:
             for field in names:
                 child = getattr(value, field)
                 if child is not None:
-                    stack.append(child)
+                    stack.append((entry, field, child))
         elif isinstance(value, Mapping):
-            stack.extend(value.values())
-    return False
+            for key, child in value.items():
+                if child is not None:
+                    stack.append((entry, key, child))
+    return sorted(found)
+
+
+def _dotted(entry: tuple[Any, Any, Any]) -> str:
+    """The dotted name of a walk's entry: its keys from the top (``prefix``, if any), an
+    ``extras`` mapping's keys standing for themselves."""
+    keys: list[str] = []
+    while entry[0] is not None:
+        if entry[1] != "extras":
+            keys.append(str(entry[1]))
+        entry = entry[0]
+    if entry[1]:
+        keys.append(entry[1])
+    return ".".join(reversed(keys))
