@@ -458,9 +458,10 @@ class Engine:
         one, in one pass instead of one per item: a sync source of lines, or of events). A run
         ends at an item that is not bytes, at the end of ``raws``, or at ``_PIECE`` bytes: what
         is held at once, and read ahead of a stop, stays bounded whatever the source."""
+        data = run[0] if len(run) == 1 else b"".join(run)
+        run.clear()  # first: should the feed raise, the caller's handler must not feed it again
         self.items = last - 1
-        self._item(run[0] if len(run) == 1 else b"".join(run), out)
-        run.clear()
+        self._item(data, out)
 
     def close(self, *, cancelled: bool = False, now: float | None = None) -> list[Any]:
         """End the source: every open stream ends, then the source's report.
