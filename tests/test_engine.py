@@ -1152,3 +1152,21 @@ def test_a_delta_with_a_label_takes_the_lane_and_sets_the_label_back() -> None:
     (result, _), merged = assert_lane_exact([*both, b"data: [DONE]\n\n"])
     message = to_dict(result.completion)["choices"][0]["message"]
     assert (merged, message["reasoning"], message["refusal"]) == (0, "aaa", "nonono")
+
+
+@pytest.mark.parametrize("path", ["openai/d61558011839.sse", "openai/f82268f2fefd.sse"])
+def test_a_chunk_past_max_completion_is_refused_with_the_lane_as_without(path: str) -> None:
+    """Wherever ``max_completion`` falls in a stream the lane merges, the chunk that passes it is
+    not merged (the full path's rule: the stream ends with what it held before that chunk), at
+    the same place, with the lane on and off."""
+    data = (DATA / path).read_bytes()
+    total = sum(len(line) - 6 for line in data.split(b"\n") if line.startswith(b"data: {"))
+    for budget in range(total // 3, total, max(1, total // 40)):
+        limits = aggregator.Limits(max_completion=budget)
+        on, engine = run([data], limits=limits)
+        off, _ = run([data], limits=limits, fast_lane=False)
+        assert summary(on) == summary(off)
+        assert engine._lane is not None
+        assert engine._lane.merged
+        (result,) = [r for r in on if isinstance(r, Result)]
+        assert result.reason is EndReason.LIMIT

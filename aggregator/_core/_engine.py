@@ -581,20 +581,15 @@ class Engine:
                 continue
             data, event, sse_id, _, line, own_id = record
             self._line = line  # (the place of a lane's dedupe problem, see _lane_duplicate)
-            if (
-                lane is not None
-                and lane.shapes
-                and not own_id
-                and event != "error"
-                and lane.try_merge(data)
-            ):  # merged by its byte shape: a branch of this one path (see ``_plain``)
-                self._events += 1
-                self.done = False
-                current = self._current
-                current.size += len(data)  # type: ignore[union-attr]  # the lane's stream
-                if current.size > self._max_completion:  # type: ignore[union-attr]
-                    self._too_large(current, (line, self._events), out)  # type: ignore[arg-type]
-                continue
+            if lane is not None and lane.shapes and not own_id and event != "error":
+                # merged by its byte shape: a branch of this one path (see ``_plain``)
+                current = self._current  # (the lane's stream)
+                size = current.size + len(data)  # type: ignore[union-attr]
+                if size <= self._max_completion and lane.try_merge(data):
+                    self._events += 1
+                    self.done = False
+                    current.size = size  # type: ignore[union-attr]
+                    continue  # (a payload past max_completion: the full path refuses it)
             if self.stopped:
                 return
             if data == b"[DONE]" or (len(data) < 32 and data.strip() == b"[DONE]"):
