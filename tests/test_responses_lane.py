@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregator._core._engine import Engine
+from aggregator._core._responses._lane import Lane
 from aggregator._core._results import Result
 
 from .test_engine import TEXT, summary
@@ -149,3 +150,100 @@ def test_an_item_added_again_drops_the_shapes_of_the_one_before() -> None:
     assert_same([_frame(cut, False)])
     assert_same([_frame(cut, False)], dedupe_ids=None)
     assert_same([_frame([*events[: at[3]], again, *events[at[3] :]], False)])
+
+
+def _run_record_by_record(reads: list[bytes], **kw: Any) -> list[Any]:
+    """:func:`_run` with the lane on but its runs off: each payload asked of ``try_merge``."""
+    runs = Lane.merge_run
+    try:
+        Lane.merge_run = None  # type: ignore[assignment, method-assign]  # (the engine asks)
+        return _run(reads, True, **kw)[0]
+    finally:
+        Lane.merge_run = runs  # type: ignore[method-assign]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    cuts=st.lists(st.integers(min_value=0), max_size=6),
+    again=st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0)), max_size=8),
+    changed=st.lists(st.integers(min_value=0), max_size=4),
+    lowered=st.lists(st.integers(min_value=0, max_value=10_000), max_size=4),
+    window=st.one_of(st.none(), st.integers(min_value=1, max_value=40)),
+    budget=st.one_of(st.none(), st.integers(min_value=2_000, max_value=200_000)),
+)
+def test_the_lanes_runs_decide_as_record_by_record_and_the_full_path(
+    cuts: list[int],
+    again: list[tuple[int, int]],
+    changed: list[int],
+    lowered: list[int],
+    window: int | None,
+    budget: int | None,
+) -> None:
+    """A long run of deltas, with what ends a run inside it: exact replays near and far (beyond
+    a small dedupe window, so the run's ids push older ones out), an id sent again with another
+    delta, a sequence number lower than the one before, and a ``max_completion`` the stream
+    passes mid-run; read whole or cut. The lane's runs, the lane record by record and the full
+    path give the same results."""
+    from aggregator import Limits
+
+    events = _events(DATA / "openai_compaction_item_long_text.jsonl")
+    deltas = [i for i, e in enumerate(events) if e["type"] == _DELTAS[0]]
+    for at in changed:  # the same sequence number, another delta: kept, with a problem
+        i = deltas[at % len(deltas)]
+        events.insert(i + 1, {**events[i], "delta": "changed"})
+    for at in lowered:  # a number below the last: not a replay, merged by the full path
+        i = deltas[at % len(deltas)]
+        events[i] = {**events[i], "sequence_number": 1_000_000 + at}
+        events.insert(i + 1, {**events[i + 1], "sequence_number": 500_000 + at})
+    for source, distance in again:  # an exact replay, soon after or long after
+        i = deltas[source % len(deltas)]
+        events.insert(min(len(events), i + 1 + distance % 300), events[i])
+    kw: dict[str, Any] = {"dedupe_ids": window}
+    if budget is not None:
+        kw["limits"] = Limits(max_completion=budget)
+    reads = _cut(_frame(events, False), cuts)
+    runs, merged = _run(reads, True, **kw)
+    assert summary(runs) == summary(_run_record_by_record(reads, **kw))
+    assert summary(runs) == summary(_run(reads, False, **kw)[0])
+    if not cuts and budget is None:
+        assert merged > len(deltas) // 2
+
+
+def test_a_run_stops_where_the_dedupe_must_decide() -> None:
+    """A replay and a reused id inside a long run end it there; each is decided by the dedupe
+    (one duplicate dropped, one reuse kept with its problem), and the runs go on after them."""
+    events = _events(DATA / "openai_compaction_item_long_text.jsonl")
+    deltas = [i for i, e in enumerate(events) if e["type"] == _DELTAS[0]]
+    replay, reused = events[deltas[100]], {**events[deltas[200]], "delta": "again"}
+    events.insert(deltas[200] + 1, reused)
+    events.insert(deltas[100] + 1, replay)
+    calls: list[int] = []
+    runs = Lane.merge_run
+
+    def counted(self: Lane, records: list[Any], start: int, *args: Any) -> tuple[int, int]:
+        stop, size = runs(self, records, start, *args)
+        calls.append(stop - start)
+        return stop, size
+
+    Lane.merge_run = counted  # type: ignore[method-assign]
+    try:
+        out, _ = _run([_frame(events, False)], True)
+    finally:
+        Lane.merge_run = runs  # type: ignore[method-assign]
+    (result,) = [r for r in out if isinstance(r, Result)]
+    assert result.duplicates == 1
+    assert [str(p) for p in result.problems] == [
+        str(p)
+        for p in next(
+            r for r in _run([_frame(events, False)], False)[0] if isinstance(r, Result)
+        ).problems
+    ]
+    assert len(result.problems) == 1
+    assert "came again with another payload" in str(result.problems[0])
+    long_runs = [n for n in calls if n > 50]
+    assert len(long_runs) >= 3, calls  # before the replay, between the two, after the reuse
+    assert summary(out) == summary(_run([_frame(events, False)], False)[0])

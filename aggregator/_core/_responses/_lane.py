@@ -64,16 +64,63 @@ class _Shape:
         self.version = acc.version
 
 
+def _pieces_of(shapes: list[_Shape], after: int, payload: bytes, obj: Any) -> list[str] | None:
+    """The list of the first shape from ``shapes[after]`` on whose filter ``payload`` passes
+    and whose rest is ``obj`` (the payload parsed, less its varying keys), or ``None``."""
+    for shape in shapes[after:]:
+        if (
+            payload.startswith(shape.prefix)
+            and (shape.marker is None or shape.marker in payload)
+            and obj == shape.rest
+        ):
+            return shape.pieces
+    return None
+
+
+def _found(shapes: list[_Shape], payload: bytes) -> tuple[Any, Any, list[str] | None] | None:
+    """For a payload that the first shape's filter refused: ``(sequence number, delta, the
+    list of its shape)`` as :meth:`Lane.try_merge` finds them among the other shapes (the list
+    ``None`` if none takes it), or ``None`` if no filter passes or the values are not an int and
+    strings."""
+    for at, shape in enumerate(shapes):
+        if (
+            at
+            and payload.startswith(shape.prefix)
+            and (shape.marker is None or shape.marker in payload)
+        ):
+            break
+    else:
+        return None
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    seq = obj.pop("sequence_number", None)
+    delta = obj.pop("delta", None)
+    obfuscation = obj.pop("obfuscation", None)
+    if (
+        seq.__class__ is not int
+        or delta.__class__ is not str
+        or (obfuscation is not None and obfuscation.__class__ is not str)
+    ):
+        return None
+    return seq, delta, _pieces_of(shapes, at, payload, obj)
+
+
 @final
 class Lane:
     """The delta shapes learnt from one source's events (see the module's docstring)."""
 
-    __slots__ = ("duplicate", "merged", "shapes")
+    __slots__ = ("duplicate", "merged", "remember", "shapes")
 
     def __init__(self) -> None:
         self.shapes: list[_Shape] = []
         #: the engine's dedupe check for the current stream (see ``Protocol.lane``).
         self.duplicate: Any = _never
+        #: the engine's note of the dedupe ids of a run (see :meth:`merge_run`), set with
+        #: ``duplicate``: ``remember(ids, records, start)``, the ids of the payloads of
+        #: ``records`` from ``start`` on.
+        self.remember: Any = None
         #: how many payloads the lane merged (for tests and statistics).
         self.merged = 0
 
@@ -111,6 +158,102 @@ class Lane:
                 self.merged += 1
                 return True
         return False
+
+    def merge_run(
+        self, records: list[Any], start: int, room: int, seen: Any, dedupe: bool
+    ) -> tuple[int, int]:
+        """Merge the framing's records from ``start`` on (the engine asks after a payload
+        :meth:`try_merge` merged), in one loop, for as long as each is
+        what :meth:`try_merge` merges in its steady case: a payload record (no id of its own,
+        not an ``error`` event) that is a delta of a shape learnt, whose sequence number is not
+        in ``seen`` (the current stream's dedupe ids, as the run starts) and is above the run's
+        last one, and whose bytes keep the run's within ``room``. ``dedupe``: the engine
+        dedupes (else ``seen`` is not asked, and no id is handed over). ``(the index of the
+        first record not merged, the bytes merged)``; that record is left to the one path
+        (:meth:`try_merge`, the dedupe, the full path), which decides it as before.
+
+        Theory of operation: each delta merged here is one :meth:`try_merge` would merge the
+        same way, with ``duplicate`` taking its steady branch (an id not seen yet: the run's
+        rise, so they are distinct); so the run's ids are handed to the engine's ``remember``
+        once, at its end, to be noted as that branch notes each, and the engine's per-record
+        work (its counts, the size check) is done once a run. The record the run stops at, and
+        every one after it, is decided as it would be without runs: nothing of the run is left
+        unnoted by then."""
+        shapes = self.shapes
+        if not shapes:
+            return start, 0
+        # the shapes whose lists are current: those learnt since the accumulator last replaced
+        # something (each replacement leaves every shape before it stale), so they come first
+        # in the list, and a payload that only a stale one takes is one no shape of these takes
+        # (the run stops there; try_merge drops that shape)
+        first = shapes[0]
+        version = first.acc.version  # (one accumulator: the lane holds one stream's)
+        if shapes[-1].version != version:  # (the oldest: if it is current, all are)
+            shapes = [shape for shape in shapes if shape.version == version]
+            if not shapes:
+                return start, 0
+            first = shapes[0]
+        others = len(shapes) > 1
+        prefix, marker = first.prefix, first.marker
+        head = records[start][0] if records[start].__class__ is tuple else b""
+        if not others and not (
+            head.startswith(prefix) and (marker is None or marker in head)
+        ):  # (the run would stop at once: the common way it ends, said cheaply)
+            return start, 0
+        rest, pieces = first.rest, first.pieces
+        loads = orjson.loads
+        seqs: list[int] = []
+        last = -1  # (sequence numbers are ints of at least 0; a lower one ends the run)
+        size = 0
+        index = start
+        end = len(records)
+        while index < end:  # (by index: islice would walk the records before ``start``)
+            record = records[index]
+            if record.__class__ is not tuple or record[5] or record[1] == "error":
+                break
+            payload = record[0]
+            grown = size + len(payload)
+            if grown > room:
+                break
+            # the shape try_merge would take: the first whose filter passes and whose rest is
+            # the payload's (the first shape's branch written out: most deltas are of it)
+            if payload.startswith(prefix) and (marker is None or marker in payload):
+                try:
+                    obj = loads(payload)
+                except orjson.JSONDecodeError:
+                    break
+                seq = obj.pop("sequence_number", None)
+                delta = obj.pop("delta", None)
+                obfuscation = obj.pop("obfuscation", None)
+                if (
+                    seq.__class__ is not int
+                    or delta.__class__ is not str
+                    or (obfuscation is not None and obfuscation.__class__ is not str)
+                ):
+                    break
+                target = pieces if obj == rest else _pieces_of(shapes, 1, payload, obj)
+            else:
+                found = _found(shapes, payload) if others else None
+                if found is None:
+                    break
+                seq, delta, target = found
+            if target is None:
+                break
+            if dedupe:
+                if seq <= last or seq in seen:
+                    break
+                last = seq
+                seqs.append(seq)
+            target.append(delta)
+            size = grown
+            index += 1
+        merged = index - start
+        if merged:
+            first.acc.chunks += merged
+            self.merged += merged
+            if seqs:
+                self.remember(seqs, records, start)
+        return index, size
 
     def learn(self, payload: bytes, obj: Any, plain: bool, acc: Accumulator) -> None:
         """Learn the shape of ``obj``, parsed from ``payload`` and just merged into ``acc`` (the
