@@ -64,6 +64,27 @@ class _Shape:
         self.version = acc.version
 
 
+def _split(payload: bytes) -> tuple[dict[str, Any], int, str] | None:
+    """``(the payload parsed less its varying keys, its sequence number, its delta)``, or
+    ``None`` unless it parses (a JSON object: every shape's prefix starts with a brace) and the
+    number is an int, the delta a string and the obfuscation, if any, a string: what the lane
+    compares with a shape's rest."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    seq = obj.pop("sequence_number", None)
+    delta = obj.pop("delta", None)
+    obfuscation = obj.pop("obfuscation", None)
+    if (
+        seq.__class__ is not int
+        or delta.__class__ is not str
+        or (obfuscation is not None and obfuscation.__class__ is not str)
+    ):
+        return None
+    return obj, seq, delta
+
+
 def _pieces_of(shapes: list[_Shape], after: int, payload: bytes, obj: Any) -> list[str] | None:
     """The list of the first shape from ``shapes[after]`` on whose filter ``payload`` passes
     and whose rest is ``obj`` (the payload parsed, less its varying keys), or ``None``."""
@@ -91,20 +112,10 @@ def _found(shapes: list[_Shape], payload: bytes) -> tuple[Any, Any, list[str] | 
             break
     else:
         return None
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
+    split = _split(payload)
+    if split is None:
         return None
-    seq = obj.pop("sequence_number", None)
-    delta = obj.pop("delta", None)
-    obfuscation = obj.pop("obfuscation", None)
-    if (
-        seq.__class__ is not int
-        or delta.__class__ is not str
-        or (obfuscation is not None and obfuscation.__class__ is not str)
-    ):
-        return None
-    return seq, delta, _pieces_of(shapes, at, payload, obj)
+    return split[1], split[2], _pieces_of(shapes, at, payload, split[0])
 
 
 @final
@@ -134,19 +145,10 @@ class Lane:
             ):
                 continue
             if obj is None:
-                try:  # (a dict: the prefix starts with a brace)
-                    obj = orjson.loads(payload)
-                except orjson.JSONDecodeError:
+                split = _split(payload)
+                if split is None:
                     return False
-                seq = obj.pop("sequence_number", None)
-                delta = obj.pop("delta", None)
-                obfuscation = obj.pop("obfuscation", None)
-                if (
-                    seq.__class__ is not int
-                    or delta.__class__ is not str
-                    or (obfuscation is not None and obfuscation.__class__ is not str)
-                ):
-                    return False
+                obj, seq, delta = split
             if obj == shape.rest:
                 acc = shape.acc
                 if acc.version != shape.version:
@@ -201,7 +203,6 @@ class Lane:
         ):  # (the run would stop at once: the common way it ends, said cheaply)
             return start, 0
         rest, pieces = first.rest, first.pieces
-        loads = orjson.loads
         seqs: list[int] = []
         last = -1  # (sequence numbers are ints of at least 0; a lower one ends the run)
         size = 0
@@ -209,28 +210,21 @@ class Lane:
         end = len(records)
         while index < end:  # (by index: islice would walk the records before ``start``)
             record = records[index]
-            if record.__class__ is not tuple or record[5] or record[1] == "error":
+            if record.__class__ is not tuple:
                 break
-            payload = record[0]
+            payload, event, _, _, _, own_id = record
+            if own_id or event == "error":
+                break
             grown = size + len(payload)
             if grown > room:
                 break
             # the shape try_merge would take: the first whose filter passes and whose rest is
             # the payload's (the first shape's branch written out: most deltas are of it)
             if payload.startswith(prefix) and (marker is None or marker in payload):
-                try:
-                    obj = loads(payload)
-                except orjson.JSONDecodeError:
+                split = _split(payload)
+                if split is None:
                     break
-                seq = obj.pop("sequence_number", None)
-                delta = obj.pop("delta", None)
-                obfuscation = obj.pop("obfuscation", None)
-                if (
-                    seq.__class__ is not int
-                    or delta.__class__ is not str
-                    or (obfuscation is not None and obfuscation.__class__ is not str)
-                ):
-                    break
+                obj, seq, delta = split
                 target = pieces if obj == rest else _pieces_of(shapes, 1, payload, obj)
             else:
                 found = _found(shapes, payload) if others else None
