@@ -224,8 +224,10 @@ def test_a_run_stops_where_the_dedupe_must_decide() -> None:
     calls: list[int] = []
     runs = Lane.merge_run
 
-    def counted(self: Lane, records: list[Any], start: int, *args: Any) -> tuple[int, int]:
-        stop, size = runs(self, records, start, *args)
+    def counted(
+        self: Lane, records: list[Any], start: int, room: int, seen: Any, dedupe: bool
+    ) -> tuple[int, int]:
+        stop, size = runs(self, records, start, room, seen, dedupe)
         calls.append(stop - start)
         return stop, size
 
