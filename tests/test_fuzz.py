@@ -1066,6 +1066,20 @@ plain_chunks = st.fixed_dictionaries(
         "service_tier": MAYBE_SHORT,
         "obfuscation": MAYBE_SHORT,
         "usage": st.none() | plain_usage,
+        # keys the chunk does not name, as providers send them (kept as they are, merged by
+        # the snapshot rule): OpenRouter's provider, Perplexity's citations, Groq's x_groq
+        # usage, a null, a nested object
+        "provider": st.none() | st.sampled_from(["OpenAI", "Novita"]),
+        "citations": st.lists(SHORT, max_size=3),
+        "x_groq": st.fixed_dictionaries(
+            {"id": SHORT}, optional={"usage": st.none() | plain_usage | st.just({"x": "y"})}
+        ),
+        "sla": st.none()
+        | st.recursive(
+            st.integers() | SHORT | st.none(),
+            lambda inner: st.dictionaries(SHORT, inner, max_size=2) | st.lists(inner, max_size=2),
+            max_leaves=6,
+        ),
     },
 )
 

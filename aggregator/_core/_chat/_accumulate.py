@@ -13,6 +13,7 @@ costs the same as an index of 1, and the result lists them in index order withou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, final
 
 from .._converter import structure
@@ -47,6 +48,7 @@ from ._events import (
     ToolCallDelta,
     Usage,
 )
+from ._plain import PLAIN_TOP
 
 __all__ = ["Accumulator"]
 
@@ -611,16 +613,21 @@ class Accumulator:
         if chunk.usage is not None:
             self.usage = merge_usage(self.usage, chunk.usage)
         if chunk.extras:
-            merge_snapshot(self._extras, chunk.extras)
-            side = chunk.extras.get("x_groq")
-            if isinstance(side, dict) and isinstance(side.get("usage"), dict):
-                self._side(side["usage"])
+            self._add_extras(chunk.extras)
         choices = self._choices
         for choice in chunk.choices:
             state = choices.get(choice.index)
             if state is None:
                 state = choices[choice.index] = state_cls(self._check(choice.index), self._limits)
             state.add(choice)  # type: ignore[arg-type]
+
+    def _add_extras(self, extras: Mapping[str, Any]) -> None:
+        """Merge a chunk's extras (the keys its class does not name) by the snapshot rule;
+        an ``x_groq`` usage report among them is noted as the side usage."""
+        merge_snapshot(self._extras, extras)
+        side = extras.get("x_groq")
+        if isinstance(side, dict) and isinstance(side.get("usage"), dict):
+            self._side(side["usage"])
 
     def _side(self, usage: dict[str, Any]) -> None:
         try:
@@ -655,6 +662,11 @@ class Accumulator:
         if service_tier is not None:
             self.service_tier = service_tier
         self._plain_usage(payload)
+        if not payload.keys() <= PLAIN_TOP:  # extras, kept as add keeps an event's
+            extras = {k: v for k, v in payload.items() if k not in PLAIN_TOP}
+            if None in extras.values():  # (what add notes of the chunk's null keys)
+                self._nulls.update(k for k, v in extras.items() if v is None)
+            self._add_extras(extras)
         choices = self._choices
         for choice in choices_in:
             index = choice["index"]

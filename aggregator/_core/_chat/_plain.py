@@ -40,6 +40,11 @@ _PLAIN_TOP = frozenset(
     {"id", "object", "created", "model", "choices", "system_fingerprint", "service_tier"}
     | {"obfuscation", "usage"}
 )
+#: the top-level keys a plain chunk has a field of (any other key of a plain chunk is an extra)
+PLAIN_TOP = _PLAIN_TOP
+#: the chunk's named fields that are not plain (every key the chunk does not name is an extra,
+#: which structuring keeps as it is: see :func:`is_plain_chat`)
+_NAMED_NOT_PLAIN = frozenset({"error", "extras"})
 _PLAIN_CHOICE = frozenset({"index", "delta", "logprobs", "finish_reason"})
 _PLAIN_DELTA = frozenset({"role", "content", "reasoning_content", "reasoning", "refusal"})
 _STR = str
@@ -76,14 +81,19 @@ def _plain_usage(usage: Any) -> bool:
 def is_plain_chat(obj: Any) -> bool:
     """Whether ``obj`` is a chat chunk of the common shape, with every field of the right type.
 
-    The common shape: only the named top-level keys, ``usage`` of counts (``_plain_usage``),
-    null or absent, and choices
+    The common shape: the named top-level keys, and any keys the chunk does not name (extras,
+    such as OpenRouter's ``provider`` or Perplexity's ``citations``: structuring keeps them as
+    they are, and ``Accumulator.add_plain`` merges them as ``add`` does; they may be of any
+    depth, so ``ChatProtocol.parse`` checks the depth of a payload that has them), ``usage``
+    of counts (``_plain_usage``), null or absent, and choices
     whose delta holds only ``role``, ``content``, ``reasoning_content``, ``reasoning`` and
     ``refusal`` strings (or nulls), with null ``logprobs``. Such a payload needs no event to be
     merged (see ``Accumulator.add_plain``); anything else takes the converter's full path,
     which also explains what is wrong.
     """
-    if obj.__class__ is not dict or not obj.keys() <= _PLAIN_TOP:
+    if obj.__class__ is not dict:
+        return False
+    if not obj.keys() <= _PLAIN_TOP and not obj.keys().isdisjoint(_NAMED_NOT_PLAIN):
         return False
     try:  # subscripts, not .get(): no method call on the hot path
         if (
@@ -430,6 +440,8 @@ def _piece(
     choices = obj.get("choices")
     if choices.__class__ is not list or len(choices) != 1:
         return None
+    if plain and not obj.keys() <= _PLAIN_TOP:
+        return None  # extras: merged from the dict each time, no shape learnt
     choice = choices[0]
     if (
         choice.__class__ is not dict
