@@ -1050,12 +1050,28 @@ plain_chunks = st.fixed_dictionaries(
                 {
                     "index": st.integers(0, 3) | st.sampled_from([-1, 2**31 - 1, 2**31, 10**15]),
                     "delta": st.fixed_dictionaries(
-                        {}, optional={key: PLAIN_TEXT for key in PLAIN_DELTA_KEYS}
+                        {},
+                        optional={key: PLAIN_TEXT for key in PLAIN_DELTA_KEYS}
+                        | {  # keys the delta does not name: merged by the delta rule
+                            "annotations": st.lists(
+                                st.fixed_dictionaries(
+                                    {"type": st.just("url_citation")},
+                                    optional={"index": st.integers(0, 2), "url": SHORT},
+                                ),
+                                max_size=2,
+                            ),
+                            "channel": st.none() | st.sampled_from(["analysis", "final"]),
+                            "reasoning_details": st.none() | st.lists(SMALL_JSON, max_size=2),
+                            "signature": MAYBE_SHORT,
+                        },
                     ),
                 },
                 optional={
                     "logprobs": st.none(),
                     "finish_reason": st.none() | st.sampled_from(["stop", "length", ""]),
+                    # keys the choice does not name: merged by the snapshot rule
+                    "native_finish_reason": st.none() | st.sampled_from(["STOP", "end_turn"]),
+                    "meta": st.none() | SMALL_JSON,
                 },
             ),
             max_size=3,

@@ -19,7 +19,7 @@ from .._errors import Where, upstream_error, where_text
 from .._protocol import CHUNK, ERROR, LAST_ERROR, Parsed, Protocol, typed_events
 from ._accumulate import Accumulator
 from ._events import ChatCompletionChunk, CompletionChunk, ContentDelta
-from ._plain import PLAIN_TOP, Lane, is_plain_chat, is_plain_text
+from ._plain import Lane, is_plain_text, plain_chat_kind
 
 __all__ = ["ChatProtocol", "chunk_class", "structure_chunk"]
 
@@ -101,8 +101,9 @@ class ChatProtocol(Protocol):
 
     def parse(self, obj: Any, where: Where) -> Parsed:
         if obj.__class__ is dict:
-            if is_plain_chat(obj) or is_plain_text(obj):  # shallow, but for extras
-                if not obj.keys() <= PLAIN_TOP:
+            kind = plain_chat_kind(obj)
+            if kind or is_plain_text(obj):  # shallow, but for extras (2)
+                if kind == 2:
                     self.check_depth(obj, where)
                 return (CHUNK, obj["id"], obj, None, None)
             self.check_depth(obj, where)

@@ -48,7 +48,7 @@ from ._events import (
     ToolCallDelta,
     Usage,
 )
-from ._plain import PLAIN_TOP
+from ._plain import PLAIN_CHOICE, PLAIN_DELTA, PLAIN_TOP
 
 __all__ = ["Accumulator"]
 
@@ -251,7 +251,9 @@ class _ChatChoice:
             merge_snapshot(self.extras, choice.extras)
 
     def add_plain(self, delta: dict[str, Any], finish_reason: str | None) -> None:
-        """``add`` for a validated plain delta: string fields only (see ``is_plain_chat``)."""
+        """``add`` for a validated plain delta: string fields, and extras (see
+        ``plain_chat_kind``), merged by the delta rule as an event's are."""
+        extras = None
         for key, value in delta.items():
             if value is None:
                 self.nulls.add(key)
@@ -259,10 +261,22 @@ class _ChatChoice:
             if key == "role":
                 if self.role is None:
                     self.role = value
-            else:
+            elif key in PLAIN_DELTA:
                 self.add_text(key, value)
+            else:
+                if extras is None:
+                    extras = {}
+                extras[key] = value
+        if extras is not None:
+            merge_delta(self.delta_extras, extras)
         if finish_reason is not None:
             self.finish_reason = finish_reason
+
+    def add_plain_extras(self, choice: dict[str, Any]) -> None:
+        """A plain choice's extras (the keys the choice does not name), merged by the snapshot
+        rule as ``add`` merges an event's, and its keys sent as null, as ``add`` notes them."""
+        self.choice_nulls.update(k for k, v in choice.items() if v is None)
+        merge_snapshot(self.extras, {k: v for k, v in choice.items() if k not in PLAIN_CHOICE})
 
     def add_text(self, field: str, value: str) -> None:
         """Append ``value`` to ``content``, ``reasoning_content``, ``reasoning`` or
@@ -675,6 +689,8 @@ class Accumulator:
                 state = choices[index] = _ChatChoice(self._check(index), self._limits)
                 state.choice_nulls.update(k for k, v in choice.items() if v is None)
             state.add_plain(choice["delta"], choice.get("finish_reason"))  # type: ignore[call-arg]
+            if not choice.keys() <= PLAIN_CHOICE:
+                state.add_plain_extras(choice)  # type: ignore[union-attr]
 
     def _add_plain_text(self, payload: dict[str, Any]) -> None:
         if self._text_object is None and any(

@@ -34,7 +34,7 @@ from .._merge import LABEL_KEYS
 if TYPE_CHECKING:
     from ._accumulate import Accumulator
 
-__all__ = ["Lane", "is_plain_chat", "is_plain_text"]
+__all__ = ["Lane", "is_plain_chat", "is_plain_text", "plain_chat_kind"]
 
 _PLAIN_TOP = frozenset(
     {"id", "object", "created", "model", "choices", "system_fingerprint", "service_tier"}
@@ -46,7 +46,10 @@ PLAIN_TOP = _PLAIN_TOP
 #: which structuring keeps as it is: see :func:`is_plain_chat`)
 _NAMED_NOT_PLAIN = frozenset({"error", "extras"})
 _PLAIN_CHOICE = frozenset({"index", "delta", "logprobs", "finish_reason"})
+_DELTA_NAMED_NOT_PLAIN = frozenset({"tool_calls", "function_call", "extras"})
 _PLAIN_DELTA = frozenset({"role", "content", "reasoning_content", "reasoning", "refusal"})
+#: the keys of a plain choice and of its delta that have fields (any other key is an extra)
+PLAIN_CHOICE, PLAIN_DELTA = _PLAIN_CHOICE, _PLAIN_DELTA
 _STR = str
 _STR_OR_NONE = frozenset({str, type(None)})
 
@@ -79,22 +82,33 @@ def _plain_usage(usage: Any) -> bool:
 
 
 def is_plain_chat(obj: Any) -> bool:
-    """Whether ``obj`` is a chat chunk of the common shape, with every field of the right type.
+    """Whether ``obj`` is a chat chunk of the common shape, with every field of the right type
+    (see :func:`plain_chat_kind`)."""
+    return plain_chat_kind(obj) > 0
 
-    The common shape: the named top-level keys, and any keys the chunk does not name (extras,
-    such as OpenRouter's ``provider`` or Perplexity's ``citations``: structuring keeps them as
-    they are, and ``Accumulator.add_plain`` merges them as ``add`` does; they may be of any
-    depth, so ``ChatProtocol.parse`` checks the depth of a payload that has them), ``usage``
-    of counts (``_plain_usage``), null or absent, and choices
-    whose delta holds only ``role``, ``content``, ``reasoning_content``, ``reasoning`` and
-    ``refusal`` strings (or nulls), with null ``logprobs``. Such a payload needs no event to be
-    merged (see ``Accumulator.add_plain``); anything else takes the converter's full path,
-    which also explains what is wrong.
+
+def plain_chat_kind(obj: Any) -> int:
+    """``0`` unless ``obj`` is a chat chunk of the common shape, with every field of the right
+    type; then ``1``, or ``2`` if it has extras.
+
+    The common shape: the named top-level keys, ``usage`` of counts (``_plain_usage``), null or
+    absent, and choices whose delta holds only ``role``, ``content``, ``reasoning_content``,
+    ``reasoning`` and ``refusal`` strings (or nulls), with null ``logprobs``; and, at the top,
+    in a choice or in its delta, any keys the chunk does not name: extras, such as OpenRouter's
+    ``provider`` and ``native_finish_reason``, Perplexity's ``citations``, a delta's
+    ``annotations``. Structuring keeps extras as they are, and ``Accumulator.add_plain`` merges
+    them as ``add`` merges an event's (the snapshot rule, the delta rule for a delta's); they
+    may be of any depth, so ``ChatProtocol.parse`` checks the depth of a payload that has them
+    (``2``). Such a payload needs no event to be merged; anything else takes the converter's
+    full path, which also explains what is wrong.
     """
     if obj.__class__ is not dict:
-        return False
-    if not obj.keys() <= _PLAIN_TOP and not obj.keys().isdisjoint(_NAMED_NOT_PLAIN):
-        return False
+        return 0
+    kind = 1
+    if not obj.keys() <= _PLAIN_TOP:
+        if not obj.keys().isdisjoint(_NAMED_NOT_PLAIN):
+            return 0
+        kind = 2
     try:  # subscripts, not .get(): no method call on the hot path
         if (
             obj["object"] != "chat.completion.chunk"
@@ -102,12 +116,12 @@ def is_plain_chat(obj: Any) -> bool:
             or obj["created"].__class__ is not int
             or obj["model"].__class__ is not _STR
         ):
-            return False
+            return 0
         choices = obj["choices"]
     except KeyError:
-        return False
+        return 0
     if choices.__class__ is not list:
-        return False
+        return 0
     if len(obj) > 5:  # some of the optional keys are there
         get = obj.get
         if (
@@ -116,32 +130,40 @@ def is_plain_chat(obj: Any) -> bool:
             or get("service_tier").__class__ not in _STR_OR_NONE
             or get("obfuscation").__class__ not in _STR_OR_NONE
         ):
-            return False
+            return 0
     for choice in choices:
-        if choice.__class__ is not dict or not choice.keys() <= _PLAIN_CHOICE:
-            return False
+        if choice.__class__ is not dict:
+            return 0
+        if not choice.keys() <= _PLAIN_CHOICE:
+            if "extras" in choice:
+                return 0
+            kind = 2
         try:
             delta = choice["delta"]
             if choice["index"].__class__ is not int:
-                return False
+                return 0
         except KeyError:
-            return False
-        if (
-            delta.__class__ is not dict
-            or not delta.keys() <= _PLAIN_DELTA
-            or (
-                len(choice) > 2
-                and (
-                    choice.get("logprobs") is not None
-                    or choice.get("finish_reason").__class__ not in _STR_OR_NONE
-                )
+            return 0
+        if delta.__class__ is not dict or (
+            len(choice) > 2
+            and (
+                choice.get("logprobs") is not None
+                or choice.get("finish_reason").__class__ not in _STR_OR_NONE
             )
         ):
-            return False
-        for value in delta.values():
-            if value.__class__ not in _STR_OR_NONE:
-                return False
-    return True
+            return 0
+        if delta.keys() <= _PLAIN_DELTA:
+            for value in delta.values():
+                if value.__class__ not in _STR_OR_NONE:
+                    return 0
+        else:
+            if not delta.keys().isdisjoint(_DELTA_NAMED_NOT_PLAIN):
+                return 0
+            kind = 2
+            for key, value in delta.items():
+                if key in _PLAIN_DELTA and value.__class__ not in _STR_OR_NONE:
+                    return 0
+    return kind
 
 
 _TEXT_OBJECTS = frozenset({"text_completion", "completion"})
@@ -440,8 +462,6 @@ def _piece(
     choices = obj.get("choices")
     if choices.__class__ is not list or len(choices) != 1:
         return None
-    if plain and not obj.keys() <= _PLAIN_TOP:
-        return None  # extras: merged from the dict each time, no shape learnt
     choice = choices[0]
     if (
         choice.__class__ is not dict
@@ -461,6 +481,8 @@ def _piece(
         return None
     if logprobs is not None:
         return None
+    if plain and (not obj.keys() <= _PLAIN_TOP or not choice.keys() <= _PLAIN_CHOICE):
+        return None  # a chat chunk's extras: merged from its dict each time, no shape learnt
     delta: Any = choice.get("delta")  # (a dict: checked below, or by is_plain_chat)
     if not plain:
         if (
