@@ -82,14 +82,7 @@ def _plain_usage(usage: Any) -> bool:
 
 
 def is_plain_chat(obj: Any) -> bool:
-    """Whether ``obj`` is a chat chunk of the common shape, with every field of the right type
-    (see :func:`plain_chat_kind`)."""
-    return plain_chat_kind(obj) > 0
-
-
-def plain_chat_kind(obj: Any) -> int:
-    """``0`` unless ``obj`` is a chat chunk of the common shape, with every field of the right
-    type; then ``1``, or ``2`` if it has extras.
+    """Whether ``obj`` is a chat chunk of the common shape, with every field of the right type.
 
     The common shape: the named top-level keys, ``usage`` of counts (``_plain_usage``), null or
     absent, and choices whose delta holds only ``role``, ``content``, ``reasoning_content``,
@@ -99,9 +92,15 @@ def plain_chat_kind(obj: Any) -> int:
     ``annotations``. Structuring keeps extras as they are, and ``Accumulator.add_plain`` merges
     them as ``add`` merges an event's (the snapshot rule, the delta rule for a delta's); they
     may be of any depth, so ``ChatProtocol.parse`` checks the depth of a payload that has them
-    (``2``). Such a payload needs no event to be merged; anything else takes the converter's
-    full path, which also explains what is wrong.
+    (:func:`plain_chat_kind`). Such a payload needs no event to be merged; anything else takes
+    the converter's full path, which also explains what is wrong.
     """
+    return plain_chat_kind(obj) > 0
+
+
+def plain_chat_kind(obj: Any) -> int:
+    """``0`` unless ``obj`` is a chat chunk of the common shape (:func:`is_plain_chat`); then
+    ``1``, or ``2`` if it has extras (its depth is to be checked)."""
     if obj.__class__ is not dict:
         return 0
     kind = 1
