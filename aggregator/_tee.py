@@ -150,16 +150,16 @@ class Tee(Generic[T]):
         """Read the next item, assemble it and return it; record how the source ended."""
         engine = self._engine
         if engine.started is None:
-            self._time = clock()
+            self._time, engine.epoch = clock()
             engine.started = self._time()
         try:
             raw = await self._reader.next()
         except StopAsyncIteration:
-            await self._end(engine.close(now=_clock()))
+            await self._end(engine.close(now=self._time()))
             raise
         except Exception as exc:
             error = source_error(exc, self.name, engine.items)
-            await self._end(engine.fail(error, _clock()))
+            await self._end(engine.fail(error, self._time()))
             if isinstance(exc, LimitError):  # a time limit: raised named and placed
                 raise error from None
             raise
@@ -193,7 +193,7 @@ class Tee(Generic[T]):
                 except Exception as exc:  # noqa: BLE001 - handed to the caller, raised there
                     box.append(_Raised(exc))
             if shield.cancelled_caught:  # the read outlasted drain_timeout
-                await self._end(self._engine.fail(self._drain_error(), _clock()))
+                await self._end(self._engine.fail(self._drain_error(), self._time()))
             done.set()
 
         async with anyio.create_task_group() as tg:
@@ -227,7 +227,7 @@ class Tee(Generic[T]):
             if self._on_disconnect == "finish" and self._state == "open":
                 await self._drain()
             else:
-                self._keep(engine.close(cancelled=True, now=_clock()))
+                self._keep(engine.close(cancelled=True, now=self._time()))
             await self._end([])
         return self.results
 
@@ -257,14 +257,15 @@ class Tee(Generic[T]):
                 try:
                     raw = await self._reader.next()
                 except StopAsyncIteration:
-                    self._keep(engine.close(now=_clock()))
+                    self._keep(engine.close(now=self._time()))
                     return
                 except Exception as exc:  # noqa: BLE001 - recorded in the results
-                    self._keep(engine.fail(source_error(exc, self.name, engine.items), _clock()))
+                    error = source_error(exc, self.name, engine.items)
+                    self._keep(engine.fail(error, self._time()))
                     return
                 await self._take(raw)
             return
-        self._keep(engine.fail(self._drain_error(), _clock()))
+        self._keep(engine.fail(self._drain_error(), self._time()))
 
     async def _take(self, raw: Any) -> None:
         if self._assemble:

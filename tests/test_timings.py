@@ -278,13 +278,64 @@ async def test_a_sync_source_and_a_failing_one_are_timed_too() -> None:
 async def test_the_shell_reads_anyios_own_clock() -> None:
     from aggregator._run import clock
 
-    read = clock()
+    read, epoch = clock()
     before = anyio.current_time()
-    now = read()
+    now = read() + epoch
     after = anyio.current_time()
     assert before <= now <= after  # the same clock, not one like it
     await anyio.sleep(0.01)
-    assert read() - now >= 0.009
+    assert read() + epoch - now >= 0.009
+
+
+@pytest.mark.anyio
+async def test_every_way_in_hands_out_times_on_anyios_clock() -> None:
+    """The times of each result are anyio's clock's (on trio the shell reads the clock's raw
+    readings, and the engine adds its offset back: a slip would put them hours away)."""
+
+    def within(result: Result | aggregator.SourceReport, before: float, after: float) -> None:
+        t = timings(result)
+        assert before <= t.started <= t.first_byte <= t.first_chunk <= t.last_chunk
+        assert t.first_output is not None
+        assert t.first_chunk <= t.first_output <= t.last_chunk <= t.ended <= after
+
+    before = anyio.current_time()
+    async with aggregator.results(_paced(PACED, 0.0)) as items:
+        (result, _report) = [item async for item in items]
+    sources: dict[str, Any] = {"a": _paced(PACED, 0.0), "b": iter(PACED)}
+    async with aggregator.fan_in(sources) as items:
+        fanned = [item async for item in items if isinstance(item, Result)]
+    async with aggregator.Tee(_paced(PACED, 0.0)) as tee:
+        async for _ in tee:
+            pass
+    async with aggregator.Tee(_paced(PACED, 0.0), on_disconnect="stop") as cut:
+        await cut.__anext__()  # and left mid-stream: aclose ends it
+        await cut.__anext__()
+    after = anyio.current_time()
+    for each in (result, *fanned, *tee.results, *cut.results):
+        within(each, before, after)
+    assert len(fanned) == 2
+    assert cut.results[0].reason is EndReason.CANCELLED
+
+
+def test_a_trio_clock_of_the_callers_is_the_one_read() -> None:
+    """A run given a clock of its own (trio.testing's, which jumps over sleeps) is timed on it,
+    as ``anyio.current_time()`` reads it."""
+    from trio.testing import MockClock
+
+    async def main() -> tuple[float, float, Result]:
+        before = anyio.current_time()
+        async with aggregator.results(_paced(PACED, 60.0)) as items:
+            (result, _report) = [item async for item in items]
+        assert isinstance(result, Result)
+        return before, anyio.current_time(), result
+
+    clock = MockClock(autojump_threshold=0)
+    before, after, result = anyio.run(main, backend="trio", backend_options={"clock": clock})
+    t = timings(result)
+    assert before <= t.started
+    assert t.ended <= after
+    assert t.time_to_first_chunk == pytest.approx(60.0, abs=0.01)  # the mock's jumps, not seconds
+    assert t.duration == pytest.approx(300.0, abs=0.05)
 
 
 @pytest.mark.anyio

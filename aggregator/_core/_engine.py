@@ -138,6 +138,7 @@ class _Stream:
         "reused",
         "seen",
         "size",
+        "steady",
         "timed",
     )
 
@@ -163,6 +164,9 @@ class _Stream:
         self.failed: LimitError | None = None
         #: its clock readings, when the caller gives times (see ``Engine._stamp``).
         self.timed: _Times | None = None
+        #: the same, once its first output is noted: all a feed then moves is ``last`` (see
+        #: :meth:`Engine.feed_item`).
+        self.steady: _Times | None = None
 
 
 @final
@@ -237,6 +241,7 @@ class Engine:
         "_since",
         "_stages",
         "done",
+        "epoch",
         "items",
         "name",
         "report",
@@ -299,6 +304,10 @@ class Engine:
         #: when the source started (the request was sent), on the caller's clock; by default
         #: the first time it gave (see :meth:`feed`).
         self.started: float | None = None
+        #: what the caller's times are offset from those of the :class:`Timings` handed out
+        #: (added to each): 0 unless the caller reads a clock's raw readings (the shell does
+        #: on trio, whose clock is ``offset + perf_counter()``: see ``_run.clock``).
+        self.epoch = 0.0
         self._now: float | None = None
         self._first_byte: float | None = None
         #: when the next stream of a sequence started: the source's start, then the end of
@@ -352,7 +361,14 @@ class Engine:
         self._item(raw, out)
         current = self._current
         if current is not None:
-            self._stamp(current)
+            steady = current.steady
+            if steady is None:
+                self._stamp(current)
+            else:  # _stamp's steady case, without its call (a read of an async source each)
+                chunks = current.acc.chunks  # type: ignore[union-attr]  # (timed: not refused)
+                if chunks != steady.chunks:
+                    steady.last = now
+                    steady.chunks = chunks
         return out
 
     def _item(self, raw: Any, out: list[Any]) -> None:
@@ -546,16 +562,11 @@ class Engine:
         Called when a feed is over, when the stream stops being current, and when it ends: the
         time is the same within one feed, so the readings are those of each chunk's arrival,
         to the feed, while the merge paths (the lane, the hot branch) carry no clock. Once the
-        first output is noted, a feed moves only ``last`` (the first branch: every chunk's).
+        first output is noted, a feed moves only ``last``: the stream is ``steady``, and
+        :meth:`feed_item` (a read of an async source each) makes that case's two stores itself.
         """
         timed = stream.timed
         acc = stream.acc
-        if timed is not None and timed.kind is not None and acc is not None:
-            chunks = acc.chunks
-            if chunks != timed.chunks:
-                timed.last = self._now  # type: ignore[assignment] # (set: timed exists)
-                timed.chunks = chunks
-            return
         now = self._now
         if acc is None or now is None:
             return
@@ -572,6 +583,7 @@ class Engine:
             kind = getattr(acc, "output_kind", None)
             if kind is not None:
                 timed.kind, timed.output, timed.output_from = kind, now, timed.chunks
+                stream.steady = timed
         timed.chunks = chunks
 
     # -- payloads ----------------------------------------------------------------------------
@@ -1083,14 +1095,15 @@ class Engine:
     def _timings(self, timed: _Times, chunks: int) -> Timings:
         assert self._now is not None
         assert self._first_byte is not None
+        epoch = self.epoch
         return Timings(
-            started=timed.started,
-            first_byte=max(self._first_byte, timed.started),  # a later stream's: from its start
-            first_chunk=timed.first,
-            first_output=timed.output,
+            started=epoch + timed.started,
+            first_byte=epoch + max(self._first_byte, timed.started),  # a later stream's: its start
+            first_chunk=epoch + timed.first,
+            first_output=None if timed.output is None else epoch + timed.output,
             output_kind=timed.kind,
-            last_chunk=timed.last,
-            ended=self._now,
+            last_chunk=epoch + timed.last,
+            ended=epoch + self._now,
             chunks=chunks,
             output_chunks=chunks - timed.output_from if timed.output is not None else 0,
         )
