@@ -12,7 +12,9 @@ its peak RSS (``VmHWM``) is its own; the sources make their bytes as they are re
 would (one read per event, as a live server's body arrives), so memory measures what the
 pipeline holds, not the input. The floor reads the same sources (their reads joined), and a
 third side only makes the reads: its time is taken from both, so the ratio compares the work
-on the bytes, not the making of them. CPU time, median of repeats.
+on the bytes, not the making of them. The size of each output (for the memory budget) is
+measured as it comes, and the CPU time of that measuring is taken from ours. CPU time, median
+of repeats.
 
 Targets: ours / floor at most 1.5; peak memory within target 5b's budget (2 x the assembled
 outputs + 50 MB).
@@ -78,8 +80,10 @@ def source(i):  # one read per event, made as it is read, as a live server's bod
         total += len(data)
         yield data
 
+measuring = 0.0  # the CPU time of measuring the outputs' size (the benchmark's, not ours)
+
 async def main():
-    global size, results
+    global size, results, measuring
     sources = {{f"r{{i}}": source(i) for i in range(streams)}}
     async with aggregator.fan_in(sources, max_sources=streams) as items:
         async for r in items:
@@ -87,7 +91,9 @@ async def main():
                 continue
             results += 1
             if r.completion is not None:
+                began = time.process_time()
                 size += len(orjson.dumps(aggregator.to_dict(r.completion)))
+                measuring += time.process_time() - began
 
 start = time.process_time()
 if side == "ours":
@@ -99,7 +105,7 @@ else:  # "reads": making the reads alone, what both sides pay
     for i in range(streams):
         for _ in source(i):
             pass
-elapsed = time.process_time() - start
+elapsed = time.process_time() - start - measuring
 row = {{"seconds": elapsed, "peak_mb": (high_water_kb() - base) / 1024,
         "output_mb": size / 2**20, "results": results, "input_mb": total / 2**20,
         "recordings": len(recordings)}}
