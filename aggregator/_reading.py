@@ -27,7 +27,7 @@ say end of file, but the kernel reports it readable only once a writer wrote or 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Union, final
 
 from ._core._errors import LimitError
@@ -92,6 +92,7 @@ class SourceReader:
         "_end_by",
         "_idle",
         "_iterator",
+        "_plain",
         "_source",
         "closed",
         "deadline",
@@ -108,6 +109,8 @@ class SourceReader:
         self._end_by: float | None = None
         #: whether :meth:`aclose` ran: the source reads as ended from then on.
         self.closed = False
+        #: the async iterator, once made, if no time limit bounds its reads (see :meth:`next`).
+        self._plain: AsyncIterator[Any] | None = None
 
     def sync_iterator(self) -> Iterator[Any]:
         """The iterator of a sync source (read in batches by the caller, with no time limits:
@@ -116,13 +119,21 @@ class SourceReader:
             self._iterator = iter(self._source)  # type: ignore[arg-type]
         return self._iterator  # type: ignore[return-value]
 
-    async def next(self) -> Any:
-        """The next item.
+    def next(self) -> Awaitable[Any]:
+        """The next item, to be awaited: for an async source with no time limit, the source's
+        own ``__anext__`` (no coroutine of ours a read: what each read of a network body
+        costs, see docs/performance.md), else :meth:`_next`.
 
         Raises:
             StopAsyncIteration: the source ran out.
             LimitError: ``idle_timeout`` or ``deadline`` passed (``limit`` says which).
         """
+        plain = self._plain
+        if plain is not None:
+            return anext(plain)
+        return self._next()
+
+    async def _next(self) -> Any:
         iterator: Any = self._iterator
         if iterator is None:
             if self.closed:
@@ -134,6 +145,8 @@ class SourceReader:
             self._iterator = iterator
             if self.deadline is not None:
                 self._end_by = anyio.current_time() + self.deadline
+            if self.is_async and self._idle is None and self._end_by is None:
+                self._plain = iterator
         if not self.is_async:
             try:
                 return next(iterator)
@@ -162,6 +175,7 @@ class SourceReader:
     async def aclose(self) -> None:
         """Close the source (once is enough; more is harmless)."""
         iterator, self._iterator = self._iterator, None
+        self._plain = None
         self.closed = True
         if iterator is None:
             return
@@ -187,33 +201,47 @@ class Feeder:
 
     async def feed(self, raw: Any, now: float | None) -> list[Any]:
         """:meth:`Engine.feed_item`, with a long bytes item cut in pieces and the loop given a
-        turn when the budget is spent; what ended."""
-        engine = self._engine
+        turn when the budget is spent; what ended. (What :meth:`take`, :meth:`pieces`,
+        :attr:`due` and :meth:`turn` make, as the reader's loop of ``_run.drive`` makes it.)"""
+        out = self.take(raw, now)
+        if out is None:
+            return await self.pieces(raw, now)
+        if self.due:
+            await self.turn()
+        return out
+
+    def take(self, raw: Any, now: float | None) -> list[Any] | None:
+        """Feed an item that is not to be cut (what ended), counted in the budget; ``None``,
+        feeding nothing, for a bytes item longer than ``PIECE``: :meth:`pieces` cuts it."""
         cls = raw.__class__
         if cls is bytes or cls is bytearray or cls is memoryview:
             size = len(raw)
             if size > PIECE:
-                return await self._pieces(raw, now)
+                return None
             self._bytes += size
         self._items += 1
-        out = engine.feed_item(raw, now)
-        if self._bytes >= BUDGET or self._items >= BUDGET_ITEMS:
-            await self._turn()
-        return out
+        return self._engine.feed_item(raw, now)
 
-    async def _pieces(self, raw: Any, now: float | None) -> list[Any]:
+    @property
+    def due(self) -> bool:
+        """Whether the budget is spent: the loop is to be given a turn (:meth:`turn`)."""
+        return self._bytes >= BUDGET or self._items >= BUDGET_ITEMS
+
+    async def pieces(self, raw: Any, now: float | None) -> list[Any]:
+        """Feed a long bytes item a piece at a time, the loop given a turn after each."""
         engine = self._engine
         view = memoryview(raw).cast("B")
         out = engine.feed_item(bytes(view[:PIECE]), now)  # counts the item, once
         for start in range(PIECE, len(view), PIECE):
-            await self._turn()
+            await self.turn()
             if engine.stopped:
                 break
             out += engine.feed(bytes(view[start : start + PIECE]), now)
-        await self._turn()
+        await self.turn()
         return out
 
-    async def _turn(self) -> None:
+    async def turn(self) -> None:
+        """Give the loop a turn, the budget afresh."""
         import anyio.lowlevel  # imported here: `import aggregator` stays light
 
         self._bytes = self._items = 0

@@ -114,10 +114,12 @@ async def drive(
         engine.started = now()
     try:
         if reader.is_async:
-            feed_item = Feeder(engine).feed
+            feeder = Feeder(engine)
+            take = feeder.take
+            read = reader.next
             while not engine.stopped:
                 try:
-                    raw = await reader.next()
+                    raw = await read()
                 except StopAsyncIteration:
                     break
                 except LimitError as exc:  # a time limit
@@ -128,7 +130,12 @@ async def drive(
                         raise
                     yield engine.fail(source_error(exc, engine.name, engine.items), now())
                     return
-                ended = await feed_item(raw, now())
+                when = now()
+                ended = take(raw, when)  # (Feeder.feed, written out: no coroutine a read)
+                if ended is None:
+                    ended = await feeder.pieces(raw, when)
+                elif feeder.due:
+                    await feeder.turn()
                 if ended:
                     yield ended
         else:

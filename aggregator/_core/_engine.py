@@ -225,6 +225,7 @@ class Engine:
         "_framing",
         "_interleaved",
         "_lane",
+        "_lane_runs",
         "_lane_wanted",
         "_limits",
         "_line",
@@ -280,6 +281,8 @@ class Engine:
         self._framing = Framing(format, max_line=limits.max_line)
         self._protocol: Protocol | None = None
         self._lane: Any = None
+        #: the lane's ``merge_run``, if it has one (see ``_records``).
+        self._lane_runs: Any = None
         self._open: dict[StreamKey, _Stream] = {}
         self._by_id: dict[str, _Stream] = {}
         self._refused: dict[str | bytes, None] = {}
@@ -379,7 +382,10 @@ class Engine:
         try:
             cls = raw.__class__
             if cls is bytes:
-                self._bytes(raw, out)
+                if len(raw) <= _PIECE:  # (_bytes's, without its call: a read each)
+                    self._records(self._framing.feed(raw), out)
+                else:
+                    self._bytes(raw, out)
             elif cls is dict or cls in TYPED_EVENTS:
                 self._take(raw, "message", None, number, None, out)
             elif cls is tuple and len(raw) == 2:
@@ -594,7 +600,7 @@ class Engine:
         The lane is asked before ``stopped`` is: a source that stopped has no current stream,
         so its lane holds no shape (``_set_current`` clears it)."""
         lane = self._lane
-        run = getattr(lane, "merge_run", None)
+        run = self._lane_runs
         streak = 0  # (the payloads the lane merged in a row)
         todo = iter(records)
         for record in todo:
@@ -648,7 +654,7 @@ class Engine:
             self._take(obj, event, sse_id if own_id else None, where, data, out)
             if lane is None:
                 lane = self._lane  # (made when the first payload told the protocol)
-                run = getattr(lane, "merge_run", None)
+                run = self._lane_runs
 
     def _lane_run(self, run: Any, records: list[Any], start: int) -> bool:
         """Let the lane merge a run of records from ``start`` on (``merge_run``: a branch of
@@ -867,6 +873,7 @@ class Engine:
         protocol = self._protocol = kind(self.name, self._limits)
         if self._lane_wanted:
             lane = self._lane = protocol.lane()
+            self._lane_runs = getattr(lane, "merge_run", None)
             if lane is not None and hasattr(lane, "duplicate"):
                 lane.duplicate = self._lane_duplicate  # the one dedupe rule, for its shapes
                 if hasattr(lane, "remember"):

@@ -51,6 +51,8 @@ class Framing:
 
     def feed(self, data: bytes) -> list[Any]:
         """The payload records (and errors) the next bytes of the source complete."""
+        if self.format == "sse":  # (_cut's, without its call: a read of a network body each)
+            return self._sse.scan(data)
         if self.format == "auto":
             data = self._head + data
             if len(data) < 3 and _BOM.startswith(data):  # maybe a BOM split across reads

@@ -326,7 +326,7 @@ class SSEDecoder:
     def scan(self, data: bytes, *, final: bool = False) -> list[Any]:
         """The hot path of :meth:`decode`: each event as a plain tuple of the
         :class:`ServerSentEvent` fields in order, or a :class:`DecodeError` in its place."""
-        if not final and data[-2:] == b"\n\n":
+        if not final and data.endswith(b"\n\n"):
             one = self._one_event(data)
             if one is not None:
                 return one
