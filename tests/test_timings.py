@@ -187,6 +187,32 @@ def test_readings_are_ordered_on_every_recording_however_split(
             assert 1 <= t.output_chunks <= t.chunks == result.chunks
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    index=st.integers(0, 10_000),
+    cuts=st.lists(st.integers(0, 10**7), max_size=30),
+    lane=st.booleans(),
+)
+def test_a_read_at_a_time_notes_the_times_a_feed_does(
+    index: int, cuts: list[int], lane: bool
+) -> None:
+    """``feed_item`` (the shell's way in, a read at a time) notes a steady stream's times
+    itself, without ``_stamp``: the same times as ``feed`` of the same pieces, reads that
+    bring no chunk (a line cut in two, an empty read after each piece) included."""
+    recordings = _recordings()
+    path = recordings[index % len(recordings)]
+    pieces = [read for piece in _pieces(path.read_bytes(), cuts) for read in (piece, b"")]
+    got = []
+    for by_item in (False, True):
+        engine = Engine(path.name, strict=False, fast_lane=lane)
+        out: list[Any] = []
+        for now, piece in enumerate(pieces):
+            out += (engine.feed_item if by_item else engine.feed)(piece, float(now))
+        out += engine.close(now=1e6)
+        got.append([(r.key, r.reason, r.chunks, r.timings) for r in out if isinstance(r, Result)])
+    assert got[0] == got[1]
+
+
 def test_the_lane_and_the_full_path_read_the_same_times() -> None:
     pieces = [chunk({"role": "assistant", "content": ""})]
     pieces += [chunk({"content": f"w{i} "}) for i in range(40)] + [chunk({}, "stop"), DONE]
